@@ -33,12 +33,15 @@ class ProcView(Protocol):
     @property
     def hungertime(self) -> int:
         """When it last said ``#hungry`` (or was started): ``HA=`` is now minus this."""
+
     @property
     def feedtime(self) -> int:
         """When it was last fed a job; 0 = never (``FA={never}s``)."""
+
     @property
     def overfed(self) -> int:
         """Jobs fed but not yet acknowledged (``OF=``)."""
+
     @property
     def state_name(self) -> str:
         """``LARVA``, ``STUFF``, ``FINISH``, ``IDLE`` or ``ERROR``."""
@@ -50,12 +53,15 @@ class VertexView(Protocol):
     @property
     def path(self) -> str:
         """Spool path relative to ``transport/`` with hash prefix: ``Y/F/100001``."""
+
     @property
     def sender(self) -> str:
         """Error-return address (final ``s``/``e`` value), bare; empty for bounces."""
+
     @property
     def offsets(self) -> Sequence[int]:
         """Recipient ``r``-line offsets in index order (index 0 first)."""
+
     @property
     def expiry(self) -> int: ...
     @property
@@ -65,6 +71,7 @@ class VertexView(Protocol):
     @property
     def waiting_for(self) -> int:
         """0 none, 1 ring limit, 2 channel limit, 3 global or thread limit."""
+
     @property
     def message(self) -> str | None:
         """Last TA diagnostic text (CR-separated lines); None if there is none."""
@@ -80,26 +87,33 @@ class ThreadView(Protocol):
     @property
     def withhost(self) -> int:
         """0, or 2 when the clause command has a ``$host`` word (printed raw)."""
+
     @property
     def jobs(self) -> int:
         """``N=``: vertices."""
+
     @property
     def rcpts(self) -> int:
         """``R=``: recipients."""
+
     @property
     def attempts(self) -> int:
         """``A=``: diagnostics received for the thread's vertices."""
+
     @property
     def wakeup(self) -> int: ...
     @property
     def pending(self) -> str:
         """Last reason it could not start (``>MaxChannel`` ...), or ``""``."""
+
     @property
     def thrkids(self) -> int:
         """TAs attached (``Kids=a/b`` when it differs from ``len(procs)``)."""
+
     @property
     def unfed(self) -> int:
         """``UF=``: vertices not yet fed in the current run."""
+
     @property
     def oldest_mtime(self) -> int | None:
         """Message-file mtime of the oldest vertex (``QA=``); None without vertices."""
@@ -117,9 +131,11 @@ class GroupView(Protocol):
     @property
     def clause_channel(self) -> str:
         """The clause's channel pattern as written (``smtp``)."""
+
     @property
     def clause_host(self) -> str:
         """The clause's host pattern (``*`` when the selector had no ``/``)."""
+
     @property
     def withhost(self) -> int: ...
     @property
@@ -127,6 +143,7 @@ class GroupView(Protocol):
     @property
     def proc_count(self) -> int:
         """TA processes of the group, running or idle."""
+
     @property
     def idle_count(self) -> int: ...
     @property
@@ -134,9 +151,11 @@ class GroupView(Protocol):
     @property
     def maxring(self) -> int:
         """Resolved ``maxring`` (``Plim:``)."""
+
     @property
     def overfeed(self) -> int:
         """``Flim:``."""
+
     @property
     def maxthr(self) -> int:
         """``Tlim:``."""
@@ -162,24 +181,31 @@ class QueueView(Protocol):
     @property
     def start_time(self) -> int:
         """Scheduler start (``Uptime:`` is now minus this)."""
+
     @property
     def kids(self) -> int:
         """TA processes not yet reaped, running or idle."""
+
     @property
     def idle(self) -> int:
         """TAs in idle pools."""
+
     @property
     def msgs(self) -> int:
         """Control files loaded in memory."""
+
     @property
     def total_threads(self) -> int:
         """Sum of the groups' thread counts (``Thrds:``)."""
+
     @property
     def total_vertices(self) -> int:
         """Sum of N over all threads (printed as ``Rcpnts:`` in the Kids line)."""
+
     @property
     def total_recipients(self) -> int:
         """Live recipient total, printed in brackets when it differs from the gauge."""
+
     @property
     def counters(self) -> CounterBlock: ...
 
