@@ -1,0 +1,422 @@
+"""The shared transport-agent runtime: ZMailer's TA protocol over stdin/stdout.
+
+Every agent (``python -m scheduler.ta.NAME``) runs :func:`run_agent` with an object that
+implements :class:`Deliverer`. The runtime owns the protocol (MQ2-REF §13):
+
+* print ``#hungry`` and read a job line ``<spoolpath>\\t<host>`` (``<spoolpath>`` for
+  withhost agents, whose host is in argv); an empty line or EOF ends the agent; ``#idle``
+  is answered with ``#hungry``;
+* read the control file, pick the recipients with status `` `` on this channel and host,
+  lock each (``~`` + PID) just before delivery, mark it (``+``/``-``/`` ``) right after,
+  append the ``d`` line (fsynced) before reporting when the TA logs the diagnostic itself
+  (``ok2``/``error2``), and report one line per recipient;
+* ``#resync <spoolpath>`` when nothing in the job could be locked.
+
+Agents only decide outcomes; the runtime does every spool write. Logging goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from spool import controlfile, store
+from spool.controlfile import ControlFile, Recipient
+from spool.ids import message_number
+from spool.layout import Postoffice
+
+__all__ = [
+    "AgentOptions",
+    "Deliverer",
+    "Job",
+    "Outcome",
+    "TaRuntime",
+    "common_parser",
+    "options_from",
+    "parse_args",
+    "deferred",
+    "delivered",
+    "failed",
+    "format_report",
+    "make_notary",
+    "parse_job_line",
+    "resolve_postoffice",
+    "run_agent",
+    "setup_logging",
+]
+
+log = logging.getLogger(__name__)
+
+# Statuses after which the recipient line is marked, and with what.
+_MARKS = {
+    "ok": "+",
+    "ok2": "+",
+    "ok3": "+",
+    "error": "-",
+    "error2": "-",
+    "deferred": " ",
+    "deferall": " ",
+    "deferback": " ",
+    "retryat": " ",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one recipient, as an agent decides it.
+
+    ``status`` is a TA status keyword (``ok``, ``error``, ``deferred``, ``deferall``,
+    ``retryat``, ``ok3``); the runtime turns ``ok``/``error`` into ``ok2``/``error2`` when it
+    writes the ``d`` line itself. ``message`` is the text after the keyword (for ``retryat``
+    it starts with ``[+]N``); empty means "the diagnostic text".
+    """
+
+    status: str
+    dsn_status: str
+    diagnostic: str
+    message: str = ""
+    remote_mta: str = ""
+    action: str = ""
+
+    @property
+    def notary_action(self) -> str:
+        if self.action:
+            return self.action
+        if self.status.startswith("ok"):
+            return "delivered"
+        if self.status.startswith("error"):
+            return "failed"
+        return "delayed"
+
+    @property
+    def text(self) -> str:
+        return self.message or self.diagnostic
+
+
+def delivered(
+    diagnostic: str, remote_mta: str = "", dsn_status: str = "2.0.0"
+) -> Outcome:
+    """A successful delivery (``ok``)."""
+    return Outcome("ok", dsn_status, diagnostic, remote_mta=remote_mta)
+
+
+def failed(diagnostic: str, remote_mta: str = "", dsn_status: str = "5.0.0") -> Outcome:
+    """A permanent failure (``error``)."""
+    return Outcome("error", dsn_status, diagnostic, remote_mta=remote_mta)
+
+
+def deferred(
+    diagnostic: str, remote_mta: str = "", dsn_status: str = "4.0.0"
+) -> Outcome:
+    """A temporary failure (``deferred``)."""
+    return Outcome("deferred", dsn_status, diagnostic, remote_mta=remote_mta)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job line: a control file (relative to ``transport/``) and the host to serve."""
+
+    spoolpath: str
+    host: str | None
+
+
+@dataclass(slots=True)
+class AgentOptions:
+    """Options shared by every agent."""
+
+    name: str
+    channel: str
+    postoffice: Postoffice
+    host: str | None = None  # withhost agents: the host from argv
+    nomark: bool = False  # do not touch the control file (benchmarks)
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What an agent sees of a job: the parsed control file and where its files are."""
+
+    job: Job
+    relpath: str
+    control_path: Path
+    message_path: Path
+    control: ControlFile
+    options: AgentOptions
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def message_body(self) -> bytes:
+        """The body of the message file from offset ``o`` (the headers are in ``m``)."""
+        with open(self.message_path, "rb") as f:
+            f.seek(self.control.body_offset or 0)
+            return f.read()
+
+
+class Deliverer(Protocol):
+    """An agent's delivery logic. ``batch`` agents get all recipients of a job at once."""
+
+    batch: bool
+
+    def begin_job(self, job: Job) -> None:
+        """Called for every job line before its control file is read."""
+        ...
+
+    def deliver(
+        self, ctx: JobContext, recipients: Sequence[Recipient]
+    ) -> list[Outcome]:
+        """Return one outcome per recipient, in order."""
+        ...
+
+
+def make_notary(rcpt: Recipient, outcome: Outcome, taname: str) -> str:
+    """``final-recipient \\1 action \\1 status \\1 diagnostic \\1 remote-MTA \\1 taname``."""
+    fields = (
+        rcpt.user,
+        outcome.notary_action,
+        outcome.dsn_status,
+        outcome.diagnostic,
+        outcome.remote_mta,
+        taname,
+    )
+    return "\001".join(_one_line(f) for f in fields)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", "\r")
+
+
+def format_report(
+    number: int, offset: int, notary: str, status: str, message: str
+) -> bytes:
+    """``<id>/<offset>\\t<notary>\\t<status>[ <message>]\\n`` (MQ2-REF §13.3)."""
+    tail = f" {_one_line(message)}" if message else ""
+    line = f"{number}/{offset}\t{_one_line(notary)}\t{status}{tail}\n"
+    return line.encode("utf-8", "surrogateescape")
+
+
+def parse_job_line(line: bytes, default_host: str | None) -> Job | None:
+    """Parse a job line; ``None`` for the empty line (exit). ``#idle`` is not a job."""
+    text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+    if not text:
+        return None
+    path, sep, host = text.partition("\t")
+    return Job(path.strip(), host.strip() if sep else default_host)
+
+
+def resolve_postoffice(option: str | None) -> Postoffice:
+    """``-P``, else the cwd when it is ``…/transport``, else ``$POSTOFFICE``, else cwd/..."""
+    if option:
+        return Postoffice(Path(option))
+    cwd = Path.cwd()
+    if cwd.name == "transport":
+        return Postoffice(cwd.parent)
+    env = os.environ.get("POSTOFFICE")
+    if env:
+        return Postoffice(Path(env))
+    return Postoffice(cwd.parent)
+
+
+def setup_logging(name: str) -> None:
+    """Agents log to stderr only (stderr is the scheduler's log)."""
+    level = os.environ.get("TA_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.INFO),
+        format=f"{name}[{os.getpid()}]: %(levelname)s %(message)s",
+    )
+
+
+class TaRuntime:
+    """The protocol loop of one agent process (I/O over the given binary streams)."""
+
+    def __init__(
+        self,
+        options: AgentOptions,
+        deliverer: Deliverer,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.deliverer = deliverer
+        self.stdin = stdin
+        self.stdout = stdout
+        self.clock = clock
+        self.pid = os.getpid()
+        self.taname = f"{options.name}[{self.pid}]"
+
+    def run(self) -> int:
+        """Serve jobs until the empty line or EOF; return the exit status."""
+        try:
+            self._say(b"#hungry\n")
+            while True:
+                line = self.stdin.readline()
+                if not line:
+                    return 0
+                if line.rstrip(b"\r\n") == b"#idle":
+                    self._say(b"#hungry\n")
+                    continue
+                job = parse_job_line(line, self.options.host)
+                if job is None:
+                    return 0
+                self._say(self.process(job))
+                self._say(b"#hungry\n")
+        except BrokenPipeError:
+            log.info("scheduler closed the pipe")
+            return 0
+
+    def _say(self, data: bytes) -> None:
+        if data:
+            self.stdout.write(data)
+            self.stdout.flush()
+
+    def process(self, job: Job) -> bytes:
+        """Run one job and return the report lines to send."""
+        opts = self.options
+        po = opts.postoffice
+        path = po.control_path(job.spoolpath)
+        self.deliverer.begin_job(job)
+        try:
+            data = store.read_control(path)
+            cf = controlfile.parse(data, str(path))
+        except (OSError, ValueError, Exception) as exc:  # noqa: BLE001 - any unreadable file
+            log.warning("cannot use job %s: %s", job.spoolpath, exc)
+            return f"#resync {job.spoolpath}\n".encode("utf-8", "surrogateescape")
+        ctx = JobContext(
+            job,
+            job.spoolpath,
+            path,
+            po.message_path(job.spoolpath),
+            cf,
+            opts,
+        )
+        wanted = list(self._select(cf, job.host))
+        out: list[bytes] = []
+        handled = 0
+        if self.deliverer.batch:
+            locked = self._lock(ctx, wanted)
+            handled = len(locked)
+            if locked:
+                out.extend(self._deliver(ctx, locked))
+        else:
+            for rcpt in wanted:
+                locked = self._lock(ctx, [rcpt])
+                if locked:
+                    handled += 1
+                    out.extend(self._deliver(ctx, locked))
+        if not handled:
+            log.info("nothing lockable in %s for host %s", job.spoolpath, job.host)
+            return f"#resync {job.spoolpath}\n".encode("utf-8", "surrogateescape")
+        return b"".join(out)
+
+    def _select(self, cf: ControlFile, host: str | None) -> Iterable[Recipient]:
+        channel = self.options.channel.lower()
+        want_host = host.lower() if host is not None else None
+        for rcpt in cf.recipients:
+            if rcpt.status != " ":
+                continue
+            if channel != "*" and rcpt.channel.lower() != channel:
+                continue
+            if want_host is None or rcpt.host.lower() == want_host:
+                yield rcpt
+
+    def _lock(self, ctx: JobContext, rcpts: Sequence[Recipient]) -> list[Recipient]:
+        if self.options.nomark:
+            return list(rcpts)
+        return [
+            r
+            for r in rcpts
+            if store.lock_recipient(ctx.control_path, r.offset, self.pid)
+        ]
+
+    def _deliver(self, ctx: JobContext, rcpts: list[Recipient]) -> list[bytes]:
+        try:
+            outcomes = self.deliverer.deliver(ctx, rcpts)
+        except Exception as exc:  # a bug in an agent must not leave locks behind
+            log.exception("delivery crashed for %s", ctx.relpath)
+            outcomes = [
+                deferred(f"x-local; 500 (agent failure: {type(exc).__name__})")
+            ] * len(rcpts)
+        if len(outcomes) != len(rcpts):
+            raise AssertionError("deliverer returned a wrong number of outcomes")
+        return [self._finish(ctx, r, o) for r, o in zip(rcpts, outcomes, strict=True)]
+
+    def _finish(self, ctx: JobContext, rcpt: Recipient, outcome: Outcome) -> bytes:
+        """Mark the recipient, write its ``d`` line if we own it, return its report line."""
+        notary = make_notary(rcpt, outcome, self.taname)
+        status = outcome.status
+        number = message_number(Path(ctx.relpath).name)
+        if self.options.nomark:
+            return format_report(number, rcpt.offset, notary, status, outcome.text)
+        mark = _MARKS.get(status, " ")
+        store.mark_recipient(ctx.control_path, rcpt.offset, mark)
+        own_d = (status == "ok" and "SUCCESS" in rcpt.notify) or (
+            status == "error" and "FAILURE" in rcpt.notify
+        )
+        if own_d:
+            line = controlfile.format_diagnostic(
+                rcpt.offset,
+                rcpt.header_offset,
+                rcpt.dsn_offset,
+                int(self.clock()),
+                _one_line(notary),
+                _one_line(outcome.text),
+            )
+            store.append_diagnostic(ctx.control_path, line, fsync=True)
+            status += "2"
+        return format_report(number, rcpt.offset, notary, status, outcome.text)
+
+
+def common_parser(
+    name: str, description: str, default_channel: str | None = None
+) -> argparse.ArgumentParser:
+    """The options every agent accepts (``-h`` is left free: smtp uses it for HELO).
+
+    The channel defaults to the agent's name; ``*`` serves every channel.
+    """
+    channel = default_channel or name
+    p = argparse.ArgumentParser(prog=name, description=description, add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument(
+        "-c", "--channel", default=channel, help=f"channel served (default {channel})"
+    )
+    p.add_argument("-P", "--postoffice", default=None, help="postoffice root")
+    p.add_argument(
+        "-V", "--version", action="version", version=f"{name} (zmailer-mailq)"
+    )
+    p.add_argument(
+        "host", nargs="?", default=None, help="host served (withhost agents)"
+    )
+    return p
+
+
+def options_from(args: argparse.Namespace, name: str) -> AgentOptions:
+    """Build :class:`AgentOptions` from :func:`common_parser` results."""
+    return AgentOptions(
+        name=name,
+        channel=str(args.channel).lower(),
+        postoffice=resolve_postoffice(args.postoffice),
+        host=args.host,
+    )
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse, tolerating unknown ZMailer flags (``-8``, ``-s`` …) with a log line."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        log.info("ignoring unsupported arguments: %s", " ".join(unknown))
+    return args
+
+
+def run_agent(options: AgentOptions, deliverer: Deliverer) -> int:
+    """Run the protocol loop on the process's stdin/stdout."""
+    runtime = TaRuntime(options, deliverer, sys.stdin.buffer, sys.stdout.buffer)
+    return runtime.run()
