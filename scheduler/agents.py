@@ -1,0 +1,366 @@
+"""Transport-agent (TA) processes: the asyncio shell around MQ2-REF 13.
+
+One :class:`AgentPool` owns every TA subprocess of the daemon. A TA is started with
+pipes on stdin and stdout (stderr lines go to our log, one log record per line), its
+stdout is split into lines and handed to an :class:`AgentListener`, and writes go
+through a per-agent queue drained by a writer task, so a TA that stops reading slows
+only itself. Retiring writes an empty line and closes stdin; a ``kill_after`` timeout
+escalates to SIGTERM and then SIGKILL. The pool never interprets a line: the decision
+core does (events ``AgentStarted``/``AgentLine``/``AgentExited``, built by the runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+__all__ = [
+    "MAX_LINE",
+    "AgentListener",
+    "AgentPool",
+    "AgentSpec",
+    "resolve_argv",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE: Final = 64 * 1024
+"""A TA line longer than this is cut here (the rest up to the LF is dropped)."""
+
+_READ_CHUNK: Final = 64 * 1024
+_TERM_GRACE: Final = 5.0
+
+
+class AgentListener(Protocol):
+    """Where the pool reports what its processes do (called from the event loop)."""
+
+    def agent_started(self, proc: int, pid: int) -> None: ...
+    def agent_start_failed(self, proc: int, reason: str) -> None: ...
+    def agent_line(self, proc: int, line: str) -> None: ...
+    def agent_exited(self, proc: int, returncode: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """How to run one TA (the fields of ``commands.StartAgent`` the pool needs)."""
+
+    proc: int
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    uid: int | None = None
+    gid: int | None = None
+    nice: int = 0
+    channel: str = ""
+    host: str = ""
+
+
+def resolve_argv(argv: Sequence[str], *, mailbin: str | None = None) -> tuple[str, ...]:
+    """Turn a clause's argv into something exec-able (MQ2-REF 13.1).
+
+    An absolute argv[0] is used as is. A relative one is looked up as
+    ``$MAILBIN/ta/<name>``; failing that, as our own agent ``scheduler.ta.<name>``
+    (run as ``python -m``), so ``command="testta"`` runs the scripted test agent;
+    failing that, it is left for a PATH lookup (which then fails or succeeds at exec).
+    """
+    if not argv:
+        return ()
+    name, rest = argv[0], tuple(argv[1:])
+    if os.path.isabs(name) or "/" in name:
+        return (name, *rest)
+    if mailbin:
+        candidate = Path(mailbin) / "ta" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return (str(candidate), *rest)
+    if name.isidentifier() and _own_agent_exists(name):
+        return (sys.executable, "-m", f"scheduler.ta.{name}", *rest)
+    return (name, *rest)
+
+
+def _own_agent_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"scheduler.ta.{name}") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class _Agent:
+    """One TA process and its reader/writer tasks."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self.process: asyncio.subprocess.Process | None = None
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.retiring = False
+        self.exited = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+
+class AgentPool:
+    """Every TA subprocess of one daemon.
+
+    ``start`` returns at once; the listener hears ``agent_started`` (or
+    ``agent_start_failed``), then ``agent_line`` per stdout line, then exactly one
+    ``agent_exited`` after EOF on stdout and the process reaped.
+    """
+
+    def __init__(
+        self,
+        listener: AgentListener,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        mailbin: str | None = None,
+        base_env: Mapping[str, str] | None = None,
+        term_grace: float = _TERM_GRACE,
+    ) -> None:
+        self._listener = listener
+        self._cwd = cwd
+        self._mailbin = mailbin
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._term_grace = term_grace
+        self._agents: dict[int, _Agent] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def pids(self) -> dict[int, int]:
+        """``proc -> pid`` of every running TA."""
+        return {p: a.pid for p, a in self._agents.items() if a.process}
+
+    def start(self, spec: AgentSpec) -> None:
+        agent = _Agent(spec)
+        self._agents[spec.proc] = agent
+        self._spawn(agent, self._run(agent))
+
+    def write(self, proc: int, data: bytes) -> None:
+        """Queue ``data`` for the TA's stdin; dropped if the TA is gone or retiring."""
+        agent = self._agents.get(proc)
+        if agent is None or agent.retiring:
+            logger.debug("write to gone agent %d dropped (%d bytes)", proc, len(data))
+            return
+        agent.outbox.put_nowait(data)
+
+    def retire(self, proc: int, kill_after: float = 0.0) -> None:
+        """Write ``\\n``, close stdin; with ``kill_after`` > 0, TERM then KILL later."""
+        agent = self._agents.get(proc)
+        if agent is None:
+            return
+        if not agent.retiring:
+            agent.retiring = True
+            agent.outbox.put_nowait(b"\n")
+            agent.outbox.put_nowait(None)
+        if kill_after > 0:
+            self._spawn(agent, self._escalate(agent, kill_after))
+
+    async def shutdown(self, grace: float) -> None:
+        """Retire every TA, wait ``grace`` s, then SIGTERM, then SIGKILL; reap all."""
+        for proc in list(self._agents):
+            self.retire(proc, kill_after=grace)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace + 2 * self._term_grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # -- internals ------------------------------------------------------------
+
+    def _spawn(self, agent: _Agent, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        agent.tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(agent.tasks.discard)
+
+    async def _run(self, agent: _Agent) -> None:
+        spec = agent.spec
+        try:
+            process = await self._create(spec)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self._agents.pop(spec.proc, None)
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.error("Exec of %s failed! (%s)", " ".join(spec.argv[:1]), reason)
+            self._listener.agent_start_failed(spec.proc, reason)
+            return
+        agent.process = process
+        logger.debug(
+            "started TA proc=%d pid=%d %s/%s: %s",
+            spec.proc,
+            process.pid,
+            spec.channel,
+            spec.host,
+            " ".join(spec.argv),
+        )
+        self._listener.agent_started(spec.proc, process.pid)
+        writer = asyncio.ensure_future(self._writer(agent))
+        stderr = asyncio.ensure_future(self._stderr(agent))
+        try:
+            await self._reader(agent)
+            returncode = await process.wait()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            with contextlib.suppress(asyncio.CancelledError):
+                await stderr
+            _close_stdin(process)
+        self._agents.pop(spec.proc, None)
+        agent.exited = True
+        if returncode != 0:
+            what = f"SIGNAL={-returncode}" if returncode < 0 else f"EXIT={returncode}"
+            logger.warning(
+                "reclaim() pid=%d, reaped=1, chan=%s, host=%s %s",
+                process.pid,
+                spec.channel,
+                spec.host,
+                what,
+            )
+        self._listener.agent_exited(spec.proc, returncode)
+
+    async def _create(self, spec: AgentSpec) -> asyncio.subprocess.Process:
+        argv = resolve_argv(spec.argv, mailbin=self._mailbin)
+        if not argv:
+            raise ValueError("empty command")
+        env = {**self._base_env, **spec.env}
+        kwargs: dict[str, object] = {}
+        if os.geteuid() == 0:
+            if spec.gid is not None:
+                kwargs["group"] = spec.gid
+                kwargs["extra_groups"] = []
+            if spec.uid is not None:
+                kwargs["user"] = spec.uid
+        if spec.nice:
+            kwargs["preexec_fn"] = _nicer(spec.nice)
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self._cwd,
+            env=env,
+            start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def _reader(self, agent: _Agent) -> None:
+        assert agent.process is not None
+        assert agent.process.stdout is not None
+        stream = agent.process.stdout
+        proc = agent.spec.proc
+        pending = b""
+        overlong = False
+        while True:
+            try:
+                chunk = await stream.read(_READ_CHUNK)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                if overlong:
+                    overlong = False
+                    continue
+                self._listener.agent_line(proc, _decode(raw[:MAX_LINE]))
+            if len(pending) > MAX_LINE:
+                if not overlong:
+                    logger.warning(
+                        "TA pid %d: line over %d bytes cut", agent.pid, MAX_LINE
+                    )
+                    self._listener.agent_line(proc, _decode(pending[:MAX_LINE]))
+                overlong = True
+                pending = b""
+        if pending and not overlong:
+            self._listener.agent_line(proc, _decode(pending))
+
+    async def _writer(self, agent: _Agent) -> None:
+        assert agent.process is not None
+        assert agent.process.stdin is not None
+        stdin = agent.process.stdin
+        try:
+            while True:
+                data = await agent.outbox.get()
+                if data is None:
+                    break
+                # Coalesce what is already queued into one write.
+                parts = [data]
+                while not agent.outbox.empty():
+                    nxt = agent.outbox.get_nowait()
+                    if nxt is None:
+                        agent.outbox.put_nowait(None)
+                        break
+                    parts.append(nxt)
+                stdin.write(b"".join(parts))
+                await stdin.drain()
+        except (ConnectionError, OSError):
+            logger.debug("TA pid %d: stdin closed", agent.pid)
+        finally:
+            _close_stdin(agent.process)
+
+    async def _stderr(self, agent: _Agent) -> None:
+        assert agent.process is not None
+        assert agent.process.stderr is not None
+        stream = agent.process.stderr
+        tag = f"TA {agent.spec.channel or agent.spec.argv[0]}[{agent.pid}]"
+        while True:
+            try:
+                line = await stream.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                await stream.read(_READ_CHUNK)
+                continue
+            except OSError:
+                return
+            if not line:
+                return
+            logger.info("%s: %s", tag, _decode(line.rstrip(b"\n")))
+
+    async def _escalate(self, agent: _Agent, kill_after: float) -> None:
+        for sig, wait in (
+            (signal.SIGTERM, kill_after),
+            (signal.SIGKILL, self._term_grace),
+        ):
+            await asyncio.sleep(wait)
+            if agent.exited or agent.process is None:
+                return
+            if agent.process.returncode is not None:
+                return
+            logger.warning(
+                "TA pid %d (%s/%s) did not exit: sending %s",
+                agent.pid,
+                agent.spec.channel,
+                agent.spec.host,
+                sig.name,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                agent.process.send_signal(sig)
+
+
+def _nicer(increment: int) -> Callable[[], None]:
+    def apply() -> None:
+        os.nice(increment)
+
+    return apply
+
+
+def _close_stdin(process: asyncio.subprocess.Process) -> None:
+    if process.stdin is not None and not process.stdin.is_closing():
+        process.stdin.close()
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")

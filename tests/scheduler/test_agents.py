@@ -1,0 +1,198 @@
+"""AgentPool: real TA subprocesses over pipes (scheduler/agents.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler.agents import MAX_LINE, AgentPool, AgentSpec, resolve_argv
+
+# A tiny TA: "#hungry" at start; each job line is answered "<job> done" + "#hungry";
+# an empty line or EOF ends it.
+ECHO_TA = """
+import sys
+print("#hungry", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+for line in sys.stdin:
+    line = line.rstrip("\\n")
+    if not line:
+        break
+    print(line + " done", flush=True)
+    print("#hungry", flush=True)
+sys.exit(0)
+"""
+
+STUBBORN_TA = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("#hungry", flush=True)
+sys.stdin.read()
+while True:
+    time.sleep(1)
+"""
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, object]] = []
+        self.done: dict[int, asyncio.Event] = {}
+        self.lines: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+
+    def _ev(self, proc: int) -> asyncio.Event:
+        return self.done.setdefault(proc, asyncio.Event())
+
+    def agent_started(self, proc: int, pid: int) -> None:
+        self.events.append(("started", proc, pid))
+
+    def agent_start_failed(self, proc: int, reason: str) -> None:
+        self.events.append(("failed", proc, reason))
+        self._ev(proc).set()
+
+    def agent_line(self, proc: int, line: str) -> None:
+        self.events.append(("line", proc, line))
+        self.lines.put_nowait((proc, line))
+
+    def agent_exited(self, proc: int, returncode: int) -> None:
+        self.events.append(("exited", proc, returncode))
+        self._ev(proc).set()
+
+    async def wait(self, proc: int) -> None:
+        await asyncio.wait_for(self._ev(proc).wait(), 20)
+
+    async def line(self) -> tuple[int, str]:
+        return await asyncio.wait_for(self.lines.get(), 20)
+
+    def kinds(self, proc: int) -> list[str]:
+        return [k for k, p, _ in self.events if p == proc]
+
+    def exit_code(self, proc: int) -> object:
+        return next(v for k, p, v in self.events if p == proc and k == "exited")
+
+
+def script(tmp_path: Path, name: str, body: str) -> tuple[str, ...]:
+    path = tmp_path / f"{name}.py"
+    path.write_text(body)
+    return (sys.executable, str(path))
+
+
+@pytest.mark.asyncio
+async def test_job_round_trip_then_retire(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+    pool = AgentPool(rec, cwd=tmp_path)
+    caplog.set_level(logging.INFO, logger="scheduler.agents")
+    pool.start(
+        AgentSpec(proc=1, argv=script(tmp_path, "echo", ECHO_TA), channel="smtp")
+    )
+    assert await rec.line() == (1, "#hungry")
+    pool.write(1, b"A/B/1001\texample.net\n")
+    pool.write(1, b"1002\texample.org\n")
+    assert await rec.line() == (1, "A/B/1001\texample.net done")
+    assert await rec.line() == (1, "#hungry")
+    assert await rec.line() == (1, "1002\texample.org done")
+    assert await rec.line() == (1, "#hungry")
+    pool.retire(1)
+    await rec.wait(1)
+    assert rec.kinds(1)[0] == "started"
+    assert rec.kinds(1)[-1] == "exited"
+    assert rec.exit_code(1) == 0
+    assert len(pool) == 0
+    assert any("to stderr" in r.getMessage() for r in caplog.records)
+    pool.write(1, b"late\n")  # writing to a gone agent is harmless
+
+
+@pytest.mark.asyncio
+async def test_garbage_and_overlong_lines_are_delivered_as_lines(
+    tmp_path: Path,
+) -> None:
+    body = (
+        "import sys\n"
+        "sys.stdout.buffer.write(b'\\xff\\xfe garbage\\n' + b'x' * 200000 + b'\\nlast')\n"
+    )
+    rec = Recorder()
+    pool = AgentPool(rec)
+    pool.start(AgentSpec(proc=7, argv=script(tmp_path, "garbage", body)))
+    await rec.wait(7)
+    lines = [v for k, p, v in rec.events if k == "line"]
+    assert lines[0] == "\udcff\udcfe garbage"
+    assert lines[1] == "x" * MAX_LINE
+    assert lines[2] == "last"
+    assert len(lines) == 3
+    assert rec.exit_code(7) == 0
+
+
+@pytest.mark.asyncio
+async def test_agent_that_dies_at_once(tmp_path: Path) -> None:
+    rec = Recorder()
+    pool = AgentPool(rec)
+    pool.start(AgentSpec(proc=2, argv=script(tmp_path, "die", "raise SystemExit(75)")))
+    await rec.wait(2)
+    assert rec.kinds(2) == ["started", "exited"]
+    assert rec.exit_code(2) == 75
+
+
+@pytest.mark.asyncio
+async def test_exec_failure_is_reported(tmp_path: Path) -> None:
+    rec = Recorder()
+    pool = AgentPool(rec)
+    pool.start(AgentSpec(proc=3, argv=(str(tmp_path / "no-such-agent"),)))
+    await rec.wait(3)
+    assert rec.kinds(3) == ["failed"]
+    assert len(pool) == 0
+
+
+@pytest.mark.asyncio
+async def test_stubborn_agent_is_killed_after_timeout(tmp_path: Path) -> None:
+    rec = Recorder()
+    pool = AgentPool(rec, term_grace=0.3)
+    pool.start(AgentSpec(proc=4, argv=script(tmp_path, "stubborn", STUBBORN_TA)))
+    assert await rec.line() == (4, "#hungry")
+    pool.retire(4, kill_after=0.3)
+    await rec.wait(4)
+    assert rec.exit_code(4) == -9
+
+
+@pytest.mark.asyncio
+async def test_shutdown_reaps_everything(tmp_path: Path) -> None:
+    rec = Recorder()
+    pool = AgentPool(rec, term_grace=0.3)
+    pool.start(AgentSpec(proc=5, argv=script(tmp_path, "echo", ECHO_TA)))
+    pool.start(AgentSpec(proc=6, argv=script(tmp_path, "stubborn", STUBBORN_TA)))
+    await rec.line()
+    await rec.line()
+    await pool.shutdown(0.3)
+    assert rec.exit_code(5) == 0
+    assert rec.exit_code(6) == -9
+    assert len(pool) == 0
+
+
+@pytest.mark.asyncio
+async def test_environment_and_cwd(tmp_path: Path) -> None:
+    body = "import os\nprint(os.environ['TAVAR'], os.getcwd())\n"
+    rec = Recorder()
+    pool = AgentPool(rec, cwd=tmp_path)
+    pool.start(
+        AgentSpec(proc=8, argv=script(tmp_path, "env", body), env={"TAVAR": "v1"})
+    )
+    assert await rec.line() == (8, f"v1 {tmp_path}")
+    await rec.wait(8)
+
+
+def test_resolve_argv(tmp_path: Path) -> None:
+    ta = tmp_path / "ta"
+    ta.mkdir()
+    (ta / "smtp").write_text("#!/bin/sh\n")
+    (ta / "smtp").chmod(0o755)
+    assert resolve_argv(["smtp", "-c", "x"], mailbin=str(tmp_path)) == (
+        str(ta / "smtp"),
+        "-c",
+        "x",
+    )
+    assert resolve_argv(["/bin/true"]) == ("/bin/true",)
+    assert resolve_argv(["nonesuch-agent"]) == ("nonesuch-agent",)
+    assert resolve_argv([]) == ()
