@@ -1,0 +1,29 @@
+"""Errors of the spool package: one root, structured fields."""
+
+from __future__ import annotations
+
+__all__ = ["CorruptControlFile", "SpoolError", "SubmitError"]
+
+
+class SpoolError(Exception):
+    """Root of every error raised by :mod:`spool`."""
+
+
+class CorruptControlFile(SpoolError):
+    """A control file that cannot be trusted: truncated, unknown tag, bad field.
+
+    ``str()`` is ``"path:line: reason"``, the form ``mailq-spool check`` prints.
+    """
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(path, line, reason)
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+class SubmitError(SpoolError):
+    """A message could not be submitted; nothing was left half-written."""
