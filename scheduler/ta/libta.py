@@ -29,6 +29,7 @@ from typing import BinaryIO, Protocol
 
 from spool import controlfile, store
 from spool.controlfile import ControlFile, Recipient
+from spool.errors import SpoolError
 from spool.ids import message_number
 from spool.layout import Postoffice
 
@@ -39,13 +40,13 @@ __all__ = [
     "Outcome",
     "TaRuntime",
     "common_parser",
-    "options_from",
-    "parse_args",
     "deferred",
     "delivered",
     "failed",
     "format_report",
     "make_notary",
+    "options_from",
+    "parse_args",
     "parse_job_line",
     "resolve_postoffice",
     "run_agent",
@@ -285,14 +286,14 @@ class TaRuntime:
         try:
             data = store.read_control(path)
             cf = controlfile.parse(data, str(path))
-        except (OSError, ValueError, Exception) as exc:  # noqa: BLE001 - any unreadable file
+        except (OSError, SpoolError) as exc:
             log.warning("cannot use job %s: %s", job.spoolpath, exc)
             return f"#resync {job.spoolpath}\n".encode("utf-8", "surrogateescape")
         ctx = JobContext(
             job,
             job.spoolpath,
             path,
-            po.message_path(job.spoolpath),
+            po.message_path(job.spoolpath, cf.mid),
             cf,
             opts,
         )
