@@ -46,8 +46,7 @@ TAGS = "@vioblexTsrXNRnmMd"
 DEFAULT_NOTIFY: frozenset[str] = frozenset({"FAILURE"})
 """The notify set of a recipient without an ``N`` line or without ``NOTIFY=``."""
 
-_TAG_BYTES = frozenset(TAGS.encode())
-_CHR = [chr(i) for i in range(256)]
+_RCPT_STATUS = frozenset(" ~+-")
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -309,139 +308,163 @@ def _diagnostic(pos: int, status: str, value: str) -> Diagnostic:
     )
 
 
+def _utf8(value: str) -> str:
+    """Undo the latin-1 decoding of a non-ASCII file for one value."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1").decode(_ENC, _ERRORS)
+
+
 def parse(data: bytes, path: str = "<memory>") -> ControlFile:
     """Parse a whole control file; raise :class:`CorruptControlFile` for anything that
     is truncated (no final LF, unterminated ``m`` block), unknown (tag, format bits) or
-    malformed (short lines, bad numbers)."""
-    n = len(data)
-    if n == 0:
+    malformed (short lines, bad numbers).
+
+    The file is decoded once (ASCII, or latin-1 so that string offsets stay byte
+    offsets) and split once; values of non-ASCII files are re-decoded as UTF-8
+    (surrogateescape) one by one.
+    """
+    if not data:
         raise CorruptControlFile(path, 1, "empty file")
     if data[-1] != 10:
-        raise CorruptControlFile(
-            path, data.count(b"\n") + 1, "truncated: no final newline"
-        )
+        where = data.count(b"\n") + 1
+        raise CorruptControlFile(path, where, "truncated: no final newline")
+    fix = not data.isascii()
+    text = data.decode("latin-1") if fix else data.decode("ascii")
+    parts = text.split("\n")
+    parts.pop()  # the empty string after the final LF
+    count = len(parts)
     lines: list[Line] = []
     add_line = lines.append
     recipients: list[Recipient] = []
     add_rcpt = recipients.append
     cf = ControlFile(lines, recipients=recipients)
-    find = data.find
-    chr_ = _CHR
     flags = 0
-    slot = 2  # quad start relative to the tag byte
+    slot = 2  # where the quad starts in an r line
     unheaded = 0  # recipients[unheaded:] have no m block yet
     pos = 0
-    lineno = 1
-    while pos < n:
-        nl = find(b"\n", pos)
-        tag = data[pos]
-        if tag == 114:  # 'r': hot path
-            st = data[pos + 1]
-            qs = pos + slot
-            if qs > nl or st not in b" ~+-":
-                why = "short recipient line" if qs > nl else "bad recipient status"
-                raise CorruptControlFile(path, lineno, why)
-            raw = data[pos : nl + 1]
+    i = 0
+    while i < count:
+        s = parts[i]
+        ln = len(s)
+        end = pos + ln + 1
+        tag = s[:1]
+        if tag == "r":  # the hot path
+            status = s[1:2]
+            if ln < slot or status not in _RCPT_STATUS:
+                why = "short recipient line" if ln < slot else "bad recipient status"
+                raise CorruptControlFile(path, i + 1, why)
             pid: int | None = None
             if flags & 1:
-                pidb = raw[2:8]
-                if pidb != b"      ":
+                pidtext = s[2:8]
+                if pidtext != "      ":
                     try:
-                        pid = int(pidb)
+                        pid = int(pidtext)
                     except ValueError:
                         pid = None
                     if pid is not None and pid <= 0:
                         pid = None
-            quad = data[qs:nl].decode(_ENC, _ERRORS)
-            ch, host, user, priv = parse_quad(quad)
+            quad = s[slot:]
+            if fix:
+                quad = _utf8(quad)
+            qp = quad.split(" ")
+            if (
+                len(qp) == 4
+                and '"' not in quad
+                and "\\" not in quad
+                and "(" not in quad
+                and "\t" not in quad
+                and "" not in qp
+            ):
+                ch, host, user, priv = qp
+                if "-" in qp:
+                    ch, host, user, priv = ["" if v == "-" else v for v in qp]
+            else:
+                ch, host, user, priv = parse_quad(quad)
             if host and host[0] == "(":
                 host, ok = parse_host(host)
             else:
-                ok = bool(host)
-            status = chr_[st]
-            add_line(Line("r", status, pos, raw))
+                ok = host != ""
+            add_line(Line("r", status, pos, data[pos:end]))
             add_rcpt(Recipient(pos, status, pid, ch, host, user, priv, quad, ok))
-            pos = nl + 1
-            lineno += 1
+            pos = end
+            i += 1
             continue
-        if tag == 109 or tag == 77:  # 'm' / 'M' block, through its empty line
-            if nl != pos + 1:
-                raise CorruptControlFile(path, lineno, f"text after the {chr(tag)} tag")
-            end = find(b"\n\n", pos)
-            if end < 0:
-                raise CorruptControlFile(
-                    path, lineno, "truncated: unterminated header block"
-                )
-            end += 2
-            raw = data[pos:end]
-            add_line(Line(chr_[tag], "\n", pos, raw))
-            if tag == 109:
+        if tag == "m" or tag == "M":  # a block, through its empty line
+            if ln != 1:
+                raise CorruptControlFile(path, i + 1, f"text after the {tag} tag")
+            end = text.find("\n\n", pos) + 2
+            if end < 2:
+                why = "truncated: unterminated header block"
+                raise CorruptControlFile(path, i + 1, why)
+            add_line(Line(tag, "\n", pos, data[pos:end]))
+            if tag == "m":
                 for rcpt in recipients[unheaded:]:
                     rcpt.header_offset = pos + 2
                 unheaded = len(recipients)
-            lineno += raw.count(b"\n")
+            i = parts.index("", i + 1) + 1
             pos = end
             continue
-        if nl - pos < 2:
-            why = "empty line" if nl == pos else "line without a status column"
-            raise CorruptControlFile(path, lineno, why)
-        if tag not in _TAG_BYTES:
-            raise CorruptControlFile(path, lineno, f"unknown tag {chr(tag)!r}")
-        st = data[pos + 1]
-        status = chr_[st]
-        tag_s = chr_[tag]
-        add_line(Line(tag_s, status, pos, data[pos : nl + 1]))
+        if ln < 2:
+            why = "empty line" if ln == 0 else "line without a status column"
+            raise CorruptControlFile(path, i + 1, why)
+        if tag not in TAGS:
+            raise CorruptControlFile(path, i + 1, f"unknown tag {tag!r}")
+        status = s[1]
+        add_line(Line(tag, status, pos, data[pos:end]))
+        value = _utf8(s[2:]) if fix else s[2:]
         try:
-            if tag == 100:  # 'd'
-                value = data[pos + 2 : nl].decode(_ENC, _ERRORS)
-                cf.diagnostics.append(_diagnostic(pos, status, value))
-            elif tag == 78:  # 'N'
-                if recipients:
-                    rcpt = recipients[-1]
-                    rcpt.dsn_offset = pos + 2
-                    _notify(data[pos + 2 : nl].decode(_ENC, _ERRORS), rcpt)
-            elif st == 32 and tag != 88:  # only ' ' lines are interpreted; X is ignored
-                value = data[pos + 2 : nl].decode(_ENC, _ERRORS)
-                if tag == 64:  # '@'
-                    flags = int(value, 16)
-                    if flags & ~KNOWN_FLAGS or flags < 0:
-                        raise CorruptControlFile(
-                            path,
-                            lineno,
-                            f"unknown/unsupported format set: 0x{flags:08x}",
-                        )
-                    cf.flags = flags
-                    slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
-                elif tag == 105:  # 'i'
-                    cf.mid = value
-                elif tag == 111:  # 'o'
-                    cf.body_offset = int(value)
-                elif tag == 108:  # 'l'
-                    cf.log_id = value
-                elif tag == 101:  # 'e'
-                    cf.error_address = value
-                elif tag == 115:  # 's'
-                    sender = parse_quad(value)
-                    cf.sender = sender
-                    cf.is_error_message = sender[0] == "error"
-                    cf.error_address = "" if cf.is_error_message else sender[2]
-                elif tag == 84:  # 'T'
-                    cf.etrn.append(value)
-                elif tag == 118:  # 'v'
-                    cf.verbose_file = value
-                elif tag == 82:  # 'R'
-                    cf.ret = value
-                elif tag == 110:  # 'n'
-                    cf.envid = value
-                elif tag == 120:  # 'x'
-                    cf.obsoletes.append(value)
+            _interpret(cf, tag, status, pos, value)
         except ValueError as exc:
-            raise CorruptControlFile(
-                path, lineno, f"bad {tag_s!r} line: {exc}"
-            ) from None
-        pos = nl + 1
-        lineno += 1
+            why = f"bad {tag!r} line: {exc}"
+            raise CorruptControlFile(path, i + 1, why) from None
+        if tag == "@":
+            if cf.flags & ~KNOWN_FLAGS or cf.flags < 0:
+                why = f"unknown/unsupported format set: 0x{cf.flags:08x}"
+                raise CorruptControlFile(path, i + 1, why)
+            flags = cf.flags
+            slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
+        pos = end
+        i += 1
     return cf
+
+
+def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> None:
+    """The meaning of one non-``r``, non-block line (SCHED-REF 2.1)."""
+    if tag == "d":
+        cf.diagnostics.append(_diagnostic(pos, status, value))
+    elif tag == "N":
+        if cf.recipients:
+            rcpt = cf.recipients[-1]
+            rcpt.dsn_offset = pos + 2
+            _notify(value, rcpt)
+    elif status != " " or tag == "X":  # only ' ' lines are interpreted; X is ignored
+        return
+    elif tag == "@":
+        cf.flags = int(value, 16)
+    elif tag == "i":
+        cf.mid = value
+    elif tag == "o":
+        cf.body_offset = int(value)
+    elif tag == "l":
+        cf.log_id = value
+    elif tag == "e":
+        cf.error_address = value
+    elif tag == "s":
+        sender = parse_quad(value)
+        cf.sender = sender
+        cf.is_error_message = sender[0] == "error"
+        cf.error_address = "" if cf.is_error_message else sender[2]
+    elif tag == "T":
+        cf.etrn.append(value)
+    elif tag == "v":
+        cf.verbose_file = value
+    elif tag == "R":
+        cf.ret = value
+    elif tag == "n":
+        cf.envid = value
+    elif tag == "x":
+        cf.obsoletes.append(value)
 
 
 def format(cf: ControlFile) -> bytes:
