@@ -135,14 +135,21 @@ SUBJECTS: Final = (
 )
 
 DEFERRAL_TEXTS: Final = (
-    ("4.7.0", "smtp; 421 4.7.0 {host} Too many concurrent SMTP connections, try later"),
-    ("4.4.1", "smtp; 500 (connect to {host} [192.0.2.{ip}]: Connection timed out)"),
-    ("4.4.1", "smtp; 500 (connect to {host} [192.0.2.{ip}]: Connection refused)"),
-    ("4.2.1", "smtp; 450 4.2.1 <{rcpt}>: Mailbox busy, try again later"),
-    ("4.7.1", "smtp; 450 4.7.1 <{rcpt}>: Greylisted, please retry in 5 minutes"),
-    ("4.3.0", "smtp; 451 4.3.0 Temporary local problem, please try again later"),
-    ("4.2.2", "smtp; 452 4.2.2 <{rcpt}>: Mailbox full"),
-    ("4.4.3", "smtp; 500 (DNS lookup of {host} failed: temporary failure)"),
+    ("4.7.0", "smtp; 421 (4.7.0 {host} Too many concurrent SMTP connections)"),
+    (
+        "4.4.1",
+        "smtp; 500 (connect to {host} [192.0.2.{ip}|25|192.0.2.1|{lport}]: "
+        "Connection timed out)",
+    ),
+    (
+        "4.4.1",
+        "smtp; 500 (connect to {host} [192.0.2.{ip}|25|192.0.2.1|{lport}]: "
+        "Connection refused)",
+    ),
+    ("4.2.1", "smtp; 450 (4.2.1 <{rcpt}>: Mailbox busy, try again later)"),
+    ("4.7.1", "smtp; 450 (4.7.1 <{rcpt}>: Greylisted, please retry in 5 minutes)"),
+    ("4.3.0", "smtp; 451 (4.3.0 Temporary local problem, please try again later)"),
+    ("4.2.2", "smtp; 452 (4.2.2 <{rcpt}>: Mailbox full)"),
 )
 
 RETRY_STEPS: Final = (1, 1, 2, 3, 5, 8, 13, 21, 34)
@@ -250,7 +257,7 @@ def _age(rng: random.Random, kind: str) -> int:
         return rng.randint(5, 600)
     if kind == "local":
         return rng.randint(5, 3600)
-    return min(MAX_AGE, int(rng.expovariate(1.0 / 14400)) + rng.randint(30, 300))
+    return min(MAX_AGE, int(rng.expovariate(1.0 / 36000)) + rng.randint(30, 300))
 
 
 def _history(
@@ -262,13 +269,21 @@ def _history(
         if rcpt.host not in DEFERRING_DOMAINS:
             continue
         status, text = rng.choice(DEFERRAL_TEXTS)
-        text = text.format(host=rcpt.host, ip=rng.randint(1, 254), rcpt=rcpt.user)
+        text = text.format(
+            host=rcpt.host,
+            ip=rng.randint(1, 254),
+            lport=rng.randint(32768, 60999),
+            rcpt=rcpt.user,
+        )
         elapsed = rng.randint(1, 20)
         for step in RETRY_STEPS[:5]:
             if elapsed >= age:
                 break
             out.append(Deferral(index, age - elapsed, status, text))
             elapsed += step * 60 + rng.randint(0, 50)
+        latest = rng.randint(60, 900)
+        if age - elapsed > latest:  # and the most recent attempt, minutes ago
+            out.append(Deferral(index, latest, status, text))
     return tuple(out)
 
 
@@ -362,7 +377,6 @@ def _diagnostics(control: bytes, msg: DemoMessage, now: int) -> list[bytes]:
         rcpt = ordered.get((dest.channel, dest.host, dest.user))
         if rcpt is None:
             continue
-        diag = deferral.text.split("; ", 1)[-1]
         notary = "\x01".join(
             (dest.user, "delayed", deferral.status, deferral.text, dest.host)
         )
@@ -373,7 +387,7 @@ def _diagnostics(control: bytes, msg: DemoMessage, now: int) -> list[bytes]:
                 rcpt.dsn_offset,
                 now - deferral.age,
                 notary,
-                diag,
+                deferral.text,
                 status="+",
             )
         )
