@@ -477,7 +477,7 @@ def _submit(
         to=to,
     )
     levels = relpath.count("/")
-    new = submit(po, "", [to], message, hash_levels=levels, error_message=True)
+    new: str = submit(po, "", [to], message, hash_levels=levels, error_message=True)
     log.info("%s: DSN %s sent to <%s> %s", sid, new, to, summary(entries))
     return new
 

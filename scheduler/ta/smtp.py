@@ -151,7 +151,7 @@ def open_connection(
         except OSError as exc:
             local = _local(sock)
             reason = exc.strerror or str(exc) or type(exc).__name__
-            last = f"connect to {name} [{addr[0]}|{addr[1]}|{local}]: {reason}"
+            last = f"connect to {name} [{addr[0]!s}|{addr[1]}|{local}]: {reason}"
             sock.close()
             continue
         return sock, str(addr[0])

@@ -1,0 +1,127 @@
+"""The errormail agent: ``python -m scheduler.ta.errormail [-c error]``.
+
+Recipients on the ``error`` channel are addresses the router could not handle; the host
+field names the reason (for example ``nosuchuser``) and the user field is the address.
+For each one the agent builds an RFC 3464 bounce with :func:`scheduler.dsn.build_dsn`,
+submits it into the spool from the null sender to the message's error address (postmaster
+for pipes and files), and reports ``ok3`` ("done, no success DSN wanted": the recipient's
+outcome *is* the bounce). A message that is itself a bounce is never bounced again
+(no loops): the failure is logged and the recipient reported ``ok3`` as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from spool.submit import submit
+
+from scheduler import dsn
+from spool.controlfile import Recipient
+from spool.ids import message_number, spool_id
+
+from . import libta
+from .libta import Job, JobContext, Outcome
+
+log = logging.getLogger(__name__)
+
+
+def bounce_entry(rcpt: Recipient, now: int, taname: str) -> dsn.DsnEntry:
+    """The DSN entry for one error-channel recipient."""
+    reason = rcpt.host or "unknown error"
+    return dsn.DsnEntry(
+        action="failed",
+        final_recipient=rcpt.user,
+        status="5.0.0",
+        diagnostic=f"x-local; 500 (error channel: {reason})",
+        last_attempt=now,
+        taname=taname,
+        orcpt=rcpt.orcpt,
+        control_data=rcpt.quad,
+        message=f"address {rcpt.user} could not be routed: {reason}",
+        header_offset=rcpt.header_offset,
+    )
+
+
+class ErrorMailAgent:
+    """Bounce every recipient it is given."""
+
+    batch = False
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.taname = f"errormail[{os.getpid()}]"
+
+    def begin_job(self, job: Job) -> None:
+        return None
+
+    def deliver(
+        self, ctx: JobContext, recipients: Sequence[Recipient]
+    ) -> list[Outcome]:
+        return [self._one(ctx, r) for r in recipients]
+
+    def _one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
+        cf = ctx.control
+        now = int(time.time())
+        if cf.is_error_message or not cf.error_address:
+            log.warning(
+                "%s: double fault for %s, no bounce sent", ctx.relpath, rcpt.user
+            )
+            return Outcome(
+                "ok3", "5.0.0", "x-local; 500 (double fault, bounce dropped)"
+            )
+        try:
+            st = os.stat(ctx.message_path)
+            body: bytes | None = ctx.message_body()
+            arrival = int(st.st_mtime)
+            ns = st.st_mtime_ns % 1_000_000_000
+        except OSError:
+            body, arrival, ns = None, now, 0
+        number = message_number(ctx.relpath.rpartition("/")[2])
+        to = dsn.dsn_recipient(cf.error_address)
+        message = dsn.build_dsn(
+            cf,
+            [bounce_entry(rcpt, now, self.taname)],
+            spool_id=spool_id(number, arrival, ns),
+            arrival=arrival,
+            hostname=self.hostname,
+            body=body,
+            now=now,
+            to=to,
+        )
+        po = ctx.options.postoffice
+        levels = ctx.relpath.count("/")
+        try:
+            new = submit(po, "", [to], message, hash_levels=levels, error_message=True)
+        except OSError as exc:
+            diag = f"x-local; 400 (cannot submit the bounce: {exc.strerror or exc})"
+            return Outcome("deferred", "4.3.0", diag)
+        log.info(
+            "%s: bounce for %s submitted as %s to <%s>", ctx.relpath, rcpt.user, new, to
+        )
+        return Outcome("ok3", "2.0.0", f"x-local; 250 (bounce sent to <{to}> as {new})")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = libta.common_parser(
+        "errormail", "Bounce the recipients of the error channel.", "error"
+    )
+    p.add_argument("--hostname", default=None, help="host name in the bounces")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    libta.setup_logging("errormail")
+    args = libta.parse_args(parser(), argv)
+    options = libta.options_from(args, "errormail")
+    agent = ErrorMailAgent(args.hostname or socket.getfqdn())
+    return libta.run_agent(options, agent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
