@@ -356,8 +356,8 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
                 raise CorruptControlFile(path, i + 1, why)
             pid: int | None = None
             if flags & 1:
-                pidtext = s[2:8]
-                if pidtext != "      ":
+                pidtext = s[2:slot]  # a wide PID may spill into the delay slot
+                if not pidtext.isspace():
                     try:
                         pid = int(pidtext)
                     except ValueError:

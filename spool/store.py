@@ -1,0 +1,258 @@
+"""File I/O on control and message files: in-place marks, ``d`` lines, removal.
+
+Every in-place edit is a read-check-write of a few bytes under a byte-range lock
+(:mod:`spool.locking`); appends are ``O_APPEND`` writes followed by ``fsync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .controlfile import parse
+from .errors import SpoolError
+from .layout import Postoffice
+from .locking import APPEND_LOCK_OFFSET, range_lock
+
+__all__ = [
+    "append_diagnostic",
+    "lock_recipient",
+    "mark_diagnostic_reported",
+    "mark_recipient",
+    "pid_alive",
+    "quarantine",
+    "read_control",
+    "remove_message",
+    "reset_stale_locks",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def read_control(path: PathLike) -> bytes:
+    """The whole control file."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def pid_alive(pid: int) -> bool:
+    """``kill(pid, 0)`` succeeds (or fails only for lack of permission)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _slot_width(fd: int) -> tuple[int, int]:
+    """(PID slot width, PID + delay width) from the file's ``@`` line (MQ2-REF 12.3)."""
+    head = os.pread(fd, 32, 0)
+    flags = 0
+    if head.startswith(b"@ "):
+        try:
+            flags = int(head[2 : head.index(b"\n")], 16)
+        except ValueError:
+            flags = 0
+    pid = 6 if flags & 1 else 0
+    return pid, pid + (4 if flags & 2 else 0)
+
+
+def _open_rw(path: PathLike) -> int:
+    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _check_r(path: PathLike, head: bytes, offset: int) -> None:
+    if head[:1] != b"r" or len(head) < 2:
+        raise SpoolError(f"{path}: no recipient line at offset {offset}")
+
+
+def lock_recipient(path: PathLike, offset: int, pid: int) -> bool:
+    """``' '`` -> ``'~'`` plus ``%6d`` PID at ``offset``, atomically; False if the
+    recipient is not ``' '`` (already locked or done).
+
+    A PID wider than 6 digits spills into the (unused) delay slot when the file has
+    one; :func:`spool.controlfile.parse` reads both slots.
+    """
+    fd = _open_rw(path)
+    try:
+        pid_w, slots_w = _slot_width(fd)
+        mark = b"~"
+        if pid_w:
+            text = b"%6d" % pid
+            if len(text) > slots_w:
+                raise SpoolError(f"{path}: PID {pid} does not fit the PID slot")
+            mark += text if len(text) <= pid_w else text.ljust(slots_w)
+        with range_lock(fd, offset, 2 + slots_w):
+            head = os.pread(fd, 2 + slots_w, offset)
+            _check_r(path, head, offset)
+            if head[1:2] != b" ":
+                return False
+            os.pwrite(fd, mark, offset + 1)
+        return True
+    finally:
+        os.close(fd)
+
+
+def mark_recipient(path: PathLike, offset: int, status: str) -> None:
+    """Set the status byte to ``'+'``, ``'-'`` or ``' '`` and blank the PID slot."""
+    if status not in ("+", "-", " "):
+        raise ValueError(f"bad recipient mark {status!r}")
+    fd = _open_rw(path)
+    try:
+        _, slots_w = _slot_width(fd)
+        with range_lock(fd, offset, 2 + slots_w):
+            head = os.pread(fd, 2 + slots_w, offset)
+            _check_r(path, head, offset)
+            os.pwrite(fd, status.encode() + b" " * slots_w, offset + 1)
+    finally:
+        os.close(fd)
+
+
+def reset_stale_locks(
+    path: PathLike, is_alive: Callable[[int], bool] = pid_alive
+) -> tuple[int, list[int]]:
+    """Reset every ``~`` recipient whose PID is gone (or unreadable) back to ``' '``.
+
+    Returns ``(locks reset, live PIDs found)``; a live PID means the file is busy.
+    Raises :class:`~spool.errors.CorruptControlFile` for a corrupt file.
+    """
+    data = read_control(path)
+    cf = parse(data, str(path))
+    stale: list[tuple[int, bytes]] = []
+    live: list[int] = []
+    for rcpt in cf.recipients:
+        if rcpt.status != "~":
+            continue
+        if rcpt.pid is not None and is_alive(rcpt.pid):
+            live.append(rcpt.pid)
+        else:
+            stale.append((rcpt.offset, data[rcpt.offset : rcpt.offset + 12]))
+    if not stale:
+        return 0, live
+    reset = 0
+    fd = _open_rw(path)
+    try:
+        _, slots_w = _slot_width(fd)
+        for offset, _ in stale:
+            with range_lock(fd, offset, 2 + slots_w):
+                head = os.pread(fd, 2 + slots_w, offset)
+                if head[:2] != b"r~" or head != data[offset : offset + 2 + slots_w]:
+                    continue  # changed since we read it: someone else owns it now
+                os.pwrite(fd, b" " * (1 + slots_w), offset + 1)
+                reset += 1
+    finally:
+        os.close(fd)
+    if reset:
+        log.info("%s: reset %d stale recipient lock(s)", path, reset)
+    return reset, live
+
+
+def append_diagnostic(path: PathLike, line: bytes, *, fsync: bool = True) -> int:
+    """Append one ``d`` line (``O_APPEND``, then ``fsync``); return its offset."""
+    if not line.startswith(b"d") or not line.endswith(b"\n") or line.count(b"\n") != 1:
+        raise ValueError(f"not a single d line: {line!r}")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        with range_lock(fd, APPEND_LOCK_OFFSET, 1):
+            size = os.fstat(fd).st_size
+            if (
+                size and os.pread(fd, 1, size - 1) != b"\n"
+            ):  # pragma: no cover - O_WRONLY
+                raise SpoolError(f"{path}: does not end in a newline")
+            written = os.write(fd, line)
+            if written != len(line):
+                raise SpoolError(f"{path}: short write of a d line")
+            if fsync:
+                os.fsync(fd)
+            return os.lseek(fd, 0, os.SEEK_CUR) - len(line)
+    finally:
+        os.close(fd)
+
+
+def mark_diagnostic_reported(path: PathLike, offset: int) -> None:
+    """``d `` -> ``d+`` at ``offset`` (a no-op when it already is ``d+``)."""
+    fd = _open_rw(path)
+    try:
+        with range_lock(fd, offset, 2):
+            head = os.pread(fd, 2, offset)
+            if head == b"d+":
+                return
+            if head != b"d ":
+                raise SpoolError(f"{path}: no diagnostic line at offset {offset}")
+            os.pwrite(fd, b"+", offset + 1)
+    finally:
+        os.close(fd)
+
+
+def remove_message(po: Postoffice, relpath: str, mid: str) -> None:
+    """Unlink the control file, then the message file; missing files are fine."""
+    for path in (po.control_path(relpath), po.message_path(relpath, mid)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _move(src: Path, dst: Path) -> bool:
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(src, dst)
+    return True
+
+
+def quarantine(po: Postoffice, relpath: str, reason: str) -> Path:
+    """Move a control file and its message file into ``freezer/`` with the reason.
+
+    ``freezer/<name>`` is the control file, ``freezer/<name>.msg`` the message file
+    and ``freezer/<name>.reason`` says why (``<name>`` is the relpath with ``/`` -> ``_``,
+    plus ``.1``, ``.2`` ... if taken). The reason is written first and files are only
+    renamed, so a crash in between never loses anything. Returns the new control path.
+    """
+    po.freezer.mkdir(mode=0o700, exist_ok=True)
+    base = relpath.replace("/", "_")
+    name, n = base, 0
+    while any((po.freezer / (name + ext)).exists() for ext in ("", ".msg", ".reason")):
+        n += 1
+        name = f"{base}.{n}"
+    dest = po.freezer / name
+    control = po.control_path(relpath)
+    mid = _mid_of(control) or relpath.rpartition("/")[2]
+    tmp = po.freezer / f".{name}.reason"
+    tmp.write_text(f"{relpath}: {reason}\n", encoding="utf-8", errors="replace")
+    os.rename(tmp, po.freezer / f"{name}.reason")
+    moved_ctl = _move(control, dest)
+    moved_msg = _move(po.message_path(relpath, mid), po.freezer / f"{name}.msg")
+    log.warning(
+        "quarantined %s (control %s, message %s): %s",
+        relpath,
+        "moved" if moved_ctl else "missing",
+        "moved" if moved_msg else "missing",
+        reason,
+    )
+    return dest
+
+
+def _mid_of(control: Path) -> str | None:
+    """The ``i`` line of a (possibly corrupt) control file, best effort."""
+    try:
+        data = read_control(control)
+    except OSError:
+        return None
+    for line in data.split(b"\n"):
+        if line.startswith(b"i ") and b"/" not in line and len(line) > 2:
+            return line[2:].decode("utf-8", "surrogateescape")
+    return None
