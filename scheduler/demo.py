@@ -305,15 +305,6 @@ async def _reap_group(pgid: int) -> None:
                 return
 
 
-def _notify(po: Postoffice, relpath: str) -> None:
-    """Tell the scheduler about a new file (SCHED-REF 3.5); it rescans anyway."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(f"NEW {relpath}".encode(), str(po.notify_socket))
-        except OSError as exc:
-            log.debug("notify %s: %s", relpath, exc)
-
-
 @dataclass
 class Options:
     port: int
@@ -425,7 +416,6 @@ class Demo:
             msg = demoqueue.plan_trickle(self.rng, serial)
             serial += 1
             relpath = demoqueue.write_message(po, msg, int(time.time()), HASH_LEVELS)
-            _notify(po, relpath)
             log.info("new message %s to %d recipient(s)", relpath, len(msg.recipients))
         return 0
 

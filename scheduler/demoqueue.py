@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from spool import controlfile
+from spool import controlfile, store
 from spool.layout import Postoffice
+from spool.submit import submit
 
 from .sink import SinkPolicy
 
@@ -402,10 +403,6 @@ def write_message(
     The earlier deferrals are written as ``d+`` lines: already seen by a DSN pass (a
     deferral never produces a DSN, SCHED-REF S26), but visible to tools reading the file.
     """
-    from spool.submit import submit
-
-    from spool import store
-
     relpath = submit(
         po,
         msg.sender,

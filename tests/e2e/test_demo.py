@@ -25,7 +25,7 @@ from hypothesis import given, strategies as st
 
 from scheduler import demoqueue
 from scheduler.demo import TRY_MARKER, DemoPaths, demo_auth, demo_config
-from scheduler.sink import SinkPolicy, SmtpSession, SmtpSink, Verdict
+from scheduler.sink import Delivery, SinkPolicy, SmtpSession, SmtpSink, Verdict
 from spool import controlfile
 from spool.ids import message_number, spool_id
 from spool.layout import init_postoffice
@@ -134,7 +134,7 @@ def test_policy_matches_domains_and_subdomains(address: str, verdict: Verdict) -
 
 @pytest.mark.asyncio
 async def test_sink_over_a_real_socket_with_smtplib() -> None:
-    seen = []
+    seen: list[Delivery] = []
     sink = SmtpSink(POLICY, on_delivery=seen.append)
     port = await sink.start("127.0.0.1", 0)
 
@@ -253,11 +253,12 @@ class Output:
                 return found
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self._queue.get(timeout=left)
+                item = self._queue.get(timeout=left)
             except queue.Empty:
                 break
-            if line is None:
+            if item is None:
                 pytest.fail(f"demo ended before {pattern!r}:\n" + "\n".join(self.lines))
+            line = item
             self.lines.append(line)
             if found := re.search(pattern, line):
                 return found
