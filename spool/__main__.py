@@ -1,0 +1,5 @@
+"""``python -m spool``: the ``mailq-spool`` command."""
+
+from .cli import main
+
+main()
