@@ -1,0 +1,61 @@
+"""``ServerConfig``: the MAILQ v2 server's settings (a frozen dataclass)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["DEFAULT_LISTEN", "ServerConfig"]
+
+DEFAULT_LISTEN: Final = "mailq"  # the services entry, else TCP port 174
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of :class:`mailq.server.MailqServer`.
+
+    * ``authfile``: path of ``scheduler.auth`` (re-read on each connection and AUTH).
+    * ``max_sessions``: ZMailer refuses a connection when more than this many are open,
+      so ``max_sessions + 1`` are served (B11 keep); refused ones are closed silently.
+    * ``lifetime``: total seconds a session may last (B12 fix: a real deadline).
+    * ``max_line``: longest input line in bytes; longer closes the session (B10 fix).
+    * ``max_auth_failures``: failed AUTHs before the session is closed (A6 fix).
+    * ``unix_mode``: mode of Unix listening sockets (ZMailer: 0666).
+    * ``graceful_timeout``: seconds ``close()`` lets running replies finish.
+    * ``strict_counters``: ``SHOW COUNTERS`` needs the SNMP right (B7 option).
+    """
+
+    authfile: str | os.PathLike[str]
+    max_sessions: int = 20
+    lifetime: float = 90.0
+    max_line: int = 16384
+    max_auth_failures: int = 3
+    unix_mode: int = 0o666
+    graceful_timeout: float = 5.0
+    strict_counters: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 0:
+            raise ValueError("max_sessions must be >= 0")
+        if self.lifetime <= 0:
+            raise ValueError("lifetime must be > 0 seconds")
+        if self.max_line < 64:
+            raise ValueError("max_line must be >= 64 bytes")
+        if self.max_auth_failures < 1:
+            raise ValueError("max_auth_failures must be >= 1")
+        if not 0 <= self.unix_mode <= 0o7777:
+            raise ValueError("unix_mode must be a file mode (0..0o7777)")
+        if self.graceful_timeout < 0:
+            raise ValueError("graceful_timeout must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> ServerConfig:
+        """Build from a mapping, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown server settings: {', '.join(unknown)}")
+        return cls(**values)  # type: ignore[arg-type]

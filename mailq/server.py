@@ -1,0 +1,391 @@
+"""The asyncio shell of the MAILQ v2 server: listeners, sessions, streaming, shutdown.
+
+The shell reads bytes, feeds :class:`~mailq.connection.ServerConnection`, hands events
+to :class:`~mailq.service.Service` and writes what the connection serialises. Reports
+are streamed in chunks of about 64 KiB with ``await writer.drain()`` between chunks, so
+a huge dump never blocks the loop or sits whole in memory, and a slow reader only
+stalls itself. Each session has a real deadline (``lifetime``, B12 fix).
+
+Usage::
+
+    server = MailqServer(view, ops, ServerConfig(authfile="/etc/mail/scheduler.auth"))
+    await server.start(["TCP:174", "UNIX:/var/spool/postoffice/.mailq.sock"])
+    ...
+    server.close()
+    await server.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from mailq import replies
+from mailq.auth import new_challenge
+from mailq.authfile import AuthFile, IPPeer, Peer, UnixPeer, read_auth_file
+from mailq.config import ServerConfig
+from mailq.connection import (
+    Greeting,
+    MultilineReply,
+    Reply,
+    ServerConnection,
+    ServerReply,
+)
+from mailq.errors import AuthFileError, RemoteProtocolError
+from mailq.listen import bind_listeners, describe_socket
+from mailq.service import Client, Service
+from mailq.states import State
+from mailq.view import QueueOperations, QueueView
+
+__all__ = ["MailqServer", "ServerConfig"]
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 65536
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> Peer:
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        uid: int | None = None
+        name: str | None = None
+        if hasattr(socket, "SO_PEERCRED"):
+            with contextlib.suppress(OSError):
+                creds = sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+                )
+                uid = struct.unpack("3i", creds)[1]
+        if uid is not None:
+            with contextlib.suppress(KeyError):
+                name = pwd.getpwuid(uid).pw_name
+        return UnixPeer(uid, name)
+    peername = writer.get_extra_info("peername")
+    return IPPeer.from_host(str(peername[0]))
+
+
+def _peer_text(writer: asyncio.StreamWriter, peer: Peer) -> str:
+    if isinstance(peer, UnixPeer):
+        return str(peer)
+    port = writer.get_extra_info("peername")[1]
+    return f"[{peer}]:{port}" if peer.address.version == 6 else f"{peer}:{port}"
+
+
+class _Session:
+    """One connection: greeting, the read/execute/write loop, the deadline."""
+
+    def __init__(
+        self,
+        server: MailqServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.task = asyncio.current_task()
+        self.idle = False
+        self.shutdown_requested = False
+        self.hard_cancel = False
+        self.conn: ServerConnection | None = None
+        self.where = "?"
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested = True
+        if self.idle and self.task is not None:
+            self.task.cancel()
+
+    def cancel(self) -> None:
+        self.hard_cancel = True
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run(self) -> None:
+        service = self.server.service
+        try:
+            peer = _peer_of(self.writer)
+        except (OSError, ValueError, IndexError, TypeError):
+            logger.warning("cannot determine the peer address; closing")
+            return
+        self.where = _peer_text(self.writer, peer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server.config.lifetime
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._serve(peer)
+        except TimeoutError:
+            service.count("TimedOut")
+            logger.info(
+                "%s lifetime of %gs over; closed",
+                self.where,
+                self.server.config.lifetime,
+            )
+        except RemoteProtocolError as exc:
+            logger.warning("%s closed: %s", self.where, exc.reason)
+        except ConnectionError as exc:
+            service.count("ReadFails" if self.idle else "WriteFails")
+            logger.info("%s connection lost: %s", self.where, exc)
+        except OSError as exc:
+            service.count("ReadFails" if self.idle else "WriteFails")
+            logger.info("%s I/O error: %s", self.where, exc)
+        except asyncio.CancelledError:
+            if self.hard_cancel or not self.shutdown_requested:
+                raise
+            if self.task is not None:
+                self.task.uncancel()
+            await self._say_goodbye()
+        except Exception:
+            logger.exception("%s internal error; session closed", self.where)
+
+    async def _say_goodbye(self) -> None:
+        conn = self.conn
+        if conn is None or conn.state not in (State.AWAIT_AUTH, State.READY):
+            return
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            self.writer.write(conn.send(Reply(replies.SHUTTING_DOWN)))
+            async with asyncio.timeout(1.0):
+                await self.writer.drain()
+        conn.close()
+        logger.info("%s closed: server shutting down", self.where)
+
+    async def _serve(self, peer: Peer) -> None:
+        server = self.server
+        service = server.service
+        auth = server.load_auth()
+        allowed = auth is not None and auth.admits_any(peer)
+        challenge = new_challenge(server.next_challenge_number()) if allowed else ""
+        conn = ServerConnection(
+            challenge,
+            max_line=server.config.max_line,
+            max_auth_failures=server.config.max_auth_failures,
+        )
+        self.conn = conn
+        client = Client(peer, challenge)
+        self.writer.write(conn.send(Greeting(allowed)))
+        if not allowed:
+            service.count("AuthRej")
+            logger.info(
+                "%s refused: NO ACCESS (no auth-file line admits it)", self.where
+            )
+            await self.writer.drain()
+            return
+        logger.info("%s connected", self.where)
+        await self.writer.drain()
+        while True:
+            if self.shutdown_requested:
+                await self._say_goodbye()
+                return
+            self.idle = True
+            data = await self.reader.read(READ_BYTES)
+            self.idle = False
+            if not data:
+                service.count("ReadEOF")
+            conn.receive_data(data)
+            if not await self._process(conn, client):
+                return
+
+    async def _process(self, conn: ServerConnection, client: Client) -> bool:
+        """Answer every complete line; False once the session is over."""
+        service = self.server.service
+        while True:
+            event = conn.next_event()
+            if event is None:
+                return True
+            reply = service.handle(event, client, self.server.load_auth)
+            if reply is None:
+                logger.info("%s closed by peer (%s)", self.where, client.user or "-")
+                return False
+            await self._write(conn, reply)
+            if conn.state is not State.READY and conn.state is not State.AWAIT_AUTH:
+                return False
+            if self.shutdown_requested:
+                await self._say_goodbye()
+                return False
+
+    async def _write(self, conn: ServerConnection, reply: ServerReply) -> None:
+        writer = self.writer
+        if isinstance(reply, MultilineReply):
+            for chunk in conn.send_chunks(reply):
+                writer.write(chunk)
+                await writer.drain()
+        else:
+            writer.write(conn.send(reply))
+            await writer.drain()
+
+
+class MailqServer:
+    """The MAILQ v2 server over a scheduler's ``QueueView`` and ``QueueOperations``."""
+
+    def __init__(
+        self,
+        view: QueueView,
+        ops: QueueOperations,
+        config: ServerConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.service = Service(view, ops, clock, strict_counters=config.strict_counters)
+        self._servers: list[asyncio.Server] = []
+        self._sockets: list[socket.socket] = []
+        self._unix_paths: list[str] = []
+        self._sessions: set[_Session] = set()
+        self._challenges = 0
+        self._closing = False
+        self._started = False
+        self._closed: asyncio.Event | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(
+        self, specs: Sequence[str] = (), sockets: Sequence[socket.socket] = ()
+    ) -> None:
+        """Bind ``specs`` (ListenError on failure) and serve them plus ``sockets``."""
+        if self._started:
+            raise RuntimeError("MailqServer already started")
+        self._started = True
+        self._closed = asyncio.Event()
+        created: list[socket.socket] = []
+        try:
+            for spec in specs:
+                created.extend(bind_listeners(spec, self.config.unix_mode))
+        except BaseException:
+            for sock in created:
+                sock.close()
+            raise
+        for sock in created:
+            if sock.family == socket.AF_UNIX:
+                self._unix_paths.append(str(sock.getsockname()))
+        for sock in [*created, *sockets]:
+            sock.setblocking(False)
+            if sock.family == socket.AF_UNIX:
+                srv = await asyncio.start_unix_server(self._on_connect, sock=sock)
+            else:
+                srv = await asyncio.start_server(self._on_connect, sock=sock)
+            self._servers.append(srv)
+            self._sockets.append(sock)
+            logger.info("MAILQ v2 listening on %s", describe_socket(sock))
+        problems = []
+        with contextlib.suppress(OSError):
+            from mailq.authfile import check_auth_file_permissions
+
+            problems = check_auth_file_permissions(self.config.authfile)
+        for problem in problems:
+            logger.warning("%s", problem)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Bound addresses: ``127.0.0.1:1174``, ``[::]:174``, ``UNIX:/path``."""
+        return [describe_socket(s) for s in self._sockets if s.fileno() >= 0]
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._sockets)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        """Stop accepting; let running replies finish within ``graceful_timeout``."""
+        if self._closing:
+            return
+        self._closing = True
+        for srv in self._servers:
+            srv.close()
+        for session in list(self._sessions):
+            session.request_shutdown()
+        self._shutdown_task = asyncio.get_running_loop().create_task(self._finish())
+
+    async def _finish(self) -> None:
+        tasks = [s.task for s in self._sessions if s.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.graceful_timeout)
+            for session in list(self._sessions):
+                if session.task in pending:
+                    session.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for srv in self._servers:
+            await srv.wait_closed()
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if self._closed is not None:
+            self._closed.set()
+        logger.info("MAILQ v2 server closed")
+
+    async def wait_closed(self) -> None:
+        """Wait until ``close()`` has finished every session and listener."""
+        if self._shutdown_task is None:
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        await asyncio.shield(self._shutdown_task)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called (from a signal handler, say)."""
+        if not self._started:
+            raise RuntimeError("call start() first")
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def __aenter__(self) -> MailqServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def next_challenge_number(self) -> int:
+        self._challenges += 1
+        return self._challenges
+
+    def load_auth(self) -> AuthFile | None:
+        """Re-read the auth file (ZMailer semantics); None if it cannot be read."""
+        try:
+            return read_auth_file(self.config.authfile)
+        except AuthFileError as exc:
+            logger.warning("auth file unreadable, refusing everybody: %s", exc)
+            return None
+
+    async def _on_connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.service.count("Connects")
+        if self._closing or len(self._sessions) > self.config.max_sessions:
+            logger.info(
+                "connection refused: %d sessions open (limit %d + 1)",
+                len(self._sessions),
+                self.config.max_sessions,
+            )
+            writer.transport.abort()  # silently, no bytes (B11 keep)
+            return
+        session = _Session(self, reader, writer)
+        self._sessions.add(session)
+        self.service.set_parallel(len(self._sessions))
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            self.service.set_parallel(len(self._sessions))
+            if session.hard_cancel:
+                writer.transport.abort()
+            else:
+                writer.close()
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.wait_closed()

@@ -1,0 +1,276 @@
+"""Executing MAILQ v2 commands against the scheduler's views (MQ2-REF 8).
+
+:class:`Service` maps each event of a :class:`~mailq.connection.ServerConnection` to a
+reply: the AUTH procedure, the command table with the rights each command needs, the
+``SC.MQ2*`` counters and the audit log of state-changing commands. It performs no I/O:
+the auth file is handed in by the shell, reports are lazy generators that the shell
+streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from mailq import replies, reports
+from mailq.auth import verify
+from mailq.authfile import AuthFile, Peer
+from mailq.commands import BLANKS, Right, split_word
+from mailq.connection import (
+    AuthAccepted,
+    AuthRejected,
+    AuthRequest,
+    Bye,
+    Command,
+    ConnectionClosed,
+    Event,
+    InvalidCommand,
+    MultilineReply,
+    Quit,
+    Reply,
+    ServerReply,
+)
+from mailq.view import QueueOperations, QueueView
+
+__all__ = ["Client", "Service"]
+
+logger = logging.getLogger(__name__)
+audit = logging.getLogger("mailq.audit")
+
+_C: Final = "SC.MQ2"
+
+
+@dataclass(slots=True)
+class Client:
+    """What the service knows about one session."""
+
+    peer: Peer
+    challenge: str = field(repr=False)
+    user: str | None = None
+    rights: Right = Right.NONE
+
+    @property
+    def who(self) -> str:
+        return f"{self.user or '-'}@{self.peer}"
+
+
+Handler = Callable[["Service", Client, str, int], ServerReply]
+
+
+def _name_arg(text: str) -> str:
+    """SHOW THREAD / KILL THREAD names: lower-cased, trailing blanks stripped (B18)."""
+    return text.rstrip(BLANKS + "\r").lower()
+
+
+class Service:
+    """The command table and its handlers over one ``QueueView``/``QueueOperations``."""
+
+    def __init__(
+        self,
+        view: QueueView,
+        ops: QueueOperations,
+        clock: Callable[[], float],
+        *,
+        strict_counters: bool = False,
+    ) -> None:
+        self.view = view
+        self.ops = ops
+        self.clock = clock
+        self.strict_counters = strict_counters
+
+    # -- counters ----------------------------------------------------------------------
+
+    def count(self, name: str, by: int = 1) -> None:
+        """Increment ``SC.MQ2<name>`` (never fails the session)."""
+        self.view.counters.incr(_C + name, by)
+
+    def set_parallel(self, sessions: int) -> None:
+        self.view.counters.set(_C + "Parallel-G", sessions)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # -- events ------------------------------------------------------------------------
+
+    def handle(
+        self, event: Event, client: Client, auth: Callable[[], AuthFile | None]
+    ) -> ServerReply | None:
+        """The reply to one event; ``None`` for :class:`ConnectionClosed`."""
+        if isinstance(event, ConnectionClosed):
+            return None
+        self.count("Commands")
+        if isinstance(event, Quit):
+            self.count("CommandQUIT")
+            logger.info("%s QUIT", client.who)
+            return Bye()
+        if isinstance(event, AuthRequest):
+            return self.authenticate(event, client, auth())
+        if isinstance(event, InvalidCommand):
+            self.count("CommandsRej")
+            logger.info("%s refused before AUTH: %r", client.who, event.verb[:40])
+            return Reply(event.reply)
+        return self.execute(event, client)
+
+    def authenticate(
+        self, request: AuthRequest, client: Client, auth: AuthFile | None
+    ) -> AuthAccepted | AuthRejected:
+        """ZMailer's AUTH procedure (MQ2-REF 6); the auth file was just re-read."""
+        self.count("CommandAUTH")
+        entry = None if auth is None else auth.find(request.user, client.peer)
+        if entry is None:
+            self.count("AuthRej")
+            logger.info("%s AUTH %r refused: no usable line", client.who, request.user)
+            return AuthRejected(replies.AUTH_BAD_USER)
+        if not verify(client.challenge, entry.password, request.digest):
+            self.count("AuthRej")
+            logger.info(
+                "%s AUTH %r refused: bad authenticator", client.who, request.user
+            )
+            return AuthRejected(replies.AUTH_BAD_PASSWORD)
+        client.user = request.user
+        client.rights = entry.rights
+        logger.info("%s AUTH ok (line %d)", client.who, entry.line_no)
+        return AuthAccepted(request.user, entry.rights)
+
+    def execute(self, command: Command, client: Client) -> ServerReply:
+        """Run an authenticated command through the table."""
+        handler = _TABLE.get(command.verb)
+        if handler is None:
+            return self._unknown(client, command.verb, command.rest)
+        return handler(self, client, command.rest, self.now())
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _unknown(self, client: Client, verb: str, rest: str) -> Reply:
+        self.count("CommandsRej")
+        logger.info("%s unknown or refused: %r %r", client.who, verb[:40], rest[:80])
+        return Reply(replies.unknown_command(verb, rest))
+
+    def _show(self, client: Client, rest: str, now: int) -> ServerReply:
+        word, args = split_word(rest)
+        if word == "COUNTERS":
+            if self.strict_counters and not client.rights & Right.SNMP:
+                return self._unknown(client, "SHOW", word)
+            self.count("CommandShowCounters")
+            return MultilineReply(self.view.counters.dump(now))
+        if word == "SNMP" and client.rights & Right.SNMP:
+            self.count("CommandShowQueueVeryShort")
+            return MultilineReply(reports.snmp_report(self.view, now))
+        if word == "QUEUE":
+            return self._show_queue(client, args, now)
+        if word == "THREAD" and client.rights & Right.TT:
+            channel, host = split_word(args)
+            self.count("CommandShowThread")
+            logger.info("%s SHOW THREAD %r %r", client.who, channel, host)
+            return MultilineReply(
+                reports.thread_detail_report(
+                    self.view, _name_arg(channel), _name_arg(host), now
+                )
+            )
+        return self._unknown(client, "SHOW", word)  # REST = first word only (B8)
+
+    def _show_queue(self, client: Client, args: str, now: int) -> ServerReply:
+        mode, _ = split_word(args)
+        if mode == "SHORT" and client.rights & Right.QQ:
+            self.count("CommandShowQueueShort")
+            return MultilineReply(reports.short_report(self.view, now))
+        if mode == "THREADS" and client.rights & Right.TT:
+            self.count("CommandShowQueueThreads")  # B6 fix: its own counter
+            return MultilineReply(reports.threads_report(self.view, now))
+        if mode == "THREADS2" and client.rights & Right.TT:
+            self.count("CommandShowQueueThreads2")
+            return MultilineReply(reports.threads2_report(self.view, now))
+        return self._unknown(client, "SHOW", "QUEUE")
+
+    def _etrn(self, client: Client, rest: str, now: int) -> Reply:
+        self.count("CommandETRN")  # counted before the rights check, as ZMailer does
+        if not client.rights & Right.ETRN:
+            audit.info(
+                "user=%s peer=%s ETRN %r result=denied", client.user, client.peer, rest
+            )
+            return Reply(replies.ETRN_DENIED)
+        domain, extra = split_word(rest)
+        domain = domain.lower()  # B16 fix
+        started = self.ops.etrn(domain) if domain else 0
+        audit.info(
+            "user=%s peer=%s ETRN %r %r result=%d started",
+            client.user,
+            client.peer,
+            domain,
+            extra,
+            started,
+        )
+        return Reply(replies.ETRN_STARTED if started > 0 else replies.ETRN_NOTHING)
+
+    def _kill(self, client: Client, rest: str, now: int) -> Reply:
+        if not client.rights & Right.KILL:
+            audit.info(
+                "user=%s peer=%s KILL %r result=denied", client.user, client.peer, rest
+            )
+            return Reply(replies.KILL_DENIED)
+        what, args = split_word(rest)
+        if what == "MSG":
+            self.count("CommandKillMsg")
+            ident, _ = split_word(args)
+            found = bool(ident) and self.ops.kill_msg(ident)
+            audit.info(
+                "user=%s peer=%s KILL MSG %r result=%s",
+                client.user,
+                client.peer,
+                ident,
+                "killed" if found else "not-found",
+            )
+            return Reply(replies.KILL_OK if found else replies.KILL_NO_SUCH_MESSAGE)
+        if what == "THREAD":
+            self.count("CommandKillThr")
+            channel, host = split_word(args)
+            channel, host = _name_arg(channel), _name_arg(host)
+            removed = self.ops.kill_thread(channel, host) if channel and host else 0
+            audit.info(
+                "user=%s peer=%s KILL THREAD %r %r result=%d recipients",
+                client.user,
+                client.peer,
+                channel,
+                host,
+                removed,
+            )
+            return Reply(
+                replies.KILL_OK if removed > 0 else replies.KILL_NO_SUCH_THREAD
+            )
+        audit.info(
+            "user=%s peer=%s KILL %r result=unknown-request",
+            client.user,
+            client.peer,
+            rest,
+        )
+        return Reply(replies.KILL_UNKNOWN_REQUEST)
+
+    def _requeue(self, client: Client, rest: str, now: int) -> Reply:
+        what, args = split_word(rest)
+        if what != "MSG" or not client.rights & Right.KILL:
+            return self._unknown(client, "REQUEUE", rest)  # what old servers answered
+        ident, _ = split_word(args)
+        found = bool(ident) and self.ops.requeue_msg(ident)
+        audit.info(
+            "user=%s peer=%s REQUEUE MSG %r result=%s",
+            client.user,
+            client.peer,
+            ident,
+            "requeued" if found else "not-found",
+        )
+        return Reply(replies.REQUEUE_OK if found else replies.REQUEUE_NO_SUCH_MESSAGE)
+
+    def _reroute(self, client: Client, rest: str, now: int) -> Reply:
+        word, _ = split_word(rest)
+        return self._unknown(client, "REROUTE", word)  # MQ2-REF 8.9: first word only
+
+
+_TABLE: Final[dict[str, Handler]] = {
+    "SHOW": Service._show,
+    "ETRN": Service._etrn,
+    "KILL": Service._kill,
+    "REQUEUE": Service._requeue,
+    "REROUTE": Service._reroute,
+}
