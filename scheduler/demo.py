@@ -148,17 +148,19 @@ error/*\tinterval=5m idlemax=2m maxchannel=5 queueonly command=errormail
 """
 
 
-def demo_auth(admin_password: str, unix_line: str | None = None) -> str:
-    """scheduler.auth: ZMailer's loopback default for ``nobody`` plus an ``admin``."""
+def demo_auth(admin_password: str, uid: int) -> str:
+    """scheduler.auth: ZMailer's loopback default for ``nobody``, plus ``admin`` from
+    loopback and, through our ACL extension ``unix:UID`` (docs/protocol.md), from the
+    Unix socket for the user running the demo."""
     loopback = "[127.0.0.0]/8 [ipv6.0::1]/128"
     lines = [
-        "# scheduler.auth written by `mailq-scheduler demo` (MQ2-REF 7)",
+        "# scheduler.auth written by `mailq-scheduler demo` (ZMailer syntax, MQ2-REF 7)",
         "# user:password:TOKENS:ACL",
         f"nobody:nobody:SNMP QQ TT ETRN:{loopback}",
         f"admin:{admin_password}:ALL:{loopback}",
+        "# extension: Unix-socket peers with this uid (ZMailer admits none, quirk A4)",
+        f"admin:{admin_password}:ALL:unix:{uid}",
     ]
-    if unix_line:
-        lines.append(unix_line)
     return "\n".join(lines) + "\n"
 
 
@@ -173,28 +175,35 @@ def instructions(
 ) -> list[str]:
     """The banner: where things are and the exact ``mailq`` commands to try."""
     po = paths.postoffice
+    admin = f"-U admin/{admin_password}"
+    sock = paths.socket
     return [
-        f"MAILQ v2 server on 127.0.0.1:{port} and {paths.socket}",
+        f"MAILQ v2 server on 127.0.0.1:{port} and {sock}",
         f"postoffice {po}",
-        f"scheduler.conf {paths.config}, scheduler.auth {paths.auth}",
+        f"scheduler.conf {paths.config}",
+        f"scheduler.auth {paths.auth}",
         f"scheduler log {paths.log}",
-        f"admin password: {admin_password}",
+        f"admin password {admin_password}",
         "",
-        f"{TRY_MARKER} (in another terminal):",
-        f"  mailq -p {port}                      # the queue, thread by thread",
-        f"  mailq -p {port} -Q                   # thread summary",
-        f"  mailq -p {port} -QQ                  # short summary",
-        f"  mailq -p {port} -QQQ                 # SNMP numbers (Msgs in/out ...)",
-        f"  mailq -p {port} -QQQQ                # every counter",
-        f"  POSTOFFICE={po} mailq -p {port} -v   # with ids, senders, diagnostics",
-        f"  mailq -p {port} -E {etrn_domain}     # ETRN: flush a queue-only host",
-        f"  mailq -p {port} -U admin/{admin_password} -K {kill_id}   # KILL MSG",
-        f"  mailq -p {port} --json               # machine-readable",
-        f"  mailq -p {port} --check queue        # monitoring check",
-        f"  mailq -p {port} -U admin/{admin_password} -Q   # as admin",
-        f"  (smtp to {deferring_host} keeps deferring; see its thread grow)",
+        f"{TRY_MARKER} in another terminal:",
+        f"  mailq -p {port}                 # the queue, thread by thread",
+        f"  mailq -p {port} -Q              # thread groups (SHOW QUEUE THREADS)",
+        f"  mailq -p {port} -QQ             # short summary",
+        f"  mailq -p {port} -QQQ            # SNMP figures: Msgs/Rcpnts in, out, stored",
+        f"  mailq -p {port} -QQQQ           # every counter",
+        f"  POSTOFFICE={po} mailq -p {port} -v",
+        "                                 # with ids, senders, recipients, diagnostics",
+        f"  mailq -p {port} -c smtp -h {deferring_host}   # one thread (keeps deferring)",
+        f"  mailq -p {port} -E {etrn_domain}   # ETRN: flush a queue-only host",
+        f"  mailq -p {port} {admin} -K {kill_id}   # KILL MSG (admin)",
+        f"  mailq -p {sock} {admin} -QQ",
+        "                                 # over the Unix socket (admin only)",
+        f"  mailq -p {port} --json          # JSON Lines",
+        f"  mailq -p {port} --check --warn-messages 200 --crit-age 2d",
+        "                                 # a monitoring-plugin check (exit 0/1/2/3)",
+        f"  mailq -p {port} --prometheus    # counters for Prometheus",
         "",
-        "Press Ctrl-C to stop (everything above is removed unless --keep).",
+        "Press Ctrl-C to stop; the files above are removed unless --keep was given.",
     ]
 
 
@@ -377,7 +386,7 @@ class Demo:
         sink_port = await self.sink.start("127.0.0.1", 0)
         password = secrets.token_urlsafe(12)
         paths.config.write_text(demo_config(paths, sink_port))
-        paths.auth.write_text(demo_auth(password))
+        paths.auth.write_text(demo_auth(password, os.getuid()))
         paths.auth.chmod(0o600)
         relpaths = self._populate(po, int(time.time()))
         listeners = _listeners(self.options.port, paths.socket)

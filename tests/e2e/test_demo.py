@@ -224,9 +224,10 @@ def test_demo_config_routes_smtp_through_the_sink(tmp_path: Path) -> None:
 
 
 def test_demo_auth_has_zmailers_loopback_default_and_an_admin() -> None:
-    lines = demo_auth("s3cret").splitlines()
+    lines = demo_auth("s3cret", 1234).splitlines()
     assert "nobody:nobody:SNMP QQ TT ETRN:[127.0.0.0]/8 [ipv6.0::1]/128" in lines
     assert "admin:s3cret:ALL:[127.0.0.0]/8 [ipv6.0::1]/128" in lines
+    assert "admin:s3cret:ALL:unix:1234" in lines
 
 
 # ---------------------------------------------------------------------- end to end
