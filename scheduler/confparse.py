@@ -307,6 +307,8 @@ def build(text: str, source: str, zenv: Mapping[str, str]) -> Built:
     for token in tokens:
         builder.feed(token)
     builder.finish()
+    errors.sort(key=lambda p: p.line)
+    builder.warnings.sort(key=lambda p: p.line)
     return Built(
         builder.default, builder.clauses, builder.params, errors, builder.warnings
     )

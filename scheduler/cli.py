@@ -1,0 +1,56 @@
+"""The ``mailq-scheduler`` command group (click).
+
+Only ``check-config`` lives here; ``serve`` and ``demo`` are defined in their own modules
+and registered with ``main.add_command``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .config import SchedulerConfig, default_config, format_effective, load_config
+from .errors import ConfigError
+from .zenv import read_zenv
+
+__all__ = ["check_config", "main"]
+
+
+@click.group()
+@click.version_option(package_name="zmailer-mailq", prog_name="mailq-scheduler")
+def main() -> None:
+    """A ZMailer-compatible scheduler with its MAILQ v2 interface."""
+
+
+@main.command("check-config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-Z",
+    "zenvfile",
+    type=click.Path(dir_okay=False),
+    help="ZENV file (zmailer.conf) instead of $ZCONFIG or /etc/zmailer/zmailer.conf.",
+)
+def check_config(file: str | None, zenvfile: str | None) -> None:
+    """Check FILE (default: the built-in configuration) and print the effective clauses.
+
+    Exits 1 after printing every ``file:line: problem`` on stderr if it is invalid.
+    """
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    try:
+        zenv = read_zenv(zenvfile)
+    except OSError as e:
+        click.echo(f"{zenvfile}: cannot read ZENV file: {e.strerror}", err=True)
+        sys.exit(1)
+    try:
+        config: SchedulerConfig = (
+            default_config(zenv) if file is None else load_config(file, zenv)
+        )
+    except ConfigError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    for warning in config.warnings:
+        click.echo(f"{warning} (warning)", err=True)
+    click.echo(format_effective(config), nl=False)

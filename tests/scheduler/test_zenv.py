@@ -1,0 +1,67 @@
+"""ZENV: zmailer.conf reading, environment overrides, ${NAME} expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.zenv import expand, parse_zenv, read_zenv
+
+REFERENCE = Path("/work/shared/reference/zmailer-transcripts/configs/zmailer.conf")
+
+
+def test_parse_quotes_comments_and_expansion() -> None:
+    text = (
+        "# comment\n"
+        "POSTOFFICE=/var/spool/postoffice\n"
+        'SMTPOPTIONS="-sve -l ${LOGDIR}/smtpserver"\n'
+        "LOGDIR=/var/log/mail\n"
+        "LATER=${LOGDIR}/x\n"
+        "not an assignment\n"
+        "EMPTY=\n"
+        "SINGLE='a b'\n"
+    )
+    env = parse_zenv(text)
+    assert env["POSTOFFICE"] == "/var/spool/postoffice"
+    assert env["SMTPOPTIONS"] == "-sve -l ${LOGDIR}/smtpserver"  # LOGDIR not yet known
+    assert env["LATER"] == "/var/log/mail/x"
+    assert env["EMPTY"] == ""
+    assert env["SINGLE"] == "a b"
+    assert "not" not in env
+
+
+def test_expand_leaves_unknown_names() -> None:
+    assert expand("${A}/${B}/$A", {"A": "1"}) == "1/${B}/$A"
+
+
+def test_reference_file() -> None:
+    env = read_zenv(str(REFERENCE), environ={})
+    assert env["MAILSHARE"] == "/etc/mail"
+    assert env["SCHEDULERDIRHASH"] == "2"
+    assert env["ROUTEROPTIONS"] == "-dWkn 4"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    f = tmp_path / "zmailer.conf"
+    f.write_text("POSTOFFICE=/a\nOWN=1\nMAILBIN=/bin\n")
+    env = read_zenv(str(f), environ={"POSTOFFICE": "/b", "OWN": "2", "UNRELATED": "x"})
+    assert env == {"POSTOFFICE": "/b", "OWN": "2", "MAILBIN": "/bin"}
+
+
+def test_zconfig_from_environment(tmp_path: Path) -> None:
+    f = tmp_path / "z.conf"
+    f.write_text("MAILSHARE=/share\n")
+    env = read_zenv(environ={"ZCONFIG": str(f)})
+    assert env["MAILSHARE"] == "/share"
+    assert env["ZCONFIG"] == str(f)
+
+
+def test_missing_implicit_file_gives_environment_only(tmp_path: Path) -> None:
+    env = read_zenv(environ={"ZCONFIG": str(tmp_path / "nope"), "LOGDIR": "/l"})
+    assert env == {"ZCONFIG": str(tmp_path / "nope"), "LOGDIR": "/l"}
+
+
+def test_missing_explicit_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_zenv(str(tmp_path / "nope"), environ={})
