@@ -117,7 +117,7 @@ class DemoPaths:
 
 def demo_config(paths: DemoPaths, sink_port: int) -> str:
     """The demo's scheduler.conf: ZMailer's shipped layout, smtp routed to the sink."""
-    relay = f"-F [127.0.0.1] -p {sink_port}"
+    relay = f"-h demo.invalid -F [127.0.0.1] -p {sink_port}"
     return f"""\
 # scheduler.conf written by `mailq-scheduler demo` (ZMailer syntax, SCHED-REF 1.9).
 # Every smtp destination is relayed to the demo's SMTP sink on 127.0.0.1:{sink_port},
@@ -218,6 +218,15 @@ def daemon_argv(paths: DemoPaths, fds: Sequence[int], verbose: int) -> list[str]
 
 
 # ------------------------------------------------------------------- shell
+
+
+def _make_mailboxes(root: Path) -> None:
+    """Maildirs for the demo's local users, except one, whose mail then bounces."""
+    for user in demoqueue.LOCAL_USERS:
+        if user == demoqueue.UNKNOWN_LOCAL_USER:
+            continue
+        for sub in ("tmp", "new", "cur"):
+            (root / user / sub).mkdir(parents=True, exist_ok=True)
 
 
 def _listeners(port: int, path: Path) -> list[socket.socket]:
@@ -382,7 +391,7 @@ class Demo:
     async def _run(self) -> int:
         paths = self.paths
         po = init_postoffice(paths.postoffice)
-        paths.mailboxes.mkdir(exist_ok=True)
+        _make_mailboxes(paths.mailboxes)
         sink_port = await self.sink.start("127.0.0.1", 0)
         password = secrets.token_urlsafe(12)
         paths.config.write_text(demo_config(paths, sink_port))

@@ -35,6 +35,7 @@ __all__ = [
     "ETRN_DOMAINS",
     "LOCAL_USERS",
     "REJECTING_DOMAINS",
+    "UNKNOWN_LOCAL_USER",
     "Deferral",
     "DemoMessage",
     "Destination",
@@ -108,6 +109,9 @@ LOCAL_USERS: Final = (
     "abuse",
     "hostmaster",
 )
+
+UNKNOWN_LOCAL_USER: Final = "hostmaster"
+"""The demo creates no mailbox for this one: its mail bounces (``error`` channel)."""
 
 SENDERS: Final = (
     "newsletter@shop.example",
