@@ -54,3 +54,8 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
     for warning in config.warnings:
         click.echo(f"{warning} (warning)", err=True)
     click.echo(format_effective(config), nl=False)
+
+
+from .demo import demo  # noqa: E402 - registered after the group is defined
+
+main.add_command(demo)
