@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from spool.errors import SpoolError
 from spool.submit import submit
 
 from scheduler import dsn
@@ -98,8 +99,8 @@ class ErrorMailAgent:
         levels = ctx.relpath.count("/")
         try:
             new = submit(po, "", [to], message, hash_levels=levels, error_message=True)
-        except OSError as exc:
-            diag = f"x-local; 400 (cannot submit the bounce: {exc.strerror or exc})"
+        except (OSError, SpoolError) as exc:
+            diag = f"x-local; 400 (cannot submit the bounce: {getattr(exc, 'strerror', None) or exc})"
             return Outcome("deferred", "4.3.0", diag)
         log.info(
             "%s: bounce for %s submitted as %s to <%s>", ctx.relpath, rcpt.user, new, to

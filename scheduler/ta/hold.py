@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from spool.errors import SpoolError
 from spool.submit import submit
 
 from mailq.timefmt import parse_duration
@@ -108,8 +109,8 @@ class HoldAgent:
                 hash_levels=ctx.relpath.count("/"),
                 error_message=cf.is_error_message,
             )
-        except OSError as exc:
-            diag = f"x-local; 400 (cannot release: {exc.strerror or exc})"
+        except (OSError, SpoolError) as exc:
+            diag = f"x-local; 400 (cannot release: {getattr(exc, 'strerror', None) or exc})"
             return Outcome("deferred", "4.3.0", diag)
         log.info("%s: %s released from hold as %s", ctx.relpath, rcpt.user, new)
         return Outcome("ok3", "2.0.0", f"x-local; 250 (released from hold as {new})")
