@@ -321,6 +321,9 @@ class HostRun:
             )
             await self.client.auth(self.opts.user, self.opts.password)
             code = await self._mode()
+        except CommandRefused as exc:
+            await self.client.quit()
+            return self._report(exc)
         except ClientError as exc:
             await self.client.close()
             return self._report(exc)

@@ -107,6 +107,7 @@ class MailqClient:
         self._conn = ClientConnection(line_observer=line_observer)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._local = False
 
     # -- connection --------------------------------------------------------------------
     async def connect(
@@ -133,6 +134,7 @@ class MailqClient:
         else:
             self.label = host
             self._reader, self._writer = await self._open_tcp(host, port, family)
+        self._local = self._check_local()
         return await self._read_greeting()
 
     async def _open_tcp(
@@ -161,8 +163,11 @@ class MailqClient:
 
     @property
     def is_local(self) -> bool:
-        """Whether the server runs on this machine: a Unix socket, a loopback peer, or a
-        peer address equal to our own end's address (C10)."""
+        """Whether the server runs on this machine (known once connected; C10)."""
+        return self._local
+
+    def _check_local(self) -> bool:
+        """A Unix socket, a loopback peer, or a peer address equal to our own end's."""
         if self._writer is None:
             return False
         if self.label == UNIX_HOST_LABEL:
