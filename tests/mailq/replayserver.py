@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -158,10 +159,8 @@ class ReplayServer:
         finally:
             self._tasks.discard(task)
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     async def _session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
