@@ -112,7 +112,7 @@ class FakeCounters:
         for line in self.template:
             m = _VALUE.match(line)
             if m and "." in m.group(1) and "Load-Avg" not in m.group(1):
-                self.values[m.group(1)] = 0
+                self.values[m.group(1)] = int(m.group(3))  # as recorded
         self.values.update(values or {})
 
     def get(self, name: str) -> int:
@@ -309,14 +309,28 @@ def _counters(msgs: int = 5, rcpts: int = 8) -> FakeCounters:
 
 def _queue(t: _Times, net_first: bool = False) -> FakeQueue:
     v = _vertices(t)
-    org = FakeThread("smtp", "example.org", t.smtp_wakeup, 1, vertex_list=[v["org3"], v["org2"]])
-    net = FakeThread("smtp", "example.net", t.smtp_wakeup, 1, vertex_list=[v["net1"], v["net2"]])
-    smtp = FakeGroup("smtp", thread_list=[net, org] if net_first else [org, net],
-                     proc_count=2, idle_count=2, idle_list_length=2, maxring=50)
-    local = FakeGroup("local", maxring=5, thread_list=[
-        FakeThread("local", "nosuchuser", t.local_wakeup, vertex_list=[v["loc1"]]),
-        FakeThread("local", "postmaster", t.local_wakeup, vertex_list=[v["loc2"]]),
-    ])
+    org = FakeThread(
+        "smtp", "example.org", t.smtp_wakeup, 1, vertex_list=[v["org3"], v["org2"]]
+    )
+    net = FakeThread(
+        "smtp", "example.net", t.smtp_wakeup, 1, vertex_list=[v["net1"], v["net2"]]
+    )
+    smtp = FakeGroup(
+        "smtp",
+        thread_list=[net, org] if net_first else [org, net],
+        proc_count=2,
+        idle_count=2,
+        idle_list_length=2,
+        maxring=50,
+    )
+    local = FakeGroup(
+        "local",
+        maxring=5,
+        thread_list=[
+            FakeThread("local", "nosuchuser", t.local_wakeup, vertex_list=[v["loc1"]]),
+            FakeThread("local", "postmaster", t.local_wakeup, vertex_list=[v["loc2"]]),
+        ],
+    )
     etrn = FakeGroup("smtp-etrn", maxring=20, thread_list=[
         FakeThread("smtp-etrn", "etrn.example.com", t.etrn_wakeup, vertex_list=[v["etrn"]]),
     ])  # fmt: skip
