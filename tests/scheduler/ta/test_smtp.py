@@ -126,7 +126,8 @@ def test_no_pipelining_no_dsn_helo_fallback(po: Postoffice) -> None:
         res = run_ta("smtp", po, [f"{rel}\tmx.example"], *_relay(sink.port))
         txns = sink.transactions
         commands = list(sink.sink.commands)
-    assert commands[0].startswith("EHLO") and commands[1] == "HELO agent.test"
+    assert commands[0].startswith("EHLO")
+    assert commands[1] == "HELO agent.test"
     assert txns[0].rcpts == [
         ("a@ok.example", [])
     ]  # no DSN params without the extension
