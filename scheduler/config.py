@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -23,6 +23,7 @@ from mailq.timefmt import saytime
 from .confparse import UNSET, RawClause, RawParams, build
 from .errors import ConfigError, ConfigProblem
 from .zenv import read_zenv
+from .zglob import compile_glob
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",
@@ -106,6 +107,17 @@ class SchedulerConfig:
     _cache: dict[tuple[str, str], Clause | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _matchers: tuple[_Matcher, ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        matchers = tuple(
+            (compile_glob(c.channel_pattern), _host_matcher(c.host_pattern), c)
+            for c in self.clauses
+            if c.channel_pattern != "*"  # S3: never chosen
+        )
+        object.__setattr__(self, "_matchers", matchers)
 
     def match(self, channel: str, host: str) -> Clause | None:
         """The first clause (file order) matching both names; None if none does."""
@@ -113,24 +125,23 @@ class SchedulerConfig:
         hit = self._cache.get(key, _NOT_CACHED)
         if hit is not _NOT_CACHED:
             return hit  # type: ignore[return-value]
-        found = _first_match(self.clauses, channel.lower(), host.lower())
+        channel, host = channel.lower(), host.lower()
+        found = next(
+            (c for ch, ho, c in self._matchers if ch(channel) and ho(host)), None
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = found
         return found
 
 
-def _first_match(clauses: tuple[Clause, ...], channel: str, host: str) -> Clause | None:
-    from .zglob import zglob
+_Matcher = tuple[Callable[[str], bool], Callable[[str], bool], Clause]
 
-    for c in clauses:
-        if c.channel_pattern == "*":  # S3: never chosen
-            continue
-        if not zglob(c.channel_pattern, channel):
-            continue
-        if c.host_pattern in ("", "*") or zglob(c.host_pattern, host):
-            return c
-    return None
+
+def _host_matcher(pattern: str) -> Callable[[str], bool]:
+    if pattern in ("", "*"):  # matches any host without further checks
+        return lambda host: True
+    return compile_glob(pattern)
 
 
 def fallback_clause(config: SchedulerConfig) -> Clause:

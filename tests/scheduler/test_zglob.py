@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler.zglob import zglob
+from scheduler.zglob import compile_glob, zglob
 
 
 def reference_zglob(p: str, s: str) -> bool:
@@ -115,3 +115,18 @@ def test_literal_pattern_matches_only_itself(name: str) -> None:
 def test_star_suffix(suffix: str, prefix: str) -> None:
     assert zglob("*" + suffix, prefix + suffix)
     assert zglob(suffix + "*", suffix + prefix)
+
+
+@given(st.text(_pattern_chars, max_size=8), st.text(_name_chars, max_size=8))
+def test_compiled_matcher_agrees(pattern: str, name: str) -> None:
+    assert compile_glob(pattern)(name) == zglob(pattern, name)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["smtp", "*", "*.fi", "smtp*", "*.{se,dk}x", "*{a,}", "a*b", "[ab]*"]
+)
+@pytest.mark.parametrize(
+    "name", ["", "smtp", "x.fi", "smtp-etrn", "a.se", "a.dk", "a", "ab"]
+)
+def test_compiled_shapes(pattern: str, name: str) -> None:
+    assert compile_glob(pattern)(name) == zglob(pattern, name)
