@@ -1,0 +1,406 @@
+"""The scheduler's in-memory model (SCHED-REF §2): messages, vertices, threads, groups, TAs.
+
+The objects satisfy :mod:`mailq.view`'s Protocols directly, so the MAILQ v2 reports walk live
+state. Memory matters (one vertex per message x destination, a million recipients): every
+class is slotted, a vertex keeps its recipient offsets in an ``array('i')`` and per-recipient
+DSN data only when it differs from the message default, and no ControlFile is kept.
+
+Counts that reports need are maintained by :mod:`scheduler.core` as events happen.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Clause
+
+__all__ = [
+    "DEFAULT_NOTIFY",
+    "FINISH",
+    "IDLE",
+    "LARVA",
+    "STATE_NAMES",
+    "STUFF",
+    "V_EXPIRING",
+    "V_FED",
+    "V_UNFED",
+    "Group",
+    "Message",
+    "Proc",
+    "RcptExtra",
+    "Thread",
+    "Vertex",
+]
+
+LARVA, STUFF, FINISH, IDLE, ERROR = range(5)
+STATE_NAMES = ("LARVA", "STUFF", "FINISH", "IDLE", "ERROR")
+
+# Vertex.state bits
+V_UNFED = 1  # waiting to be fed in the current run
+V_FED = 2  # fed to a TA, job not acknowledged yet (counts in Message.held)
+V_EXPIRING = 4  # expired while a TA held it: expire the rest when the job ends
+
+# Message.flags bits
+M_DIAG = 1  # has unreported diagnostics ("d " lines): DSN pass on completion
+M_KILLED = 2  # KILL MSG: drop recipients as TAs give them back
+M_REQUEUE = 4  # REQUEUE: reload once no TA holds it
+M_DONE = 8  # completed or dropped from memory
+
+DEFAULT_NOTIFY: frozenset[str] = frozenset({"FAILURE"})
+
+RcptExtra = tuple[frozenset[str], int, int]
+"""Per-recipient (notify, header offset, DSN-line offset), kept only when non-default."""
+
+
+class Message:
+    """One loaded control file."""
+
+    __slots__ = (
+        "cdelta",
+        "flags",
+        "hdr",
+        "held",
+        "live",
+        "mtime",
+        "mtime_ns",
+        "number",
+        "relpath",
+        "report_at",
+        "sender",
+        "vertices",
+    )
+
+    def __init__(
+        self,
+        number: int,
+        relpath: str,
+        sender: str,
+        mtime: int,
+        mtime_ns: int,
+        cdelta: int,
+        hdr: int,
+    ) -> None:
+        self.number = number
+        self.relpath = relpath
+        self.sender = sender
+        self.mtime = mtime
+        self.mtime_ns = mtime_ns
+        self.cdelta = cdelta  # control-file ctime - message mtime (statistics log dt1)
+        self.hdr = hdr  # header offset shared by default by every recipient
+        self.vertices: tuple[Vertex, ...] = ()
+        self.live = 0  # vertices still holding recipients
+        self.held = 0  # vertices fed to a TA and not yet acknowledged
+        self.flags = 0
+        self.report_at = 0
+
+    @property
+    def mid(self) -> str:
+        return self.relpath.rpartition("/")[2]
+
+
+class Vertex:
+    """One message x (channel, host): a ``SHOW THREAD`` row group (``VertexView``)."""
+
+    __slots__ = (
+        "attempts",
+        "extra",
+        "lastfeed",
+        "message",
+        "msg",
+        "notary",
+        "offsets",
+        "state",
+        "thread",
+        "waiting_for",
+    )
+
+    def __init__(
+        self, msg: Message, offsets: array[int], extra: tuple[RcptExtra, ...] | None
+    ) -> None:
+        self.msg = msg
+        self.thread: Thread | None = None
+        self.offsets = offsets  # index order: descending quad (S49 keep)
+        self.extra = extra  # aligned with offsets, or None when all default
+        self.attempts = 0
+        self.lastfeed = 0
+        # last TA diagnostic text (SHOW THREAD field 10)
+        self.message: str | None = None
+        self.notary: str | None = None
+        self.waiting_for = 0
+        self.state = 0
+
+    @property
+    def path(self) -> str:
+        return self.msg.relpath
+
+    @property
+    def sender(self) -> str:
+        return self.msg.sender
+
+    @property
+    def expiry(self) -> int:
+        th = self.thread
+        if th is None:
+            return 0
+        e = th.group.clause.expiry
+        return self.msg.mtime + e if e > 0 else 0
+
+    @property
+    def expiry2(self) -> int:
+        th = self.thread
+        if th is None:
+            return 0
+        c = th.group.clause
+        if c.expiry <= 0:
+            return 0
+        return self.msg.mtime + c.expiry + (c.expiry2 if c.expiry2 > 0 else 86400)
+
+    def rcpt_extra(self, index: int) -> RcptExtra:
+        if self.extra is None:
+            return DEFAULT_NOTIFY, self.msg.hdr, -1
+        return self.extra[index]
+
+    def drop_index(self, index: int) -> None:
+        del self.offsets[index]
+        if self.extra is not None:
+            self.extra = self.extra[:index] + self.extra[index + 1 :]
+
+
+class Proc:
+    """One TA process (``ProcView``)."""
+
+    __slots__ = (
+        "channel",
+        "feedtime",
+        "group",
+        "host",
+        "hungertime",
+        "jobs",
+        "pid",
+        "proc",
+        "retiring",
+        "state",
+        "thread",
+        "virtual",
+    )
+
+    def __init__(
+        self, proc: int, group: Group, channel: str, host: str, now: int
+    ) -> None:
+        self.proc = proc
+        self.pid = 0
+        self.group = group
+        self.thread: Thread | None = None
+        self.state = LARVA
+        self.jobs: deque[Vertex] = deque()
+        # LARVA's "virtual" outstanding job (answered by the first #hungry)
+        self.virtual = 1
+        self.hungertime = now
+        self.feedtime = 0
+        self.channel = channel
+        self.host = host
+        self.retiring = False
+
+    @property
+    def overfed(self) -> int:
+        return len(self.jobs) + self.virtual
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state]
+
+
+class Thread:
+    """One (clause, channel, host) (``ThreadView``)."""
+
+    __slots__ = (
+        "_oldest",
+        "_oldest_dirty",
+        "agenda_seq",
+        "alive",
+        "attempts",
+        "chain_seq",
+        "channel",
+        "dead",
+        "feedptr",
+        "group",
+        "host",
+        "jobs",
+        "pending",
+        "proclist",
+        "rcpts",
+        "retry_floor",
+        "retryindex",
+        "thrkids",
+        "unfed",
+        "vlist",
+        "wakeup",
+    )
+
+    def __init__(self, group: Group, channel: str, host: str) -> None:
+        self.group = group
+        self.channel = channel
+        self.host = host
+        self.jobs = 0
+        self.rcpts = 0
+        self.attempts = 0
+        self.wakeup = 0
+        self.retryindex = 0
+        self.retry_floor = 0
+        self.pending = ""
+        self.thrkids = 0
+        self.unfed = 0
+        # feed order; removed vertices linger until compacted
+        self.vlist: list[Vertex] = []
+        self.dead = 0
+        self.feedptr = 0
+        self.proclist: list[Proc] = []
+        self._oldest: int | None = None
+        self._oldest_dirty = False
+        self.agenda_seq = 0
+        self.chain_seq = 0
+        self.alive = True
+
+    @property
+    def withhost(self) -> int:
+        return 2 if self.group.clause.withhost else 0
+
+    @property
+    def oldest_mtime(self) -> int | None:
+        if self._oldest_dirty:
+            self._oldest_dirty = False
+            self._oldest = min(
+                (v.msg.mtime for v in self.vlist if v.thread is self), default=None
+            )
+        return self._oldest
+
+    def note_added(self, mtime: int) -> None:
+        if not self._oldest_dirty and (self._oldest is None or mtime < self._oldest):
+            self._oldest = mtime
+
+    def note_removed(self, mtime: int) -> None:
+        if self.jobs == 0:
+            self._oldest = None
+            self._oldest_dirty = False
+        elif mtime == self._oldest:
+            self._oldest_dirty = True
+
+    def procs(self) -> Sequence[Proc]:
+        return self.proclist
+
+    def vertices(self) -> Iterator[Vertex]:
+        for v in self.vlist:
+            if v.thread is self:
+                yield v
+
+    def first_vertex(self) -> Vertex | None:
+        for v in self.vlist:
+            if v.thread is self:
+                return v
+        return None
+
+    def compact(self) -> None:
+        """Drop removed vertices from ``vlist``, keeping the feed pointer's place."""
+        before = 0
+        kept: list[Vertex] = []
+        for i, v in enumerate(self.vlist):
+            if v.thread is self:
+                kept.append(v)
+            elif i < self.feedptr:
+                before += 1
+        self.feedptr -= before
+        self.vlist = kept
+        self.dead = 0
+
+
+class Group:
+    """A thread group ("ring"): what one TA may serve in turn (``GroupView``)."""
+
+    __slots__ = (
+        "channel",
+        "clause",
+        "host",
+        "idle",
+        "key",
+        "pickup",
+        "proc_count",
+        "ring",
+    )
+
+    def __init__(
+        self, clause: Clause, channel: str, host: str, key: tuple[str, ...]
+    ) -> None:
+        self.clause = clause
+        self.channel = channel
+        self.host = host  # only for withhost groups
+        self.key = key
+        self.ring: list[Thread] = []
+        self.pickup = 0
+        self.proc_count = 0
+        self.idle: list[Proc] = []  # most recently idled first
+
+    @property
+    def clause_channel(self) -> str:
+        return self.clause.channel_pattern
+
+    @property
+    def clause_host(self) -> str:
+        return self.clause.host_pattern
+
+    @property
+    def withhost(self) -> int:
+        return 2 if self.clause.withhost else 0
+
+    @property
+    def thread_count(self) -> int:
+        return len(self.ring)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self.idle)
+
+    @property
+    def idle_list_length(self) -> int:
+        return len(self.idle)
+
+    @property
+    def maxring(self) -> int:
+        return self.clause.maxring
+
+    @property
+    def overfeed(self) -> int:
+        return self.clause.overfeed
+
+    @property
+    def maxthr(self) -> int:
+        return self.clause.maxthr
+
+    def threads(self) -> Sequence[Thread]:
+        ring = self.ring
+        p = self.pickup
+        if not ring:
+            return ring
+        p %= len(ring)
+        return ring[p:] + ring[:p] if p else ring
+
+    def remove_thread(self, thread: Thread) -> None:
+        i = self.ring.index(thread)
+        del self.ring[i]
+        if i < self.pickup:
+            self.pickup -= 1
+        if self.ring:
+            self.pickup %= len(self.ring)
+        else:
+            self.pickup = 0
+
+    def advance_pickup(self, thread: Thread) -> None:
+        """Point the pickup pointer just past ``thread`` (a TA left it)."""
+        try:
+            i = self.ring.index(thread)
+        except ValueError:
+            return
+        self.pickup = (i + 1) % len(self.ring)
