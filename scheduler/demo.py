@@ -277,15 +277,23 @@ class Daemon:
         while not self.paths.ready.exists():
             if self.proc.poll() is not None:
                 raise click.ClickException(
-                    f"the scheduler exited with status {self.proc.returncode}; "
-                    f"see {self.paths.log}"
+                    f"the scheduler exited with status {self.proc.returncode}:\n"
+                    + self.log_tail()
                 )
             if time.monotonic() > deadline:
                 raise click.ClickException(
-                    f"the scheduler did not start within {READY_TIMEOUT:.0f}s; "
-                    f"see {self.paths.log}"
+                    f"the scheduler did not start within {READY_TIMEOUT:.0f}s:\n"
+                    + self.log_tail()
                 )
             await asyncio.sleep(0.1)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the scheduler's log (it is removed with the demo directory)."""
+        try:
+            text = self.paths.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -397,7 +405,7 @@ class Demo:
         paths.config.write_text(demo_config(paths, sink_port))
         paths.auth.write_text(demo_auth(password, os.getuid()))
         paths.auth.chmod(0o600)
-        relpaths = self._populate(po, int(time.time()))
+        relpaths = await asyncio.to_thread(self._populate, po, int(time.time()))
         listeners = _listeners(self.options.port, paths.socket)
         try:
             port = listeners[0].getsockname()[1]
@@ -427,7 +435,9 @@ class Demo:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout)
             if not self.daemon.running():
-                click.echo(f"the scheduler stopped; see {self.paths.log}", err=True)
+                click.echo(
+                    "the scheduler stopped:\n" + self.daemon.log_tail(), err=True
+                )
                 return 1
             if self.stopping.is_set():
                 break
