@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 __all__ = [
@@ -29,7 +26,6 @@ __all__ = [
     "AgentListener",
     "AgentPool",
     "AgentSpec",
-    "resolve_argv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,35 +60,6 @@ class AgentSpec:
     host: str = ""
 
 
-def resolve_argv(argv: Sequence[str], *, mailbin: str | None = None) -> tuple[str, ...]:
-    """Turn a clause's argv into something exec-able (MQ2-REF 13.1).
-
-    An absolute argv[0] is used as is. A relative one is looked up as
-    ``$MAILBIN/ta/<name>``; failing that, as our own agent ``scheduler.ta.<name>``
-    (run as ``python -m``), so ``command="testta"`` runs the scripted test agent;
-    failing that, it is left for a PATH lookup (which then fails or succeeds at exec).
-    """
-    if not argv:
-        return ()
-    name, rest = argv[0], tuple(argv[1:])
-    if os.path.isabs(name) or "/" in name:
-        return (name, *rest)
-    if mailbin:
-        candidate = Path(mailbin) / "ta" / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return (str(candidate), *rest)
-    if name.isidentifier() and _own_agent_exists(name):
-        return (sys.executable, "-m", f"scheduler.ta.{name}", *rest)
-    return (name, *rest)
-
-
-def _own_agent_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"scheduler.ta.{name}") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 class _Agent:
     """One TA process and its reader/writer tasks."""
 
@@ -122,13 +89,11 @@ class AgentPool:
         listener: AgentListener,
         *,
         cwd: str | os.PathLike[str] | None = None,
-        mailbin: str | None = None,
         base_env: Mapping[str, str] | None = None,
         term_grace: float = _TERM_GRACE,
     ) -> None:
         self._listener = listener
         self._cwd = cwd
-        self._mailbin = mailbin
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._term_grace = term_grace
         self._agents: dict[int, _Agent] = {}
@@ -232,7 +197,7 @@ class AgentPool:
         self._listener.agent_exited(spec.proc, returncode)
 
     async def _create(self, spec: AgentSpec) -> asyncio.subprocess.Process:
-        argv = resolve_argv(spec.argv, mailbin=self._mailbin)
+        argv = spec.argv
         if not argv:
             raise ValueError("empty command")
         env = {**self._base_env, **spec.env}

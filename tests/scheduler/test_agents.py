@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.agents import MAX_LINE, AgentPool, AgentSpec, resolve_argv
+from scheduler.agents import MAX_LINE, AgentPool, AgentSpec
 
 # A tiny TA: "#hungry" at start; each job line is answered "<job> done" + "#hungry";
 # an empty line or EOF ends it.
@@ -181,18 +181,3 @@ async def test_environment_and_cwd(tmp_path: Path) -> None:
     )
     assert await rec.line() == (8, f"v1 {tmp_path}")
     await rec.wait(8)
-
-
-def test_resolve_argv(tmp_path: Path) -> None:
-    ta = tmp_path / "ta"
-    ta.mkdir()
-    (ta / "smtp").write_text("#!/bin/sh\n")
-    (ta / "smtp").chmod(0o755)
-    assert resolve_argv(["smtp", "-c", "x"], mailbin=str(tmp_path)) == (
-        str(ta / "smtp"),
-        "-c",
-        "x",
-    )
-    assert resolve_argv(["/bin/true"]) == ("/bin/true",)
-    assert resolve_argv(["nonesuch-agent"]) == ("nonesuch-agent",)
-    assert resolve_argv([]) == ()

@@ -1,0 +1,302 @@
+"""From ``transport/`` to ``MessageLoaded``: scanning, the pre-schedule queue, loading.
+
+SCHED-REF 3.3 and 3.4, with the S32 fix: a control file that cannot be used (corrupt,
+truncated, oversized, unreadable, no ``i``/``l`` line, unknown format bits, message file
+missing) is **quarantined** into ``freezer/`` with a logged reason instead of being
+unlinked; nothing here ever raises out to the daemon for a bad file.
+
+The pre-schedule queue is ordered by control-file ctime (oldest first). A file whose
+recipients are locked by a live process is put aside for :data:`LOCK_RETRY` seconds and
+counted again in ``SC.ReceivedMessages`` each time (S29, Keep); the decision core counts
+the final, successful pick-up. ETRN request files (``T`` lines, no ``i`` line) are handed to
+the core, which runs the (lower-cased) ETRNs, and then removed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from spool import store
+from spool.controlfile import ControlFile, parse
+from spool.errors import SpoolError
+from spool.ids import message_number
+from spool.layout import Postoffice
+from spool.scan import hash_into_place, scan
+
+from .events import MessageGone, MessageLoaded, MessageReloaded
+
+__all__ = [
+    "KNOWN_FLAGS",
+    "LOCK_RETRY",
+    "MAX_CONTROL_BYTES",
+    "CounterSink",
+    "Entry",
+    "Loader",
+    "PreScheduleQueue",
+]
+
+logger = logging.getLogger(__name__)
+
+LOCK_RETRY: Final = 32.0
+MAX_CONTROL_BYTES: Final = 64 * 1024 * 1024
+KNOWN_FLAGS: Final = 0x7
+RECEIVED_MESSAGES: Final = "SC.ReceivedMessages"
+
+
+class CounterSink(Protocol):
+    def incr(self, name: str, by: int = 1) -> None: ...
+
+
+@dataclass(order=True, slots=True)
+class Entry:
+    """One queued control file; ordered by (ctime, number)."""
+
+    ctime: float
+    number: int
+    relpath: str
+
+
+class PreScheduleQueue:
+    """Control files waiting to be loaded: a ctime heap plus a delayed heap.
+
+    ZMailer keeps one second queue for delayed (locked) files and sends *all* new files
+    there while it is non-empty; we simply keep delayed entries in their own heap by due
+    time and move them back when due, so a locked file never holds up new mail.
+    """
+
+    def __init__(self) -> None:
+        self._ready: list[Entry] = []
+        self._delayed: list[tuple[float, Entry]] = []
+        self._numbers: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def __contains__(self, number: int) -> bool:
+        return number in self._numbers
+
+    def add(self, entry: Entry) -> bool:
+        if entry.number in self._numbers:
+            return False
+        self._numbers.add(entry.number)
+        heapq.heappush(self._ready, entry)
+        return True
+
+    def delay(self, entry: Entry, until: float) -> None:
+        self._numbers.add(entry.number)
+        heapq.heappush(self._delayed, (until, entry))
+
+    def _promote(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            heapq.heappush(self._ready, heapq.heappop(self._delayed)[1])
+
+    def has_ready(self, now: float) -> bool:
+        self._promote(now)
+        return bool(self._ready)
+
+    def pop(self, now: float) -> Entry | None:
+        self._promote(now)
+        if not self._ready:
+            return None
+        entry = heapq.heappop(self._ready)
+        self._numbers.discard(entry.number)
+        return entry
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed entry becomes loadable (None: nothing delayed)."""
+        return self._delayed[0][0] if self._delayed else None
+
+
+class _Reject(Exception):
+    """The file cannot be loaded: quarantine it with this reason."""
+
+
+class Loader:
+    """Scan, queue and load control files of one postoffice (no asyncio here)."""
+
+    def __init__(
+        self,
+        po: Postoffice,
+        *,
+        is_loaded: Callable[[int], bool],
+        counters: CounterSink,
+        hash_levels: int = 0,
+        max_bytes: int = MAX_CONTROL_BYTES,
+    ) -> None:
+        self.po = po
+        self.queue = PreScheduleQueue()
+        self.hash_levels = hash_levels
+        self.quarantined = 0
+        self._is_loaded = is_loaded
+        self._counters = counters
+        self._max_bytes = max_bytes
+
+    # -- queueing ---------------------------------------------------------------
+
+    def scan(self, *, deep: bool) -> int:
+        """Queue every new control file (deep: also the A-Z subdirectories)."""
+        added = 0
+        for found in scan(self.po, deep=deep):
+            added += self._add(Entry(found.ctime, found.number, found.relpath))
+        if added:
+            logger.debug(
+                "scan (%s) queued %d file(s)", "deep" if deep else "top", added
+            )
+        return added
+
+    def offer(self, relpath: str) -> bool:
+        """Queue a file named by a ``NEW`` notification; False if ignored."""
+        try:
+            number = message_number(relpath)
+            st = os.lstat(self.po.control_path(relpath))
+        except (ValueError, OSError):
+            logger.debug("notification for %s: no such control file", relpath)
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        return bool(self._add(Entry(st.st_ctime, number, relpath)))
+
+    def _add(self, entry: Entry) -> int:
+        if self._is_loaded(entry.number) or entry.number in self.queue:
+            return 0
+        return int(self.queue.add(entry))
+
+    # -- loading ----------------------------------------------------------------
+
+    def load_next(self, now: float) -> MessageLoaded | None:
+        """Pop and load the oldest ready file; None if it was skipped or nothing is ready.
+
+        Use :meth:`PreScheduleQueue.has_ready` to tell the two apart.
+        """
+        entry = self.queue.pop(now)
+        if entry is None or self._is_loaded(entry.number):
+            return None
+        return self.load(entry, now)
+
+    def load(self, entry: Entry, now: float) -> MessageLoaded | None:
+        relpath = entry.relpath
+        try:
+            control, ctime = self._read(relpath)
+            if control is None:
+                self._counters.incr(RECEIVED_MESSAGES)  # S29: counted per pick-up
+                self.queue.delay(entry, now + LOCK_RETRY)
+                return None
+            if control.mid is None and control.etrn:
+                return self._etrn(relpath, control, ctime)
+            self._check(control)
+            relpath = self._hash(relpath, control)
+            mtime, mtime_ns = self._message_time(relpath, control)
+        except FileNotFoundError:
+            logger.debug("%s vanished before loading", relpath)
+            return None
+        except _Reject as exc:
+            self._quarantine(relpath, str(exc))
+            return None
+        return MessageLoaded(relpath, control, mtime, mtime_ns, ctime)
+
+    def reload(self, relpath: str) -> MessageReloaded | MessageGone:
+        """Re-read a loaded file (``#resync``, REQUEUE): no hashing, no queue."""
+        try:
+            control, _ = self._read(relpath)
+            if control is None:
+                return MessageGone(relpath, "locked by a live process")
+            self._check(control)
+            mtime, mtime_ns = self._message_time(relpath, control)
+        except FileNotFoundError:
+            return MessageGone(relpath, "control file vanished")
+        except _Reject as exc:
+            self._quarantine(relpath, str(exc))
+            return MessageGone(relpath, f"quarantined: {exc}")
+        return MessageReloaded(relpath, control, mtime, mtime_ns)
+
+    def _read(self, relpath: str) -> tuple[ControlFile | None, float]:
+        """Parse the file, resetting stale locks; None when a live PID holds it."""
+        path = self.po.control_path(relpath)
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise _Reject("not a regular file")
+            if st.st_size > self._max_bytes:
+                raise _Reject(f"oversized control file ({st.st_size} bytes)")
+            data = store.read_control(path)
+            control = parse(data, relpath)
+            if any(r.status == "~" for r in control.recipients):
+                _, live = store.reset_stale_locks(path)
+                if live:
+                    logger.info(
+                        "Skipped a job-file because it is held locked by PID=%d: %s",
+                        live[0],
+                        relpath,
+                    )
+                    return None, st.st_ctime
+                data = store.read_control(path)
+                control = parse(data, relpath)
+                st = os.stat(path)
+        except FileNotFoundError:
+            raise
+        except PermissionError as exc:
+            raise _Reject(f"permission denied: {exc.strerror}") from exc
+        except SpoolError as exc:  # CorruptControlFile and friends
+            raise _Reject(str(exc)) from exc
+        except OSError as exc:
+            raise _Reject(f"cannot read: {exc.strerror}") from exc
+        return control, st.st_ctime
+
+    @staticmethod
+    def _check(control: ControlFile) -> None:
+        if control.flags & ~KNOWN_FLAGS:
+            raise _Reject(f"unknown/unsupported format set: 0x{control.flags:08x}")
+        if control.mid is None:
+            raise _Reject("no 'i' line")
+        if control.log_id is None:
+            raise _Reject("no 'l' line")
+        if "/" in control.mid or control.mid in ("", ".", ".."):
+            raise _Reject(f"bad message file name {control.mid!r}")
+
+    def _hash(self, relpath: str, control: ControlFile) -> str:
+        if self.hash_levels <= 0 or "/" in relpath:
+            return relpath
+        try:
+            return hash_into_place(self.po, relpath, self.hash_levels, control.mid)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            logger.warning("%s: cannot move into hash directory: %s", relpath, exc)
+            return relpath
+
+    def _message_time(self, relpath: str, control: ControlFile) -> tuple[int, int]:
+        path = self.po.message_path(relpath, control.mid)
+        try:
+            ns = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            if not self.po.control_path(relpath).exists():
+                raise
+            missing = path.relative_to(self.po.root).as_posix()
+            raise _Reject(f"message file {missing} missing") from None
+        except OSError as exc:
+            raise _Reject(f"cannot stat message file: {exc.strerror}") from exc
+        return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def _etrn(self, relpath: str, control: ControlFile, ctime: float) -> MessageLoaded:
+        try:
+            os.unlink(self.po.control_path(relpath))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("%s: cannot remove ETRN file: %s", relpath, exc)
+        return MessageLoaded(relpath, control, 0, 0, ctime)
+
+    def _quarantine(self, relpath: str, reason: str) -> None:
+        self.quarantined += 1
+        try:
+            dest = store.quarantine(self.po, relpath, reason)
+        except OSError as exc:
+            logger.error("cannot quarantine %s (%s): %s", relpath, reason, exc)
+            return
+        logger.error("quarantined %s as %s: %s", relpath, dest, reason)
