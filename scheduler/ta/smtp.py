@@ -151,7 +151,8 @@ def open_connection(
         except OSError as exc:
             local = _local(sock)
             reason = exc.strerror or str(exc) or type(exc).__name__
-            last = f"connect to {name} [{addr[0]!s}|{addr[1]}|{local}]: {reason}"
+            ip = str(addr[0])
+            last = f"connect to {name} [{ip}|{port}|{local}]: {reason}"
             sock.close()
             continue
         return sock, str(addr[0])

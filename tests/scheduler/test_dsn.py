@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 import os
-from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, strategies as st
@@ -63,7 +63,7 @@ def _new_messages(po: Postoffice, old: str) -> list[str]:
     return [e.relpath for e in scan(po) if e.relpath != old]
 
 
-def _report(po: Postoffice, rel: str) -> Message:
+def _report(po: Postoffice, rel: str) -> Any:
     cf = _cf(po, rel)
     return email.message_from_bytes(po.message_path(rel, cf.mid).read_bytes())
 
@@ -268,7 +268,7 @@ def test_build_dsn_summary_and_arrival(po: Postoffice) -> None:
         body=b"B\n",
         now=NOW,
     )
-    msg = email.message_from_bytes(out)
+    msg: Any = email.message_from_bytes(out)
     assert (
         msg["Subject"]
         == "Returned mail: see the transcript [FAILED(2),DELIVERED-OK(1)]"

@@ -7,6 +7,7 @@ import mailbox
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from scheduler.ta.hold import release_time
 from scheduler.ta.mailbox import folder_name
@@ -75,7 +76,7 @@ def test_errormail_submits_a_bounce(po: Postoffice) -> None:
     assert bounce.is_error_message
     assert [r.user for r in bounce.recipients] == ["alice@example.com"]
     raw = po.message_path(others[0], bounce.mid).read_bytes()
-    msg = email.message_from_bytes(raw)
+    msg: Any = email.message_from_bytes(raw)
     assert msg.get_content_type() == "multipart/report"
     assert msg["Subject"] == "Returned mail: see the transcript [FAILED(1)]"
     status = msg.get_payload()[1]
