@@ -37,7 +37,14 @@ from spool.layout import Postoffice, init_postoffice
 from . import demoqueue
 from .sink import Delivery, SmtpSink
 
-__all__ = ["DemoPaths", "demo", "demo_auth", "demo_config", "instructions"]
+__all__ = [
+    "ACTIVATE_WRAPPER",
+    "DemoPaths",
+    "demo",
+    "demo_auth",
+    "demo_config",
+    "instructions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ TRY_MARKER: Final = "Try these commands"
 # Started as the daemon's argv[0..2]: moves the inherited listening sockets to fd 3, 4, ...,
 # sets LISTEN_FDS/LISTEN_PID to describe them (LISTEN_PID = its own pid, which the exec'd
 # daemon keeps) and execs the daemon, exactly as systemd does (sd_listen_fds(3)).
-_ACTIVATE: Final = """\
+ACTIVATE_WRAPPER: Final = """\
 import os, sys
 fds = [int(fd) for fd in sys.argv[1].split(",")]
 high = [os.dup(fd) for fd in fds]
@@ -209,7 +216,7 @@ def instructions(
 
 def daemon_argv(paths: DemoPaths, fds: Sequence[int], verbose: int) -> list[str]:
     """``python -c <activate> FDS python -m scheduler serve ...``."""
-    argv = [sys.executable, "-c", _ACTIVATE, ",".join(str(fd) for fd in fds)]
+    argv = [sys.executable, "-c", ACTIVATE_WRAPPER, ",".join(str(fd) for fd in fds)]
     argv += [sys.executable, "-m", "scheduler", "serve"]
     argv += ["-P", str(paths.postoffice), "-c", str(paths.config)]
     argv += ["-a", str(paths.auth), "--ready-file", str(paths.ready)]

@@ -19,28 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.demo import ACTIVATE_WRAPPER
 from spool.layout import init_postoffice
 
 GREETING = b"version zmailer 2.0\n"
 CHALLENGE = b"220 MAILQ-V2-CHALLENGE: "
 STARTUP_TIMEOUT = 30.0
 
-# Moves the inherited sockets (argv[1] = comma-separated fds) to 3, 4, ... and execs the
-# rest of argv with LISTEN_FDS/LISTEN_PID describing them, as systemd does.
-WRAPPER = """\
-import os, sys
-fds = [int(fd) for fd in sys.argv[1].split(",")]
-high = [os.dup(fd) for fd in fds]
-for fd in fds:
-    os.close(fd)
-for i, fd in enumerate(high):
-    os.dup2(fd, 3 + i)
-    os.close(fd)
-os.environ["LISTEN_FDS"] = str(len(fds))
-os.environ["LISTEN_PID"] = str(os.getpid())
-os.environ["LISTEN_FDNAMES"] = ":".join(["mailq"] * len(fds))
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
+# The demo's wrapper: moves the inherited sockets (argv[1] = comma-separated fds) to
+# 3, 4, ... and execs the rest of argv with LISTEN_FDS/LISTEN_PID, as systemd does.
+WRAPPER = ACTIVATE_WRAPPER
 
 
 def write_config(root: Path) -> tuple[Path, Path]:
