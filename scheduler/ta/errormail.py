@@ -19,12 +19,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from spool.errors import SpoolError
-from spool.submit import submit
-
 from scheduler import dsn
 from spool.controlfile import Recipient
+from spool.errors import SpoolError
 from spool.ids import message_number, spool_id
+from spool.submit import submit
 
 from . import libta
 from .libta import Job, JobContext, Outcome

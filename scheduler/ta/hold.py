@@ -34,11 +34,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from spool.errors import SpoolError
-from spool.submit import submit
-
 from mailq.timefmt import parse_duration
 from spool.controlfile import Recipient
+from spool.errors import SpoolError
+from spool.submit import submit
 
 from . import libta
 from .libta import Job, JobContext, Outcome
