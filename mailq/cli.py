@@ -90,15 +90,15 @@ def verbosity(args: Sequence[str]) -> int:
         if not arg.startswith("-") or arg.startswith("--") or arg == "-":
             continue
         for pos, ch in enumerate(arg[1:], 1):
-            if ch in _VALUE_SHORTS:
-                skip = pos == len(arg) - 1
-                break
             if ch == "v":
                 level += 1
             elif ch in "iu":
                 level = max(level, 1)
             elif ch == "t":
                 level = 0
+            if ch in _VALUE_SHORTS:
+                skip = pos == len(arg) - 1
+                break
     return level
 
 
@@ -633,7 +633,10 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
     if kw["version"]:
         click.echo(VERSION_TEXT.format(version=__version__), nl=False, err=True)
         ctx.exit(EX_OK)
-    opts = _options(ctx, argv0, kw)
+    try:
+        opts = _options(ctx, argv0, kw)
+    except click.UsageError as exc:
+        _usage_error(ctx, exc)
     ctx.exit(run(opts, local_counters=kw["local_counters"]))
 
 
