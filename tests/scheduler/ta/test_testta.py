@@ -207,3 +207,16 @@ def test_one_job_at_a_time_interactive(po: Postoffice) -> None:
         proc.stdin.close()
         assert proc.wait(10) == 0
         proc.stdout.close()
+
+
+def test_garbage_and_retryat(po: Postoffice) -> None:
+    rel = _submit(po, "a@junk.example", "b@slow.example")
+    env = {"TESTTA_RULES": "*@junk.example=garbage;*@slow.example=retryat"}
+    res = run_ta(
+        "testta", po, [f"{rel}\tjunk.example", f"{rel}\tslow.example"], env=env
+    )
+    assert "this is not a diagnostic line" in res.lines
+    statuses_seen = [line.split("\t")[2] for line in res.lines if line.count("\t") == 2]
+    assert statuses_seen[0].startswith("deferred ")
+    assert statuses_seen[1].startswith("retryat +60 ")
+    assert set(statuses(po, rel).values()) == {" "}
