@@ -59,6 +59,7 @@ from .model import (
     LARVA,
     M_DIAG,
     M_DONE,
+    M_KILLED,
     M_REQUEUE,
     STUFF,
     V_EXPIRING,
@@ -512,13 +513,14 @@ class Scheduler:
     def _kill_vertex(self, v: Vertex) -> None:
         if v.state & V_FED:
             v.state |= V_KILLED  # dropped when the TA gives it back
+            v.msg.flags |= M_KILLED  # and never unlinked under it
         else:
             self._drop_vertex(v)
 
     def _maybe_complete(self, msg: Message) -> None:
         if msg.live or msg.flags & M_DONE:
             return
-        if msg.held and msg.flags & (M_REQUEUE | M_DROP):
+        if msg.held and msg.flags & (M_KILLED | M_REQUEUE | M_DROP):
             return
         msg.flags |= M_DONE
         if self._messages.get(msg.number) is msg:
@@ -1218,11 +1220,10 @@ class Scheduler:
                     self._retire(p)
             for th in g.ring:
                 for p in th.proclist:
-                    if (
-                        not p.retiring
-                        and p.overfed == 0
-                        and now - p.hungertime >= STUCK_SECONDS
-                    ):
+                    stuck = (
+                        p.overfed == 0 or p.state == IDLE
+                    )  # hungry, or mute on #idle
+                    if stuck and not p.retiring and now - p.hungertime >= STUCK_SECONDS:
                         log.warning(
                             "kludge shutdown of TA %s/%s HA=%ds",
                             th.channel,
