@@ -70,6 +70,7 @@ class _Agent:
         self.retiring = False
         self.exited = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.runner: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -94,7 +95,7 @@ class AgentPool:
     ) -> None:
         self._listener = listener
         self._cwd = cwd
-        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._base_env = None if base_env is None else dict(base_env)
         self._term_grace = term_grace
         self._agents: dict[int, _Agent] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,7 +110,7 @@ class AgentPool:
     def start(self, spec: AgentSpec) -> None:
         agent = _Agent(spec)
         self._agents[spec.proc] = agent
-        self._spawn(agent, self._run(agent))
+        agent.runner = self._spawn(agent, self._run(agent))
 
     def write(self, proc: int, data: bytes) -> None:
         """Queue ``data`` for the TA's stdin; dropped if the TA is gone or retiring."""
@@ -135,8 +136,9 @@ class AgentPool:
         """Retire every TA, wait ``grace`` s, then SIGTERM, then SIGKILL; reap all."""
         for proc in list(self._agents):
             self.retire(proc, kill_after=grace)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace + 2 * self._term_grace)
+        running = [a.runner for a in self._agents.values() if a.runner is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace + 2 * self._term_grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -144,12 +146,15 @@ class AgentPool:
 
     # -- internals ------------------------------------------------------------
 
-    def _spawn(self, agent: _Agent, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self, agent: _Agent, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         agent.tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(agent.tasks.discard)
+        return task
 
     async def _run(self, agent: _Agent) -> None:
         spec = agent.spec
@@ -200,7 +205,8 @@ class AgentPool:
         argv = spec.argv
         if not argv:
             raise ValueError("empty command")
-        env = {**self._base_env, **spec.env}
+        base = os.environ if self._base_env is None else self._base_env
+        env = {**base, **spec.env}
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
             if spec.gid is not None:

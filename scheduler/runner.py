@@ -1,0 +1,330 @@
+"""The asyncio shell around the decision core (DESIGN.md 2; SCHED-REF 4.1).
+
+The :class:`Runner` owns the clock, the TA subprocesses (:mod:`scheduler.agents`), the
+spool calls and the loading of control files (:mod:`scheduler.loader`). It turns what
+happens into :mod:`scheduler.events`, feeds them to ``Scheduler.handle(event, now)`` one
+at a time, and executes the returned :mod:`scheduler.commands` in order. Its timer is
+the core's ``next_wakeup()`` (so threads run on time, not at 10 s ticks), the next
+rescan (top level every ``scan_interval`` s, A-Z subdirectories every
+``deep_scan_interval`` s) and the next delayed (locked) file.
+
+Loading never starves the loop: at most ``load_batch`` files or ``load_budget`` seconds
+per pass, then the loop yields so TA lines, MAILQ v2 sessions and notifications run.
+The runner also implements ``mailq.view.QueueOperations`` for the MAILQ v2 server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+from spool import store
+from spool.layout import Postoffice
+
+from . import commands as cmd
+from .agents import AgentPool, AgentSpec
+from .config import SchedulerConfig
+from .events import (
+    AgentExited,
+    AgentLine,
+    AgentStarted,
+    AgentStartFailed,
+    ConfigChanged,
+    Event,
+    ShutdownRequested,
+    Tick,
+)
+from .loader import CounterSink, Loader
+
+__all__ = ["Core", "DsnPass", "Runner"]
+
+logger = logging.getLogger(__name__)
+stats_logger = logging.getLogger("scheduler.stats")
+
+SCAN_INTERVAL: Final = 10.0
+DEEP_SCAN_INTERVAL: Final = 120.0
+SYSTEM_REFRESH: Final = 30.0
+MIN_SLEEP: Final = 0.01
+
+
+class Core(Protocol):
+    """What the runner needs of ``scheduler.core.Scheduler``."""
+
+    def handle(self, event: Event, now: float) -> list[cmd.Command]: ...
+    def next_wakeup(self) -> float | None: ...
+    def etrn(self, domain: str, now: float) -> tuple[int, list[cmd.Command]]: ...
+    def kill_msg(self, ident: str, now: float) -> tuple[bool, list[cmd.Command]]: ...
+    def kill_thread(
+        self, channel: str, host: str, now: float
+    ) -> tuple[int, list[cmd.Command]]: ...
+    def requeue_msg(self, ident: str, now: float) -> tuple[bool, list[cmd.Command]]: ...
+    def is_loaded(self, number: int) -> bool: ...
+
+
+class DsnPass(Protocol):
+    def __call__(
+        self, po: Postoffice, relpath: str, *, now: int, hostname: str
+    ) -> str | None: ...
+
+
+class Runner:
+    """Drive one core: events in, commands out, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        core: Core,
+        po: Postoffice,
+        *,
+        hash_levels: int = 0,
+        counters: CounterSink | None = None,
+        dsn_pass: DsnPass | None = None,
+        hostname: str = "localhost",
+        clock: Callable[[], float] = time.time,
+        scan_interval: float = SCAN_INTERVAL,
+        deep_scan_interval: float = DEEP_SCAN_INTERVAL,
+        load_batch: int = 200,
+        load_budget: float = 0.05,
+        agent_env: dict[str, str] | None = None,
+    ) -> None:
+        self.core = core
+        self.po = po
+        self.clock = clock
+        self.hostname = hostname
+        self.loader = Loader(
+            po,
+            is_loaded=core.is_loaded,
+            counters=counters if counters is not None else _NoCounters(),
+            hash_levels=hash_levels,
+        )
+        self.agents = AgentPool(self, cwd=po.transport, base_env=agent_env)
+        self._counters = counters
+        self._dsn_pass = dsn_pass
+        self._scan_interval = scan_interval
+        self._deep_interval = deep_scan_interval
+        self._load_batch = load_batch
+        self._load_budget = load_budget
+        self._events: collections.deque[Event] = collections.deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_scan = 0.0
+        self._next_deep = 0.0
+        self._next_refresh = 0.0
+        self.loaded_total = 0
+
+    # -- AgentListener ------------------------------------------------------------
+
+    def agent_started(self, proc: int, pid: int) -> None:
+        self.post(AgentStarted(proc, pid))
+
+    def agent_start_failed(self, proc: int, reason: str) -> None:
+        self.post(AgentStartFailed(proc, reason))
+
+    def agent_line(self, proc: int, line: str) -> None:
+        self.post(AgentLine(proc, line))
+
+    def agent_exited(self, proc: int, returncode: int) -> None:
+        self.post(AgentExited(proc, returncode))
+
+    # -- inputs -------------------------------------------------------------------
+
+    def post(self, event: Event) -> None:
+        """Queue an event for the core (handled in order by the loop)."""
+        self._events.append(event)
+        self._wake.set()
+
+    def notify(self, relpath: str) -> None:
+        """A ``NEW <relpath>`` notification: queue the file for loading."""
+        if self.loader.offer(relpath):
+            self._wake.set()
+
+    def reconfigure(self, config: SchedulerConfig) -> None:
+        self.post(ConfigChanged(config))
+
+    def rescan(self, *, deep: bool = True) -> None:
+        """Make the next pass scan (used by tests and SIGUSR-style pokes)."""
+        self._next_scan = 0.0
+        if deep:
+            self._next_deep = 0.0
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # -- QueueOperations (MAILQ v2) -------------------------------------------------
+
+    def etrn(self, domain: str) -> int:
+        n, commands = self.core.etrn(domain, self.clock())
+        self.execute(commands)
+        return n
+
+    def kill_msg(self, ident: str) -> bool:
+        ok, commands = self.core.kill_msg(ident, self.clock())
+        self.execute(commands)
+        return ok
+
+    def kill_thread(self, channel: str, host: str) -> int:
+        n, commands = self.core.kill_thread(channel, host, self.clock())
+        self.execute(commands)
+        return n
+
+    def requeue_msg(self, ident: str) -> bool:
+        ok, commands = self.core.requeue_msg(ident, self.clock())
+        self.execute(commands)
+        return ok
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; then retire the TAs (see :meth:`shutdown`)."""
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock()
+            self._maybe_scan(now)
+            busy = self._drain_events()
+            busy |= self._load_batch_now()
+            busy |= self._tick_if_due()
+            if busy or self._events:
+                await asyncio.sleep(0)
+                continue
+            await self._sleep(self._timeout(self.clock()))
+
+    async def shutdown(self, grace: float) -> None:
+        """Slow shutdown: the core retires every TA; TERM, then KILL after ``grace``."""
+        self._stopping = True
+        self.execute(self.core.handle(ShutdownRequested(), self.clock()))
+        await self.agents.shutdown(grace)
+        self._drain_events()
+
+    def _maybe_scan(self, now: float) -> None:
+        if now < self._next_scan:
+            return
+        deep = now >= self._next_deep
+        try:
+            self.loader.scan(deep=deep)
+        except OSError as exc:
+            logger.error("scan of %s failed: %s", self.po.transport, exc)
+        backlog = min(10.0, len(self.loader.queue) / 32)
+        self._next_scan = now + self._scan_interval + backlog
+        if deep:
+            self._next_deep = now + self._deep_interval
+        if self._counters is not None and now >= self._next_refresh:
+            self._next_refresh = now + SYSTEM_REFRESH
+            refresh = getattr(self._counters, "refresh_system", None)
+            if refresh is not None:
+                refresh(str(self.po.root))
+
+    def _drain_events(self, limit: int = 1000) -> bool:
+        n = 0
+        while self._events and n < limit:
+            event = self._events.popleft()
+            self.execute(self.core.handle(event, self.clock()))
+            n += 1
+        return n > 0
+
+    def _load_batch_now(self) -> bool:
+        queue = self.loader.queue
+        now = self.clock()
+        if not queue.has_ready(now):
+            return False
+        deadline = time.monotonic() + self._load_budget
+        for _ in range(self._load_batch):
+            event = self.loader.load_next(now)
+            if event is not None:
+                self.loaded_total += 1
+                self.execute(self.core.handle(event, now))
+            if not queue.has_ready(now) or time.monotonic() > deadline:
+                break
+        return True
+
+    def _tick_if_due(self) -> bool:
+        wakeup = self.core.next_wakeup()
+        now = self.clock()
+        if wakeup is None or wakeup > now:
+            return False
+        self.execute(self.core.handle(Tick(), now))
+        after = self.core.next_wakeup()
+        return after is not None and after > now  # no busy loop on a stuck wakeup
+
+    def _timeout(self, now: float) -> float:
+        candidates = [self._next_scan]
+        wakeup = self.core.next_wakeup()
+        if wakeup is not None:
+            candidates.append(wakeup)
+        due = self.loader.queue.next_due()
+        if due is not None:
+            candidates.append(due)
+        return max(MIN_SLEEP, min(candidates) - now)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    # -- commands -------------------------------------------------------------------
+
+    def execute(self, commands: Iterable[cmd.Command]) -> None:
+        for command in commands:
+            try:
+                self._execute_one(command)
+            except OSError as exc:
+                logger.error("%s failed: %s", type(command).__name__, exc)
+
+    def _execute_one(self, c: cmd.Command) -> None:
+        if isinstance(c, cmd.WriteAgent):
+            self.agents.write(c.proc, c.data)
+        elif isinstance(c, cmd.StartAgent):
+            self.agents.start(
+                AgentSpec(
+                    c.proc, c.argv, c.env, c.uid, c.gid, c.nice, c.channel, c.host
+                )
+            )
+        elif isinstance(c, cmd.RetireAgent):
+            self.agents.retire(c.proc, c.kill_after)
+        elif isinstance(c, cmd.MarkRecipient):
+            store.mark_recipient(self.po.control_path(c.relpath), c.offset, c.status)
+        elif isinstance(c, cmd.AppendDiagnostic):
+            store.append_diagnostic(self.po.control_path(c.relpath), c.line, fsync=True)
+        elif isinstance(c, cmd.CompleteMessage):
+            self._complete(c)
+        elif isinstance(c, cmd.RunDsnPass):
+            self._dsn(c.relpath)
+        elif isinstance(c, cmd.ReloadMessage):
+            self.post(self.loader.reload(c.relpath))
+        elif isinstance(c, cmd.StatLog):
+            stats_logger.info("%s", c.line)
+        else:  # pragma: no cover - the Command union is closed
+            raise AssertionError(f"unknown command {c!r}")
+
+    def _complete(self, c: cmd.CompleteMessage) -> None:
+        if c.dsn:
+            self._dsn(c.relpath)
+        store.remove_message(self.po, c.relpath, c.mid)
+        logger.debug("completed %s", c.relpath)
+
+    def _dsn(self, relpath: str) -> None:
+        if self._dsn_pass is None:
+            return
+        try:
+            new = self._dsn_pass(
+                self.po, relpath, now=int(self.clock()), hostname=self.hostname
+            )
+        except FileNotFoundError:
+            logger.warning("DSN pass: %s vanished", relpath)
+            return
+        except Exception:  # a bad file must never stop the daemon
+            logger.exception("DSN pass on %s failed", relpath)
+            return
+        if new is not None:
+            logger.info("Created 'delivery' report on spoolid: %s for %s", new, relpath)
+            self.notify(new)
+
+
+class _NoCounters:
+    def incr(self, name: str, by: int = 1) -> None:
+        pass
