@@ -434,8 +434,11 @@ class Scheduler:
         group.ring.append(th)
         self._threads[(channel, host)] = th
         self.counters.incr(STORED_THREADS)
-        if clause.queueonly and clause.retries:
-            th.wakeup = self._now + clause.retries[0]  # S36 keep
+        if clause.queueonly:
+            if clause.retries:
+                th.wakeup = self._now + clause.retries[0]  # S36 keep
+        else:
+            self._agenda.schedule(th, self._now)
         return th
 
     def _link(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
@@ -594,6 +597,7 @@ class Scheduler:
             return False
         if self.frozen:
             th.pending = "Frozen"
+            self._agenda.schedule(th, self._now + TICK)
             return False
         th.pending = ""
         if th.thrkids >= c.maxthr or (th.thrkids and th.thrkids >= th.unfed):

@@ -1,0 +1,149 @@
+"""Retry times: the literal ZMailer algorithm against the observed trace (SCHED-REF 4.6.5),
+and the fixed algorithm of 4.6.6."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scheduler import retry
+
+from .playbook import Playbook
+
+R6 = (1, 1, 2, 3, 5, 8)
+
+
+def zm_run(wakeup: int, ri: int, now: int, skew: int, retries: tuple[int, ...] = R6,
+           reports: int = 1) -> tuple[int, int]:  # fmt: skip
+    """One TA run of ``reports`` deferrals at ``now``, then the end-of-run reschedule."""
+    rng = random.Random(0)
+    for _ in range(reports):
+        wakeup, ri, _pre = retry.zm_reschedule(
+            wakeup, ri, now, 20, skew, retries, -1, 1, rng
+        )
+    wakeup, ri, _adv = retry.zm_thread_reschedule(wakeup, ri, now, 20, retries, rng)
+    return wakeup, ri
+
+
+def test_zmailer_trace_single_recipient_skew_1() -> None:
+    assert zm_run(0, 0, 644, 1) == (650, 1)
+    assert zm_run(650, 1, 655, 1) == (660, 2)
+    assert zm_run(660, 2, 675, 1) == (700, 3)
+    assert zm_run(700, 3, 715, 1) == (760, 4)
+
+
+def test_zmailer_trace_two_recipients_skew_5() -> None:
+    w, ri = zm_run(0, 0, 644, 5, reports=2)
+    assert w == 650
+    w, ri = zm_run(w, ri, 655, 5, reports=2)
+    assert w == 668
+    w, ri = zm_run(w, ri, 675, 5, reports=2)
+    assert w == 706
+    w, ri = zm_run(w, ri, 715, 5, reports=2)
+    assert w == 764
+
+
+def test_zmailer_trace_s17_bug_path_and_s18() -> None:
+    rng = random.Random(0)
+    w, ri, pre = retry.zm_reschedule(686, 1, 715, 20, 5, (1,), -1, 1, rng)
+    assert (w, pre) == (30, False)  # S17: a tiny value
+    w, ri, adv = retry.zm_thread_reschedule(w, ri, 715, 20, (1,), rng)
+    assert (w, adv) == (730, True)
+
+
+def test_zmailer_limit_hit_then_deferral() -> None:
+    rng = random.Random(0)
+    w, ri, _ = retry.zm_reschedule(0, 0, 644, 20, 5, R6, 0, 0, rng)
+    assert (w, ri) == (644, 0)  # never attempted: now
+    w, ri, _ = retry.zm_reschedule(w, ri, 644, 20, 5, R6, -1, 1, rng)
+    assert w == 663
+
+
+def test_zmailer_etrn_run_index_jumps_by_two() -> None:
+    w, ri = zm_run(0, 0, 870, 5)
+    assert (w, ri) == (890, 3)
+
+
+def test_zmailer_prescheduled_and_no_retries_change_nothing() -> None:
+    rng = random.Random(0)
+    assert retry.zm_reschedule(900, 2, 800, 20, 5, R6, -1, 1, rng) == (900, 2, True)
+    assert retry.zm_reschedule(100, 0, 800, 20, 5, (), -1, 1, rng) == (100, 0, True)
+    assert retry.zm_thread_reschedule(100, 0, 800, 20, (), rng) == (100, 0, False)
+
+
+@pytest.mark.parametrize(
+    ("wakeup", "k_interval", "skew", "adj"),
+    [
+        (650, 20, 1, -10),
+        (650, 20, 5, -2),
+        (668, 20, 5, -2),
+        (1003, 60, 5, 9),
+        (1043, 60, 5, -5),
+        (660, 20, 5, 0),
+    ],
+)
+def test_skew_adjust(wakeup: int, k_interval: int, skew: int, adj: int) -> None:
+    assert retry.skew_adjust(wakeup, k_interval, skew) == adj
+
+
+def test_c_division_truncates_toward_zero() -> None:
+    assert retry.c_div(-7, 2) == -3
+    assert retry.c_div(7, -2) == -3
+    assert retry.c_div(7, 2) == 3
+
+
+def test_fixed_first_retry_is_measured_from_the_attempt() -> None:
+    rng = random.Random(0)
+    assert retry.fixed_reschedule(0, 0, 1003, 60, 5, (1, 1, 2), rng) == (1072, 1)
+    # the next deferral of the same run finds the wakeup in the future: unchanged
+    assert retry.fixed_reschedule(1072, 1, 1004, 60, 5, (1, 1, 2), rng) == (1072, 1)
+
+
+def test_fixed_follows_the_series_from_the_previous_wakeup() -> None:
+    rng = random.Random(0)
+    assert retry.fixed_reschedule(1072, 1, 1075, 60, 5, (1, 1, 2), rng) == (1143, 2)
+    assert retry.fixed_reschedule(1143, 2, 1150, 60, 5, (1, 1, 2), rng) == (
+        1143 - 1 + 120,
+        3,
+    )
+
+
+def test_fixed_overdue_wakeup_moves_to_the_first_boundary_after_now() -> None:
+    rng = random.Random(0)
+    assert retry.fixed_reschedule(100, 0, 10000, 60, 1, (1,), rng) == (10040, 1)
+
+
+def test_fixed_random_restart_stays_inside_the_list() -> None:
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(50):
+        _w, ri = retry.fixed_reschedule(1000, 9, 1000, 60, 5, (1, 2, 3), rng)
+        seen.add(ri)
+    assert seen == {1, 2, 3}
+    assert retry.fixed_reschedule(500, 0, 1000, 60, 5, (), rng) == (500, 0)
+
+
+CONF = """\
+*/*\texpiry=5d
+test5/*\tinterval=20 retries="1 1 2 3 5 8" skew=1 command="testta"
+"""
+
+
+def test_core_in_zmailer_mode_reproduces_the_trace() -> None:
+    pb = Playbook(CONF, now=644, retry_mode="zmailer")
+    (start,) = pb.starts(pb.load("A/1", [("test5", "hostb", "u@b")]))
+    pb.started(start.proc)
+    pb.hungry(start.proc)
+    off = pb.sched.message(1).vertices[0].offsets[0]  # type: ignore[union-attr]
+    pb.line(start.proc, f"1/{off}\t\tdeferred")
+    pb.hungry(start.proc, 2)
+    th = pb.sched.find_thread("test5", "hostb")
+    assert th is not None
+    assert th.wakeup == 650
+    pb.at(655)
+    pb.tick()
+    pb.line(start.proc, f"1/{off}\t\tdeferred")
+    pb.hungry(start.proc, 2)
+    assert th.wakeup == 660
+    assert th.attempts == 2
