@@ -29,6 +29,7 @@ __all__ = [
     "format_diagnostic",
     "format_quad",
     "format_recipient_line",
+    "index_lines",
     "parse",
     "parse_host",
     "parse_quad",
@@ -47,6 +48,7 @@ DEFAULT_NOTIFY: frozenset[str] = frozenset({"FAILURE"})
 """The notify set of a recipient without an ``N`` line or without ``NOTIFY=``."""
 
 _RCPT_STATUS = frozenset(" ~+-")
+_CHR = [chr(i) for i in range(256)]
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -100,25 +102,81 @@ class Diagnostic:
         return self.status == "+"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ControlFile:
-    """Everything the scheduler and the tools take from one control file."""
+    """Everything the scheduler and the tools take from one control file.
 
-    lines: list[Line]
-    flags: int = 0
-    mid: str | None = None
-    body_offset: int | None = None
-    log_id: str | None = None
-    error_address: str = ""
-    is_error_message: bool = False
-    sender: tuple[str, str, str, str] | None = None
-    recipients: list[Recipient] = field(default_factory=list)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    etrn: list[str] = field(default_factory=list)
-    verbose_file: str | None = None
-    ret: str | None = None
-    envid: str | None = None
-    obsoletes: list[str] = field(default_factory=list)
+    ``data`` is the file as parsed. ``lines`` (the line index, MQ2-REF 12.5) is built
+    from it on first use, which keeps it off the scheduler's loading path; assigning
+    ``lines`` (or editing its entries) changes what :func:`format` produces.
+    """
+
+    data: bytes
+    flags: int
+    mid: str | None
+    body_offset: int | None
+    log_id: str | None
+    error_address: str
+    is_error_message: bool
+    sender: tuple[str, str, str, str] | None
+    recipients: list[Recipient]
+    diagnostics: list[Diagnostic]
+    etrn: list[str]
+    verbose_file: str | None
+    ret: str | None
+    envid: str | None
+    obsoletes: list[str]
+    _lines: list[Line] | None = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        lines: list[Line] | None = None,
+        flags: int = 0,
+        mid: str | None = None,
+        body_offset: int | None = None,
+        log_id: str | None = None,
+        error_address: str = "",
+        is_error_message: bool = False,
+        sender: tuple[str, str, str, str] | None = None,
+        recipients: list[Recipient] | None = None,
+        diagnostics: list[Diagnostic] | None = None,
+        etrn: list[str] | None = None,
+        verbose_file: str | None = None,
+        ret: str | None = None,
+        envid: str | None = None,
+        obsoletes: list[str] | None = None,
+        *,
+        data: bytes | None = None,
+    ) -> None:
+        if data is None:
+            data = b"".join([line.raw for line in lines or ()])
+        self.data = data
+        self._lines = lines
+        self.flags = flags
+        self.mid = mid
+        self.body_offset = body_offset
+        self.log_id = log_id
+        self.error_address = error_address
+        self.is_error_message = is_error_message
+        self.sender = sender
+        self.recipients = [] if recipients is None else recipients
+        self.diagnostics = [] if diagnostics is None else diagnostics
+        self.etrn = [] if etrn is None else etrn
+        self.verbose_file = verbose_file
+        self.ret = ret
+        self.envid = envid
+        self.obsoletes = [] if obsoletes is None else obsoletes
+
+    @property
+    def lines(self) -> list[Line]:
+        """The line index: one :class:`Line` per line, ``m``/``M`` blocks as one."""
+        if self._lines is None:
+            self._lines = index_lines(self.data)
+        return self._lines
+
+    @lines.setter
+    def lines(self, lines: list[Line]) -> None:
+        self._lines = lines
 
     def header_block(self, header_offset: int) -> bytes:
         """The header text of the ``m`` block whose first header byte is at
@@ -139,6 +197,24 @@ class ControlFile:
     def pending(self) -> list[Recipient]:
         """Recipients with status ``' '`` (not done, not locked)."""
         return [r for r in self.recipients if r.status == " "]
+
+
+def index_lines(data: bytes) -> list[Line]:
+    """The line index of a control file that :func:`parse` accepted."""
+    out: list[Line] = []
+    add = out.append
+    find = data.find
+    pos, n = 0, len(data)
+    while pos < n:
+        tag = data[pos]
+        if tag == 109 or tag == 77:  # m, M
+            end = find(b"\n\n", pos) + 2
+            add(Line(_CHR[tag], "\n", pos, data[pos:end]))
+        else:
+            end = find(b"\n", pos) + 1
+            add(Line(_CHR[tag], _CHR[data[pos + 1]], pos, data[pos:end]))
+        pos = end
+    return out
 
 
 # ---------------------------------------------------------------------------- quads
@@ -334,11 +410,9 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
     parts = text.split("\n")
     parts.pop()  # the empty string after the final LF
     count = len(parts)
-    lines: list[Line] = []
-    add_line = lines.append
     recipients: list[Recipient] = []
     add_rcpt = recipients.append
-    cf = ControlFile(lines, recipients=recipients)
+    cf = ControlFile(recipients=recipients, data=data)
     flags = 0
     slot = 2  # where the quad starts in an r line
     unheaded = 0  # recipients[unheaded:] have no m block yet
@@ -385,7 +459,6 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
                 host, ok = parse_host(host)
             else:
                 ok = host != ""
-            add_line(Line("r", status, pos, data[pos:end]))
             add_rcpt(Recipient(pos, status, pid, ch, host, user, priv, quad, ok))
             pos = end
             i += 1
@@ -397,7 +470,6 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
             if end < 2:
                 why = "truncated: unterminated header block"
                 raise CorruptControlFile(path, i + 1, why)
-            add_line(Line(tag, "\n", pos, data[pos:end]))
             if tag == "m":
                 for rcpt in recipients[unheaded:]:
                     rcpt.header_offset = pos + 2
@@ -411,7 +483,6 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
         if tag not in TAGS:
             raise CorruptControlFile(path, i + 1, f"unknown tag {tag!r}")
         status = s[1]
-        add_line(Line(tag, status, pos, data[pos:end]))
         value = _utf8(s[2:]) if fix else s[2:]
         try:
             _interpret(cf, tag, status, pos, value)
@@ -469,4 +540,6 @@ def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> 
 
 def format(cf: ControlFile) -> bytes:
     """The bytes of a control file: its lines joined (``== data`` after ``parse(data)``)."""
-    return b"".join([line.raw for line in cf.lines])
+    if cf._lines is None:
+        return cf.data
+    return b"".join([line.raw for line in cf._lines])

@@ -38,6 +38,8 @@ def message_number(name: str) -> int:
     Raises :class:`ValueError` when the name does not start with a digit.
     """
     base = name.rpartition("/")[2]
+    if base.isdigit() and base.isascii():
+        return int(base)
     end = 0
     while end < len(base) and "0" <= base[end] <= "9":
         end += 1

@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .ids import hash_prefix, is_candidate_name, message_number
+from .ids import hash_prefix, message_number
 from .layout import Postoffice
 
 __all__ = ["HASH_DIR_MODE", "ScanEntry", "hash_into_place", "make_hash_dirs", "scan"]
@@ -39,12 +39,11 @@ def _walk(path: str, prefix: str, depth: int, deep: bool, out: list[ScanEntry]) 
         for entry in it:
             name = entry.name
             try:
-                if is_candidate_name(name):
+                if "0" <= name[0] <= "9":  # is_candidate_name(), inlined
                     if entry.is_file(follow_symlinks=False):
                         ctime = entry.stat(follow_symlinks=False).st_ctime
-                        out.append(
-                            ScanEntry(prefix + name, message_number(name), ctime)
-                        )
+                        number = int(name) if name.isdigit() else message_number(name)
+                        out.append(ScanEntry(prefix + name, number, ctime))
                 elif (
                     deep
                     and depth < 2
@@ -56,6 +55,10 @@ def _walk(path: str, prefix: str, depth: int, deep: bool, out: list[ScanEntry]) 
                 continue  # vanished between readdir and stat
 
 
+def _order(entry: ScanEntry) -> tuple[float, str]:
+    return entry.ctime, entry.relpath
+
+
 def scan(po: Postoffice, *, deep: bool = True) -> list[ScanEntry]:
     """Every control file: names starting with a digit at the top level of
     ``transport/`` and, when ``deep``, in one-letter ``A``-``Z`` subdirectories (two
@@ -63,7 +66,7 @@ def scan(po: Postoffice, *, deep: bool = True) -> list[ScanEntry]:
     ctime first (the scheduler's loading order, SCHED-REF 3.3)."""
     out: list[ScanEntry] = []
     _walk(os.fspath(po.transport), "", 0, deep, out)
-    out.sort(key=lambda e: (e.ctime, e.relpath))
+    out.sort(key=_order)
     return out
 
 

@@ -53,6 +53,12 @@ def test_round_trip(sample: tuple[bytes, list[tuple[str, str, str, str]]]) -> No
     data, quads = sample
     cf = cfm.parse(data)
     assert cfm.format(cf) == data
+    assert b"".join(line.raw for line in cf.lines) == data
+    assert [line.offset for line in cf.lines if line.tag == "r"] == [
+        r.offset for r in cf.recipients
+    ]
+    cf.lines = cf.lines[:-1]
+    assert cfm.format(cf) == data[: cf.lines[-1].offset + len(cf.lines[-1].raw)]
     assert [(r.channel, r.user, r.privilege) for r in cf.recipients] == [
         (q[0], q[2], q[3]) for q in quads
     ]
@@ -71,7 +77,9 @@ def test_arbitrary_bytes(data: bytes) -> None:
     error: CorruptControlFile | None = None
     formatted = data
     try:
-        formatted = cfm.format(cfm.parse(data))
+        cf = cfm.parse(data)
+        formatted = cfm.format(cf)
+        assert b"".join(line.raw for line in cf.lines) == data
     except CorruptControlFile as exc:
         error = exc
     assert formatted == data
