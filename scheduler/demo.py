@@ -36,6 +36,7 @@ from spool.layout import Postoffice, init_postoffice
 
 from . import demoqueue
 from .sink import Delivery, SmtpSink
+from .zenv import ZENV_NAMES
 
 __all__ = [
     "ACTIVATE_WRAPPER",
@@ -43,6 +44,7 @@ __all__ = [
     "demo",
     "demo_auth",
     "demo_config",
+    "demo_zenv",
     "instructions",
 ]
 
@@ -106,6 +108,10 @@ class DemoPaths:
     def mailboxes(self) -> Path:
         return self.root / "mailboxes"
 
+    @property
+    def zenv(self) -> Path:
+        return self.root / "zmailer.conf"
+
     def owned(self) -> list[Path]:
         """Everything the demo creates (removed on exit when the directory was given)."""
         return [
@@ -116,6 +122,7 @@ class DemoPaths:
             self.log,
             self.ready,
             self.mailboxes,
+            self.zenv,
         ]
 
 
@@ -153,6 +160,21 @@ smtp/*\tmaxchannel=10 maxring=10
 
 error/*\tinterval=5m idlemax=2m maxchannel=5 queueonly command=errormail
 """
+
+
+def demo_zenv(paths: DemoPaths) -> dict[str, str]:
+    """The demo's ZENV: everything inside the demo directory, so that a ZMailer
+    installation on the same machine (``/etc/zmailer/zmailer.conf``, its ``MAILBIN``
+    agents, its counter block) is never touched."""
+    return {
+        "POSTOFFICE": str(paths.postoffice),
+        "MAILSHARE": str(paths.root),
+        "MAILVAR": str(paths.root),
+        "MAILBIN": str(paths.root / "bin"),
+        "MAILBOX": str(paths.mailboxes),
+        "LOGDIR": str(paths.root),
+        "SNMPSHAREDFILE": str(paths.postoffice / ".zmailer.SNMP.block"),
+    }
 
 
 def demo_auth(admin_password: str, uid: int) -> str:
@@ -209,6 +231,8 @@ def instructions(
         f"  mailq -p {port} --check --warn-messages 200 --crit-age 2d",
         "                                 # a monitoring-plugin check (exit 0/1/2/3)",
         f"  mailq -p {port} --prometheus    # counters for Prometheus",
+        f"  POSTOFFICE={po} mailq -M",
+        "                                 # the counter file, read locally",
         "",
         "Press Ctrl-C to stop; the files above are removed unless --keep was given.",
     ]
@@ -264,8 +288,13 @@ class Daemon:
 
     def start(self, listeners: Sequence[socket.socket]) -> int:
         fds = [s.fileno() for s in listeners]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
-        env["POSTOFFICE"] = str(self.paths.postoffice)
+        zenv = demo_zenv(self.paths)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LISTEN_") and k not in ZENV_NAMES
+        }
+        env |= zenv | {"ZCONFIG": str(self.paths.zenv)}
         with self.paths.log.open("ab") as logfile:
             self.proc = subprocess.Popen(
                 daemon_argv(self.paths, fds, self.verbose),
@@ -409,6 +438,8 @@ class Demo:
         _make_mailboxes(paths.mailboxes)
         sink_port = await self.sink.start("127.0.0.1", 0)
         password = secrets.token_urlsafe(12)
+        zenv = demo_zenv(paths)
+        paths.zenv.write_text("".join(f"{k}={v}\n" for k, v in zenv.items()))
         paths.config.write_text(demo_config(paths, sink_port))
         paths.auth.write_text(demo_auth(password, os.getuid()))
         paths.auth.chmod(0o600)
