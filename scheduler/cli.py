@@ -59,3 +59,7 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
 from .demo import demo  # noqa: E402 - registered after the group is defined
 
 main.add_command(demo)
+
+from .serve import serve  # noqa: E402 - registered after the group is defined
+
+main.add_command(serve)

@@ -1,0 +1,288 @@
+"""The scheduler daemon: wires ZENV, scheduler.conf, counters, the pid file, the runner,
+the notify socket and the MAILQ v2 listeners together, and handles signals.
+
+Startup (SCHED-REF 3.2): read the configuration (fatal on error), open the counter block
+(``SYS.SchedulerMaster*`` set, gauges zeroed), take the pid file (a live scheduler is
+refused unless ``replace``), open the notify socket and the listeners, write the ready
+file, then run. SIGHUP/SIGUSR1 re-read scheduler.conf (on error the old one stays and
+every problem is logged: S46 fix). SIGTERM/SIGINT stop gracefully: listeners closed,
+every TA told to exit (empty line, EOF), then SIGTERM, then SIGKILL after
+``shutdown_grace``; the pid file is always removed (S41 fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailq.server import MailqServer, ServerConfig
+from spool.layout import Postoffice
+
+from . import pidfile
+from .config import SchedulerConfig, default_config, load_config
+from .core import Scheduler
+from .counters import Counters
+from .dsn import run_dsn_pass
+from .errors import ConfigError
+from .notify import NotifySocket, notify_address
+from .runner import Runner
+
+__all__ = ["DaemonOptions", "inherited_sockets", "run_daemon"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "TCP:mailq"  # the 'mailq' tcp service, else 174 (MQ2-REF 2)
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    postoffice: Path
+    zenv: Mapping[str, str]
+    config_path: str | None = None
+    authfile: str | None = None
+    listen: tuple[str, ...] = ()
+    hash_levels: int = 0
+    pid_file: Path | None = None
+    replace: bool = False
+    freeze: bool = False
+    ready_file: Path | None = None
+    max_sessions: int = 20
+    session_lifetime: float = 90.0
+    shutdown_grace: float = 10.0
+    sockets: Sequence[socket.socket] = field(default_factory=tuple)
+
+
+def inherited_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
+    """systemd socket activation (sd_listen_fds): fds 3.. when LISTEN_PID is us.
+
+    The ``LISTEN_*`` variables are removed so that TAs do not inherit them.
+    """
+    env = os.environ if environ is None else environ
+    pid, count = env.get("LISTEN_PID", ""), env.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    if not (pid.isdigit() and count.isdigit()) or int(pid) != os.getpid():
+        return []
+    socks = []
+    for fd in range(3, 3 + int(count)):
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        socks.append(sock)
+    return socks
+
+
+def read_config(path: str | None, zenv: Mapping[str, str]) -> SchedulerConfig:
+    config = default_config(zenv) if path is None else load_config(path, zenv)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return config
+
+
+class Daemon:
+    """One running scheduler; :meth:`run` returns the exit status."""
+
+    def __init__(self, opts: DaemonOptions, config: SchedulerConfig) -> None:
+        self.opts = opts
+        self.config = config
+        self.po = Postoffice(opts.postoffice)
+        self.pid_path = opts.pid_file or self.po.pid_file
+        self._stop = asyncio.Event()
+        self._server: MailqServer | None = None
+        self._notify: NotifySocket | None = None
+
+    async def run(self) -> int:
+        counters = Counters.open(self.opts.zenv.get("SNMPSHAREDFILE") or None)
+        try:
+            pidfile.acquire(self.pid_path, replace=self.opts.replace)
+        except pidfile.PidFileError as exc:
+            logger.error("%s", exc)
+            counters.close()
+            return 1
+        try:
+            return await self._serve(counters)
+        finally:
+            pidfile.release(self.pid_path)
+            counters.close()
+            if self.opts.ready_file is not None:
+                with contextlib.suppress(OSError):
+                    self.opts.ready_file.unlink()
+
+    async def _serve(self, counters: Counters) -> int:
+        start = int(time.time())
+        _startup_counters(counters, start, str(self.po.root))
+        core = Scheduler(
+            self.config,
+            counters,
+            zenv=self.opts.zenv,
+            start_time=start,
+            frozen=self.opts.freeze,
+        )
+        runner = Runner(
+            core,
+            self.po,
+            hash_levels=self.opts.hash_levels,
+            counters=counters,
+            dsn_pass=run_dsn_pass,
+            hostname=self.opts.zenv.get("HOSTNAME") or socket.gethostname(),
+        )
+        logger.info(
+            "scheduler daemon pid %d started on %s (config %s)",
+            os.getpid(),
+            self.po.root,
+            self.config.source,
+        )
+        self._open_notify(runner)
+        if not await self._open_listeners(core, runner):
+            self._close_notify()
+            return 1
+        self._install_signals(runner)
+        self._write_ready()
+        task = asyncio.create_task(runner.run())
+        await self._stop.wait()
+        logger.info("shutting down")
+        if self._server is not None:
+            self._server.close()
+        self._close_notify()
+        runner.stop()
+        await task
+        await runner.shutdown(self.opts.shutdown_grace)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._remove_signals()
+        logger.info("scheduler stopped")
+        return 0
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _open_notify(self, runner: Runner) -> None:
+        path = notify_address(
+            self.config.params.notifysock,
+            self.opts.zenv.get("SCHEDULERNOTIFY"),
+            self.po.notify_socket,
+        )
+        if path is None:
+            return
+        ns = NotifySocket(path, runner.notify)
+        try:
+            ns.open()
+        except OSError as exc:
+            logger.error("cannot open notify socket %s: %s", path, exc)
+            return
+        self._notify = ns
+
+    def _close_notify(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    def _authfile(self) -> str:
+        if self.opts.authfile:
+            return self.opts.authfile
+        if self.config.params.authfile:
+            return self.config.params.authfile
+        share = self.opts.zenv.get("MAILSHARE", "/etc/zmailer")
+        return str(Path(share) / "scheduler.auth")
+
+    async def _open_listeners(self, core: Scheduler, runner: Runner) -> bool:
+        specs: tuple[str, ...] = self.opts.listen or self.config.params.mailqsock
+        if not specs and not self.opts.sockets:
+            specs = (DEFAULT_LISTEN,)
+        server = MailqServer(
+            core,
+            runner,
+            ServerConfig(
+                authfile=self._authfile(),
+                max_sessions=self.opts.max_sessions,
+                lifetime=self.opts.session_lifetime,
+            ),
+        )
+        try:
+            await server.start(specs=specs, sockets=self.opts.sockets)
+        except (OSError, ValueError) as exc:
+            logger.error("cannot listen on %s: %s", ", ".join(specs), exc)
+            server.close()
+            await server.wait_closed()
+            return False
+        self._server = server
+        return True
+
+    def _write_ready(self) -> None:
+        path = self.opts.ready_file
+        if path is None:
+            return
+        addresses = self._server.addresses if self._server else []
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{a}\n" for a in addresses))
+        os.replace(tmp, path)
+        logger.info("serving MAILQ v2 on %s", " ".join(addresses) or "(nothing)")
+
+    def _install_signals(self, runner: Runner) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop, sig)
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(sig, self._reload, runner)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop(self, sig: signal.Signals) -> None:
+        logger.info("received %s", sig.name)
+        self._stop.set()
+
+    def _reload(self, runner: Runner) -> None:
+        path = self.opts.config_path
+        logger.info("reloading %s", path or "the built-in configuration")
+        try:
+            config = read_config(path, self.opts.zenv)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logger.error("reload: %s", problem)
+            logger.error("reload failed: keeping the current configuration")
+            return
+        except OSError as exc:
+            logger.error(
+                "reload: cannot read %s: %s; keeping the current one", path, exc
+            )
+            return
+        self.config = config
+        runner.reconfigure(config)
+        logger.info("configuration reloaded from %s", config.source)
+
+
+def _startup_counters(counters: Counters, start: int, postoffice: str) -> None:
+    counters.set("SYS.SchedulerMasterPID", os.getpid())
+    counters.set("SYS.SchedulerMasterStartTime", start)
+    counters.incr("SYS.SchedulerMasterStarts")
+    counters.reset_gauges()
+    counters.refresh_system(postoffice)
+
+
+def run_daemon(opts: DaemonOptions) -> int:
+    """Read the configuration and run the daemon until a stop signal; the exit status."""
+    try:
+        config = read_config(opts.config_path, opts.zenv)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        return 1
+    except OSError as exc:
+        logger.error("cannot read %s: %s", opts.config_path, exc)
+        return 1
+    if not opts.postoffice.joinpath("transport").is_dir():
+        logger.error(
+            "%s is not a postoffice (no transport/ directory)", opts.postoffice
+        )
+        return 1
+    return asyncio.run(Daemon(opts, config).run())

@@ -1,0 +1,185 @@
+"""``mailq-scheduler serve``: run the scheduler daemon in the foreground (systemd style).
+
+Defaults come from ZENV (``POSTOFFICE``, ``SCHEDULERDIRHASH``, ``MAILSHARE``,
+``PARAMauthfile``); the environment ``MAILQ_SCHEDULER_*`` overrides them; flags override
+everything. Logs go to stderr (and, with ``--syslog``, to syslog, facility mail), one
+event per line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .daemon import DaemonOptions, inherited_sockets, run_daemon
+from .zenv import read_zenv
+
+__all__ = ["serve"]
+
+DEFAULT_POSTOFFICE = "/var/spool/postoffice"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record on one line: embedded newlines become ``\\n``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def setup_logging(level: int, use_syslog: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(
+        OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(stderr)
+    if use_syslog:
+        try:
+            sysh = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+            )
+        except OSError as exc:
+            logging.getLogger(__name__).warning("no syslog: %s", exc)
+        else:
+            sysh.setFormatter(OneLineFormatter("scheduler[%(process)d]: %(message)s"))
+            root.addHandler(sysh)
+
+
+def _level(name: str | None, verbose: int) -> int:
+    if name:
+        value = logging.getLevelName(name.upper())
+        if isinstance(value, int):
+            return value
+        raise click.BadParameter(
+            f"unknown log level {name!r}", param_hint="--log-level"
+        )
+    return logging.DEBUG if verbose else logging.INFO
+
+
+def _hash_levels(flag: int, zenv: dict[str, str]) -> int:
+    if flag:
+        return min(flag, 2)
+    value = zenv.get("SCHEDULERDIRHASH", "").strip()
+    return int(value) if value in ("1", "2") else 0
+
+
+def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
+    if flag:
+        return flag
+    share = zenv.get("MAILSHARE")
+    if share and Path(share, "scheduler.conf").is_file():
+        return str(Path(share, "scheduler.conf"))
+    return None
+
+
+@click.command("serve")
+@click.option(
+    "-P",
+    "--postoffice",
+    envvar="MAILQ_SCHEDULER_POSTOFFICE",
+    type=click.Path(file_okay=False),
+    help="The postoffice (default: ZENV POSTOFFICE).",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="MAILQ_SCHEDULER_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="scheduler.conf (default: $MAILSHARE/scheduler.conf, else built in).",
+)
+@click.option(
+    "-a",
+    "--authfile",
+    envvar="MAILQ_SCHEDULER_AUTHFILE",
+    type=click.Path(dir_okay=False),
+    help="scheduler.auth (default: PARAMauthfile, else $MAILSHARE/scheduler.auth).",
+)
+@click.option(
+    "-l",
+    "--listen",
+    multiple=True,
+    help="MAILQ v2 listener: TCP:174, 127.0.0.1:0, [::1]:174, UNIX:/path (repeatable).",
+)
+@click.option(
+    "-Z", "zenvfile", type=click.Path(dir_okay=False), help="ZENV file (zmailer.conf)."
+)
+@click.option(
+    "-H", "hash_flag", count=True, help="Hash the spool: -H one level, -HH two."
+)
+@click.option("--foreground", is_flag=True, help="Accepted for compatibility (always).")
+@click.option("--syslog", "use_syslog", is_flag=True, help="Also log to syslog (mail).")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("--pid-file", type=click.Path(dir_okay=False), help="Pid file path.")
+@click.option("--replace", is_flag=True, help="Stop a running scheduler and take over.")
+@click.option("--freeze", is_flag=True, help="Never start transport agents (-F).")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False),
+    help="Write the bound addresses here (one per line) once serving.",
+)
+@click.option("--max-sessions", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--session-lifetime", type=click.FloatRange(min=1), default=90.0)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds TAs get to exit before SIGTERM, then SIGKILL.",
+)
+def serve(
+    postoffice: str | None,
+    config_path: str | None,
+    authfile: str | None,
+    listen: tuple[str, ...],
+    zenvfile: str | None,
+    hash_flag: int,
+    foreground: bool,
+    use_syslog: bool,
+    log_level: str | None,
+    verbose: int,
+    pid_file: str | None,
+    replace: bool,
+    freeze: bool,
+    ready_file: str | None,
+    max_sessions: int,
+    session_lifetime: float,
+    shutdown_timeout: float,
+) -> None:
+    """Run the scheduler daemon in the foreground until SIGTERM/SIGINT."""
+    setup_logging(_level(log_level, verbose), use_syslog)
+    try:
+        zenv = read_zenv(zenvfile)
+    except OSError as exc:
+        raise click.ClickException(
+            f"{zenvfile}: cannot read ZENV file: {exc.strerror}"
+        ) from exc
+    po = Path(postoffice or zenv.get("POSTOFFICE") or DEFAULT_POSTOFFICE)
+    if not listen and os.environ.get("MAILQ_SCHEDULER_LISTEN"):
+        listen = tuple(os.environ["MAILQ_SCHEDULER_LISTEN"].split())
+    opts = DaemonOptions(
+        postoffice=po,
+        zenv=zenv,
+        config_path=_config_path(config_path, zenv),
+        authfile=authfile,
+        listen=listen,
+        hash_levels=_hash_levels(hash_flag, zenv),
+        pid_file=Path(pid_file) if pid_file else None,
+        replace=replace,
+        freeze=freeze,
+        ready_file=Path(ready_file) if ready_file else None,
+        max_sessions=max_sessions,
+        session_lifetime=session_lifetime,
+        shutdown_grace=shutdown_timeout,
+        sockets=inherited_sockets(),
+    )
+    sys.exit(run_daemon(opts))
