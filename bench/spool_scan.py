@@ -95,6 +95,7 @@ def main() -> None:
             )
         plain_read(str(po.transport))  # warm the cache
         best_parse = best_plain = float("inf")
+        files = rcpts = plain = 0
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             files, rcpts = parse_all(po)
