@@ -55,13 +55,14 @@ STOP_TIMEOUT: Final = 20.0
 HASH_LEVELS: Final = 2
 TRY_MARKER: Final = "Try these commands"
 
-# Started as the daemon's argv[0..2]: moves the inherited listening sockets to fd 3, 4, ...,
+# Started as the daemon's argv[0..2]: moves the inherited listening sockets to fd 3, 4, ...
+# (through copies above 3 + n, so that no copy lands on a target),
 # sets LISTEN_FDS/LISTEN_PID to describe them (LISTEN_PID = its own pid, which the exec'd
 # daemon keeps) and execs the daemon, exactly as systemd does (sd_listen_fds(3)).
 ACTIVATE_WRAPPER: Final = """\
-import os, sys
+import fcntl, os, sys
 fds = [int(fd) for fd in sys.argv[1].split(",")]
-high = [os.dup(fd) for fd in fds]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(fds)) for fd in fds]
 for fd in fds:
     os.close(fd)
 for i, fd in enumerate(high):

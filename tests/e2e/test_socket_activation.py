@@ -54,7 +54,11 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not path.exists():
         if proc.poll() is not None:
-            pytest.fail(f"daemon exited with {proc.returncode} before it was ready")
+            log = path.parent / "daemon.log"
+            pytest.fail(
+                f"daemon exited with {proc.returncode} before it was ready:\n"
+                + log.read_text(errors="replace")
+            )
         if time.monotonic() > deadline:
             pytest.fail("daemon did not become ready in time")
         time.sleep(0.05)
