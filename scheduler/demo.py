@@ -229,7 +229,7 @@ def instructions(
         f"  mailq -p {sock} {admin} -QQ",
         "                                 # over the Unix socket (admin only)",
         f"  mailq -p {port} --json          # JSON Lines",
-        f"  mailq -p {port} --check --warn-messages 200 --crit-age 2d",
+        f"  mailq -p {port} --check --warn-messages 100 --crit-age 4d",
         "                                 # a monitoring-plugin check (exit 0/1/2/3)",
         f"  mailq -p {port} --prometheus    # counters for Prometheus",
         f"  POSTOFFICE={po} mailq -M",

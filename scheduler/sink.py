@@ -15,6 +15,7 @@ import contextlib
 import enum
 import logging
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -60,8 +61,19 @@ class SinkPolicy:
 
     defer: frozenset[str] = frozenset()
     reject: frozenset[str] = frozenset()
-    defer_text: str = "4.4.1 Destination busy, try again later (demo sink)"
-    reject_text: str = "5.1.1 No such user here (demo sink)"
+    defer_texts: tuple[str, ...] = (
+        "421 4.7.0 Too many concurrent SMTP connections, try again later",
+        "450 4.2.1 Mailbox busy, try again later",
+        "450 4.7.1 Greylisted, please retry in 5 minutes",
+        "451 4.3.0 Temporary local problem, please try again later",
+        "452 4.2.2 Mailbox full",
+    )
+    reject_text: str = "550 5.1.1 No such user here"
+
+    def defer_reply(self, address: str) -> str:
+        """The deferral for ``address``: always the same one for a domain."""
+        domain = _domain_of(address)
+        return self.defer_texts[zlib.crc32(domain.encode()) % len(self.defer_texts)]
 
     def verdict(self, address: str) -> Verdict:
         domain = _domain_of(address)
@@ -195,9 +207,9 @@ class SmtpSession:
         address = match.group(1).decode("utf-8", "replace")
         verdict = self.policy.verdict(address)
         if verdict is Verdict.DEFER:
-            return f"450 {self.policy.defer_text}\r\n".encode()
+            return f"{self.policy.defer_reply(address)}\r\n".encode()
         if verdict is Verdict.REJECT:
-            return f"550 {self.policy.reject_text}\r\n".encode()
+            return f"{self.policy.reject_text}\r\n".encode()
         self._txn.recipients.append(address)
         return b"250 2.1.5 Ok\r\n"
 
