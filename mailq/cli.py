@@ -750,7 +750,8 @@ def _local_counters(opts: Options, sink: Sink) -> int:
     try:
         from scheduler.counters import Counters
 
-        lines = Counters.open(str(path)).dump(int(opts.clock()))
+        with Counters.open(str(path), readonly=True) as block:
+            lines = block.dump(int(opts.clock()))
     except (ImportError, OSError, ValueError) as exc:
         message = f"{opts.argv0}: cannot read counter file {path}: {exc}"
         sink.error("counters", message, EX_UNAVAILABLE)

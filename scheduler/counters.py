@@ -207,19 +207,28 @@ def _alive(pid: int) -> bool:
 class Counters:
     """The counter block; implements ``mailq.view.CounterBlock``."""
 
-    def __init__(self, buf: mmap.mmap | bytearray, path: str | None) -> None:
+    def __init__(
+        self, buf: mmap.mmap | bytearray, path: str | None, *, readonly: bool = False
+    ) -> None:
         self._buf = buf
         self.path = path
+        self.readonly = readonly
         self._index = _INDEX
 
     @classmethod
-    def open(cls, path: str | None) -> Counters:
-        """Map ``path`` (created if missing); None: a private in-memory block (magic 0)."""
+    def open(cls, path: str | None, *, readonly: bool = False) -> Counters:
+        """Map ``path`` (created if missing); None: a private in-memory block (magic 0).
+
+        ``readonly``: map an existing file for reading only (``mailq -M`` as any user);
+        nothing is created or written.
+        """
         size = (_HEADER_SLOTS + len(_SLOTS)) * _SLOT.size
         if path is None:
             buf = bytearray(size)
             cls._init_header(buf, magic=0)
             return cls(buf, None)
+        if readonly:
+            return cls._open_readonly(path, size)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             existing = os.fstat(fd).st_size
@@ -237,6 +246,18 @@ class Counters:
             raise CounterFileError(path, "not a counter file of this scheduler")
         _SLOT.pack_into(mapped, 3 * _SLOT.size, len(_SLOTS))
         return cls(mapped, path)
+
+    @classmethod
+    def _open_readonly(cls, path: str, size: int) -> Counters:
+        with open(path, "rb") as f:
+            data = f.read(size)
+        if (
+            len(data) < _HEADER_SLOTS * _SLOT.size
+            or _SLOT.unpack_from(data, 0)[0] != _SIGNATURE
+        ):
+            raise CounterFileError(path, "not a counter file of this scheduler")
+        buf = bytearray(data.ljust(size, b"\0"))
+        return cls(buf, path, readonly=True)
 
     @staticmethod
     def _init_header(buf: mmap.mmap | bytearray, magic: int) -> None:
@@ -311,7 +332,8 @@ class Counters:
         line = format_line(name, value)
         if name in PID_NAMES and value and not _alive(value):
             if name in _SUBSYS_PIDS:  # B15: cleared instead of reported
-                self.set(name, 0)
+                if not self.readonly:
+                    self.set(name, 0)
                 return format_line(name, 0)
             line += " NOT PRESENT!"
         return line

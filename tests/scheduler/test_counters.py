@@ -182,3 +182,17 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "short").write_bytes(b"x")
     with pytest.raises(CounterFileError, match="too short"):
         Counters.open(str(tmp_path / "short"))
+
+
+def test_readonly_open_reads_values_and_never_writes(tmp_path: Path) -> None:
+    path = tmp_path / "block"
+    with Counters.open(str(path)) as block:
+        block.incr("SC.ReceivedMessages", 7)
+        block.set("SS.SubsysRouterMasterPID", 2**31 - 2)  # a dead pid
+    before = path.read_bytes()
+    path.chmod(0o444)
+    with Counters.open(str(path), readonly=True) as ro:
+        assert ro.get("SC.ReceivedMessages") == 7
+        dump = ro.dump(1700000000)
+    assert any(line.startswith("SC.ReceivedMessages") for line in dump)
+    assert path.read_bytes() == before
