@@ -143,7 +143,9 @@ class Scheduler:
                 f"retry_mode must be 'fixed' or 'zmailer', not {retry_mode!r}"
             )
         self.config = config
-        self.counters = counters
+        self._counters = counters
+        self._deltas: dict[str, int] = {}
+        self._ndeltas = 0
         self.start_time = start_time
         self.frozen = frozen
         self.retry_mode = retry_mode
@@ -183,6 +185,29 @@ class Scheduler:
         }
 
     # ------------------------------------------------------------------ QueueView
+
+    @property
+    def counters(self) -> CounterBlock:
+        """The counter block, with every pending increment written first."""
+        self.flush_counters()
+        return self._counters
+
+    def flush_counters(self) -> None:
+        """Write the batched counter increments (done at least every Tick)."""
+        if self._deltas:
+            block = self._counters
+            for name, by in self._deltas.items():
+                if by:
+                    block.incr(name, by)
+            self._deltas.clear()
+            self._ndeltas = 0
+
+    def _count(self, name: str, by: int = 1) -> None:
+        d = self._deltas
+        d[name] = d.get(name, 0) + by
+        self._ndeltas += 1
+        if self._ndeltas >= 4096:
+            self.flush_counters()
 
     @property
     def msgs(self) -> int:
@@ -299,7 +324,7 @@ class Scheduler:
 
     def _on_loaded(self, ev: MessageLoaded) -> None:
         control = ev.control
-        self.counters.incr(RECV_MSGS)
+        self._count(RECV_MSGS)
         for value in control.etrn:
             words = value.split()
             if words:
@@ -312,23 +337,22 @@ class Scheduler:
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
     ) -> None:
-        number = message_number(relpath.rpartition("/")[2])
+        name = relpath.rpartition("/")[2]
+        number = int(name) if name.isdigit() else message_number(name)
         if number in self._messages:
             log.warning("message %s is already loaded; ignored", relpath)
             return
-        counters = self.counters
-        counters.incr(STORED_MSGS)
         specs, bad, hdr = split_recipients(control)
         msg = Message(
             number,
-            sys.intern(relpath),
+            relpath,
             sys.intern(control.error_address),
             mtime,
             mtime_ns,
             ctime - mtime,
             hdr,
         )
-        if any(d.status == " " for d in control.diagnostics):
+        if control.diagnostics and any(d.status == " " for d in control.diagnostics):
             msg.flags |= M_DIAG
             msg.report_at = self._now + self.config.params.global_report_interval
             self._marked[msg] = None
@@ -336,6 +360,7 @@ class Scheduler:
             self._bounce_bad_hosts(msg, bad)
         self._messages[number] = msg
         if not specs:
+            self._count(STORED_MSGS)
             self._maybe_complete(msg)
             return
         total = 0
@@ -346,9 +371,11 @@ class Scheduler:
             total += spec.count
         msg.vertices = tuple(vertices)
         msg.live = len(vertices)
-        counters.incr(RECV_RCPTS, total)
-        counters.incr(STORED_RCPTS, total)
-        counters.incr(STORED_VERTICES, len(vertices))
+        d = self._deltas
+        d[STORED_MSGS] = d.get(STORED_MSGS, 0) + 1
+        d[RECV_RCPTS] = d.get(RECV_RCPTS, 0) + total
+        d[STORED_RCPTS] = d.get(STORED_RCPTS, 0) + total
+        d[STORED_VERTICES] = d.get(STORED_VERTICES, 0) + len(vertices)
         for v, spec in zip(vertices, specs, strict=True):
             th = self._link(v, spec.channel, spec.host, spec.count)
             clause = th.group.clause
@@ -384,7 +411,7 @@ class Scheduler:
     def _resync(self, msg: Message, control: ControlFile) -> None:
         """Keep only the recipients still pending (or locked) on disk (SCHED-REF 4.11)."""
         pending = {r.offset for r in control.recipients if r.status in " ~"}
-        self.counters.incr(RECV_RCPTS, len(pending))  # S30 keep
+        self._count(RECV_RCPTS, len(pending))  # S30 keep
         if any(d.status == " " for d in control.diagnostics):
             self._mark_diag(msg)
         for v in msg.vertices:
@@ -433,7 +460,7 @@ class Scheduler:
         th.chain_seq = next(self._chain)
         group.ring.append(th)
         self._threads[(channel, host)] = th
-        self.counters.incr(STORED_THREADS)
+        self._count(STORED_THREADS)
         if clause.queueonly:
             if clause.retries:
                 th.wakeup = self._now + clause.retries[0]  # S36 keep
@@ -464,7 +491,7 @@ class Scheduler:
         del self._threads[(th.channel, th.host)]
         th.group.remove_thread(th)
         Agenda.cancel(th)
-        self.counters.incr(STORED_THREADS, -1)
+        self._count(STORED_THREADS, -1)
 
     def _maybe_delete_group(self, g: Group) -> None:
         if not g.ring and g.proc_count <= 0 and self._groups.get(g.key) is g:
@@ -476,7 +503,7 @@ class Scheduler:
         v.drop_index(index)
         th.rcpts -= 1
         self.total_recipients -= 1
-        self.counters.incr(STORED_RCPTS, -1)
+        self._count(STORED_RCPTS, -1)
         if not v.offsets:
             self._free_vertex(v)
 
@@ -487,7 +514,7 @@ class Scheduler:
         n = len(v.offsets)
         th.rcpts -= n
         self.total_recipients -= n
-        self.counters.incr(STORED_RCPTS, -n)
+        self._count(STORED_RCPTS, -n)
         v.offsets = array("i")
         v.extra = None
         self._free_vertex(v)
@@ -503,7 +530,7 @@ class Scheduler:
             v.state &= ~V_UNFED
         th.note_removed(v.msg.mtime)
         self.total_vertices -= 1
-        self.counters.incr(STORED_VERTICES, -1)
+        self._count(STORED_VERTICES, -1)
         if th.dead > 32 and th.dead > th.jobs:
             th.compact()
         msg = v.msg
@@ -528,14 +555,14 @@ class Scheduler:
         msg.flags |= M_DONE
         if self._messages.get(msg.number) is msg:
             del self._messages[msg.number]
-        self.counters.incr(STORED_MSGS, -1)
+        self._count(STORED_MSGS, -1)
         self._marked.pop(msg, None)
         if msg.flags & M_DROP:
             return
         if msg.flags & M_REQUEUE:
             self._out.append(ReloadMessage(msg.relpath))
             return
-        self.counters.incr(SENT_MSGS)
+        self._count(SENT_MSGS)
         self._out.append(
             CompleteMessage(msg.relpath, msg.mid, bool(msg.flags & M_DIAG))
         )
@@ -597,7 +624,8 @@ class Scheduler:
             return False
         if self.frozen:
             th.pending = "Frozen"
-            self._agenda.schedule(th, self._now + TICK)
+            if not th.agenda_seq:
+                self._agenda.schedule(th, self._now + TICK)
             return False
         th.pending = ""
         if th.thrkids >= c.maxthr or (th.thrkids and th.thrkids >= th.unfed):
@@ -661,10 +689,9 @@ class Scheduler:
         self.kids += 1
         self._channel_kids[th.channel] = self._channel_kids.get(th.channel, 0) + 1
         g.proc_count += 1
-        counters = self.counters
-        counters.incr(TA_FORKS)
-        counters.incr(TA_PROCS)
-        counters.incr(TA_ACTIVE)
+        self._count(TA_FORKS)
+        self._count(TA_PROCS)
+        self._count(TA_ACTIVE)
         self._attach(p, th)
         self._out.append(
             StartAgent(
@@ -695,8 +722,8 @@ class Scheduler:
             return False
         g.idle.remove(pick)
         self.idle -= 1
-        self.counters.incr(TA_IDLE, -1)
-        self.counters.incr(TA_ACTIVE)
+        self._count(TA_IDLE, -1)
+        self._count(TA_ACTIVE)
         self._attach(pick, th)
         pick.state = LARVA
         pick.virtual = 0
@@ -899,8 +926,8 @@ class Scheduler:
         p.state = IDLE
         p.group.idle.insert(0, p)
         self.idle += 1
-        self.counters.incr(TA_ACTIVE, -1)
-        self.counters.incr(TA_IDLE)
+        self._count(TA_ACTIVE, -1)
+        self._count(TA_IDLE)
         if th is not None:
             self._thread_reschedule(th)
 
@@ -926,7 +953,7 @@ class Scheduler:
         status = rep.status
         if v.state & V_KILLED or msg.flags & (M_REQUEUE | M_DROP):
             if status in FINAL_STATUSES:
-                self.counters.incr(SENT_RCPTS)
+                self._count(SENT_RCPTS)
             self._remove_rcpt(v, idx)
             return
         v.attempts += 1
@@ -968,7 +995,7 @@ class Scheduler:
         elif status == "error2" or (status == "ok2" and "SUCCESS" in notify):
             self._mark_diag(msg)
         self._stat(msg, status, th)
-        self.counters.incr(SENT_RCPTS)
+        self._count(SENT_RCPTS)
         self._remove_rcpt(v, idx)
 
     def _append_diag(
@@ -1051,7 +1078,7 @@ class Scheduler:
         self._out.append(MarkRecipient(msg.relpath, off, "-"))
         self._mark_diag(msg)
         self._stat(msg, "expire", th)
-        self.counters.incr(SENT_RCPTS)
+        self._count(SENT_RCPTS)
         self._remove_rcpt(v, idx)
 
     def _expire_vertex(self, v: Vertex) -> None:
@@ -1146,14 +1173,14 @@ class Scheduler:
             self._channel_kids[p.channel] = n
         else:
             self._channel_kids.pop(p.channel, None)
-        self.counters.incr(TA_PROCS, -1)
+        self._count(TA_PROCS, -1)
         g = p.group
         if p in g.idle:
             g.idle.remove(p)
             self.idle -= 1
-            self.counters.incr(TA_IDLE, -1)
+            self._count(TA_IDLE, -1)
         else:
-            self.counters.incr(TA_ACTIVE, -1)
+            self._count(TA_ACTIVE, -1)
         jobs = p.jobs
         p.jobs = deque()
         p.virtual = 0
@@ -1188,6 +1215,7 @@ class Scheduler:
     # ------------------------------------------------------------------ ticks and sweeps
 
     def _on_tick(self, ev: Tick) -> None:
+        self.flush_counters()
         now = self._now
         for th in self._agenda.pop_due(now):
             self._run_due(th)

@@ -17,6 +17,8 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT
+
 from .model import DEFAULT_NOTIFY, RcptExtra
 
 if TYPE_CHECKING:
@@ -47,14 +49,14 @@ class VertexSpec:
 
 
 def _extra_for(rcpts: list[Recipient], hdr: int) -> tuple[RcptExtra, ...] | None:
-    default = True
     for r in rcpts:
-        if r.notify != DEFAULT_NOTIFY or r.dsn_offset != -1 or r.header_offset != hdr:
-            default = False
-            break
-    if default:
-        return None
-    return tuple((r.notify, r.header_offset, r.dsn_offset) for r in rcpts)
+        if (
+            r.header_offset != hdr
+            or r.dsn_offset != -1
+            or (r.notify is not _PARSER_DEFAULT and r.notify != DEFAULT_NOTIFY)
+        ):
+            return tuple((r.notify, r.header_offset, r.dsn_offset) for r in rcpts)
+    return None
 
 
 def _quad_key(r: Recipient) -> str:
@@ -65,33 +67,42 @@ def split_recipients(
     control: ControlFile,
 ) -> tuple[list[VertexSpec], list[Recipient], int]:
     """Return ``(vertex specs, recipients with a bad host, default header offset)``."""
-    pending: list[Recipient] = []
+    recs = control.recipients
+    pending = [r for r in recs if r.status == " " and r.host_ok and r.host]
     bad: list[Recipient] = []
-    for r in control.recipients:
-        if r.status != " ":
-            continue
-        if r.host_ok and r.host:
-            pending.append(r)
-        else:
-            bad.append(r)
+    if len(pending) != len(recs):
+        bad = [r for r in recs if r.status == " " and not (r.host_ok and r.host)]
     if not pending:
         return [], bad, -1
     hdr = pending[0].header_offset
     if len(pending) == 1:
         r = pending[0]
-        return (
-            [
-                VertexSpec(
-                    intern_name(r.channel),
-                    intern_name(r.host),
-                    array("i", (r.offset,)),
-                    _extra_for(pending, hdr),
-                    1,
-                )
-            ],
-            bad,
-            hdr,
+        spec = VertexSpec(
+            intern_name(r.channel),
+            intern_name(r.host),
+            array("i", (r.offset,)),
+            _extra_for(pending, hdr),
+            1,
         )
+        return [spec], bad, hdr
+    pending.sort(key=_quad_key, reverse=True)
+    hi, lo = pending[0], pending[-1]
+    prefix = f"{lo.channel} {lo.host} ".lower()
+    if (
+        hi.channel == lo.channel
+        and hi.host == lo.host
+        and hi.quad.lower().startswith(prefix)
+        and lo.quad.lower().startswith(prefix)
+    ):
+        # the common case: one destination; everything sorted between hi and lo shares it
+        spec = VertexSpec(
+            intern_name(lo.channel),
+            intern_name(lo.host),
+            array("i", [r.offset for r in pending]),
+            _extra_for(pending, hdr),
+            len(pending),
+        )
+        return [spec], bad, hdr
     groups: dict[tuple[str, str], list[Recipient]] = {}
     for r in pending:
         key = (intern_name(r.channel), intern_name(r.host))
@@ -102,9 +113,7 @@ def split_recipients(
             lst.append(r)
     specs: list[VertexSpec] = []
     for key in sorted(groups):
-        members = groups[key]
-        if len(members) > 1:
-            members.sort(key=_quad_key, reverse=True)
+        members = groups[key]  # already in descending quad order
         specs.append(
             VertexSpec(
                 key[0],

@@ -14,6 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mailq.view import CounterBlock
 from scheduler.commands import (
     AppendDiagnostic,
     Command,
@@ -67,19 +68,22 @@ class Playbook:
     frozen: bool = False
     seed: int = 1
     sched: Scheduler = field(init=False)
-    counters: Counters = field(init=False)
     commands: list[Command] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.counters = Counters.open(None)
         self.sched = Scheduler(
             parse_config(self.conf, "test.conf"),
-            self.counters,
+            Counters.open(None),
             start_time=self.now,
             frozen=self.frozen,
             rng=random.Random(self.seed),
             retry_mode=self.retry_mode,
         )
+
+    @property
+    def counters(self) -> CounterBlock:
+        """The scheduler's counter block (pending increments flushed)."""
+        return self.sched.counters
 
     # clock
     def at(self, t: int) -> Playbook:

@@ -1,0 +1,171 @@
+"""Benchmark of the scheduler's decision core alone (no I/O, no processes).
+
+Prints: core-only load time for N messages x R recipients (control files parsed beforehand in
+batches, parse time excluded), bytes per queued recipient (tracemalloc of what the core keeps,
+and the RSS delta), and the dispatch rate through a simulated TA answering ``ok`` at once.
+
+    python bench/scheduler_core.py [--messages 100000] [--rcpts 10] [--hosts 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import resource
+import time
+import tracemalloc
+from collections import deque
+
+from scheduler.commands import StartAgent, WriteAgent
+from scheduler.config import parse_config
+from scheduler.core import Scheduler
+from scheduler.counters import Counters
+from scheduler.events import AgentLine, AgentStarted, MessageLoaded
+from spool.controlfile import ControlFile, parse
+
+CONF = """\
+*/*\tinterval=1m
+\tidlemax=4m
+\texpiry=5d
+\texpiry2=2d
+\tretries="1 1 2 3 5 8 13 21 34"
+\tmaxring=50
+\toverfeed=150
+smtp/*\tmaxchannel=199 command="testta"
+"""
+START = 1_800_000_000
+BATCH = 2000
+
+
+def control(n: int, rcpts: int, hosts: int, spread: bool) -> bytes:
+    lines = [
+        "@ 0x00000007",
+        f"i {n}",
+        "o 100",
+        f"l <{n}@bench>",
+        "e sender@example.org",
+    ]
+    lines.append("s local - sender@example.org 0")
+    for i in range(rcpts):
+        h = (n + i) % hosts if spread else n % hosts
+        lines.append(f"r           smtp host{h}.example user{i}@host{h}.example 0")
+    lines += ["m", f"Subject: {n}", "", ""]
+    return "\n".join(lines).encode()
+
+
+def batches(messages: int, rcpts: int, hosts: int, spread: bool):  # type: ignore[no-untyped-def]
+    for base in range(0, messages, BATCH):
+        out: list[tuple[str, ControlFile]] = []
+        for n in range(base + 1, min(messages, base + BATCH) + 1):
+            out.append((f"Q/I/{n}", parse(control(n, rcpts, hosts, spread))))
+        yield out
+
+
+def new_sched(frozen: bool) -> Scheduler:
+    return Scheduler(
+        parse_config(CONF, "bench.conf"),
+        Counters.open(None),
+        start_time=START,
+        frozen=frozen,
+        rng=random.Random(1),
+    )
+
+
+def rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def load(s: Scheduler, messages: int, rcpts: int, hosts: int, spread: bool) -> float:
+    spent = 0.0
+    handle = s.handle
+    for batch in batches(messages, rcpts, hosts, spread):
+        t0 = time.perf_counter()
+        for i, (relpath, cf) in enumerate(batch):
+            handle(
+                MessageLoaded(relpath, cf, START - 3600 + i, 123456789, START), START
+            )
+        spent += time.perf_counter() - t0
+    return spent
+
+
+def bench_load(messages: int, rcpts: int, hosts: int, spread: bool) -> None:
+    label = (
+        f"{messages} msgs x {rcpts} rcpts, {hosts} hosts{' (spread)' if spread else ''}"
+    )
+    gc.collect()
+    s = new_sched(frozen=True)
+    spent = load(s, messages, rcpts, hosts, spread)
+    total = messages * rcpts
+    print(f"load  {label}: {spent:.2f} s core time, {total / spent:,.0f} rcpts/s")
+    del s
+    gc.collect()
+    rss0 = rss_kb()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    s = new_sched(frozen=True)
+    load(s, messages, rcpts, hosts, spread)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    rss = (rss_kb() - rss0) * 1024
+    print(
+        f"mem   {label}: {kept / total:.0f} B/rcpt (tracemalloc), "
+        f"{rss / total:.0f} B/rcpt (RSS delta, incl. tracemalloc overhead)"
+    )
+    del s
+
+
+def bench_dispatch(messages: int, hosts: int) -> None:
+    s = new_sched(frozen=True)
+    load(s, messages, 1, hosts, False)
+    s.frozen = False
+    pending: deque[tuple[int, str]] = deque()
+    done = 0
+    t0 = time.perf_counter()
+    now = START + 10
+    cmds = s.handle(__import__("scheduler.events").events.Tick(), now)
+    work = deque(cmds)
+    while work:
+        c = work.popleft()
+        if isinstance(c, StartAgent):
+            work.extend(s.handle(AgentStarted(c.proc, 1000 + c.proc), now))
+            work.extend(s.handle(AgentLine(c.proc, "#hungry"), now))
+        elif isinstance(c, WriteAgent):
+            for job in c.data.decode().splitlines():
+                if job == "#idle":
+                    pending.append((c.proc, "#hungry"))
+                    continue
+                number = int(job.split("\t")[0].rpartition("/")[2])
+                msg = s.message(number)
+                assert msg is not None
+                for v in msg.vertices:
+                    for off in v.offsets:
+                        pending.append((c.proc, f"{number}/{off}\t\tok"))
+                        done += 1
+                pending.append((c.proc, "#hungry"))
+        while not work and pending:
+            proc, line = pending.popleft()
+            work.extend(s.handle(AgentLine(proc, line), now))
+    spent = time.perf_counter() - t0
+    assert s.msgs == 0, s.msgs
+    print(
+        f"dispatch {messages} single-rcpt msgs, {hosts} hosts: {done / spent:,.0f} rcpts/s"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--rcpts", type=int, default=10)
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--dispatch", type=int, default=50_000)
+    a = ap.parse_args()
+    bench_load(a.messages, a.rcpts, a.hosts, spread=False)
+    bench_load(a.messages, 1, a.hosts * 10, spread=False)
+    bench_dispatch(a.dispatch, 10)
+
+
+if __name__ == "__main__":
+    main()
