@@ -1,0 +1,205 @@
+"""End-to-end fixtures: the real daemon (``python -m scheduler serve``) as a subprocess on a
+temporary postoffice, MAILQ v2 on 127.0.0.1 port 0 (the bound port is read from its
+``--ready-file``), and a raw-socket MAILQ v2 client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mailq.auth import authenticator
+from spool.layout import Postoffice, init_postoffice
+
+STARTUP_TIMEOUT = 30.0
+ADMIN, ADMIN_PW = "admin", "adminpw"
+
+TESTTA_CONF = """\
+*/*\tinterval=1s idlemax=30s expiry=5d retries="1 1 2 3"
+\tmaxchannel=0 maxring=20 overfeed=10
+
+local/*\tqueueonly command="mailbox"
+smtp/*\tcommand="testta -c $channel"
+"""
+
+
+@dataclass
+class DaemonProc:
+    root: Path
+    po: Postoffice
+    conf: Path
+    auth: Path
+    log_path: Path
+    ready: Path
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    address: tuple[str, int] = ("127.0.0.1", 0)
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> DaemonProc:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"daemon not ready in time:\n{self.log()}")
+            time.sleep(0.02)
+        first = self.ready.read_text().split()[0]
+        host, _, port = first.rpartition(":")
+        self.address = (host.strip("[]"), int(port))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STARTUP_TIMEOUT) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def query(
+        self, *commands: str, user: str = ADMIN, password: str = ADMIN_PW
+    ) -> list[str]:
+        """AUTH, then each command; returns each reply (a body for multi-line ones)."""
+        with socket.create_connection(self.address, timeout=20) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline() == b"version zmailer 2.0\n"
+            challenge = reader.readline().decode().rstrip("\n")
+            sock.sendall(f"AUTH {user} {authenticator(challenge, password)}\n".encode())
+            assert reader.readline() == b"+OK\n"
+            out = []
+            for command in commands:
+                sock.sendall(command.encode() + b"\n")
+                out.append(_read_reply(reader))
+            sock.sendall(b"QUIT\n")
+            reader.close()
+        return out
+
+    def submit(self, *rcpts: str, hash_levels: int = 0) -> str:
+        """``mailq-spool submit`` (sends NEW to the daemon); returns the relpath."""
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "spool", "submit", "-P", str(self.po.root)),
+                *("-f", "sender@example.com", "-H", str(hash_levels), *rcpts),
+            ],
+            input=b"Subject: e2e\n\nbody\n",
+            capture_output=True,
+            check=True,
+            env=self.env,
+        )
+        return result.stdout.decode().split()[-1]
+
+
+def _read_reply(reader: object) -> str:
+    readline: Callable[[], bytes] = reader.readline  # type: ignore[attr-defined]
+    first = readline()
+    if first != b"+OK until LF.LF\n":
+        return first.decode()
+    lines = []
+    while (line := readline()) not in (b".\n", b""):
+        lines.append(line[1:] if line.startswith(b"..") else line)
+    return b"".join(lines).decode()
+
+
+def wait_until(cond: Callable[[], object], limit: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        time.sleep(0.05)
+
+
+def files_gone(po: Postoffice, relpath: str) -> bool:
+    name = relpath.rpartition("/")[2]
+    return not list(po.transport.rglob(name)) and not list(po.queue.rglob(name))
+
+
+@pytest.fixture
+def short_root() -> Iterator[Path]:
+    # AF_UNIX paths (the notify socket) must stay under ~107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="zmd"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+DaemonFactory = Callable[..., DaemonProc]
+
+
+@pytest.fixture
+def daemon_factory(short_root: Path) -> Iterator[DaemonFactory]:
+    made: list[DaemonProc] = []
+
+    def make(
+        conf_text: str = TESTTA_CONF,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        name: str = "d",
+        start: bool = True,
+    ) -> DaemonProc:
+        root = short_root / name
+        root.mkdir(exist_ok=True)
+        po = init_postoffice(root / "po")
+        auth = root / "scheduler.auth"
+        auth.write_text(f"{ADMIN}:{ADMIN_PW}:ALL:[127.0.0.0]/8\n")
+        auth.chmod(0o600)
+        conf = root / "scheduler.conf"
+        conf.write_text(conf_text)
+        ready = root / "ready"
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LISTEN_", "TESTTA_"))
+        }
+        full_env["ZCONFIG"] = str(root / "zmailer.conf")  # absent: no site ZENV
+        full_env["POSTOFFICE"] = str(po.root)
+        full_env["TESTTA_LOG"] = str(root / "ta.log")
+        full_env.update(env or {})
+        argv = [sys.executable, "-m", "scheduler", "serve", "-P", str(po.root)]
+        argv += ["-c", str(conf), "-a", str(auth), "-l", "127.0.0.1:0"]
+        argv += ["--ready-file", str(ready), "--shutdown-timeout", "3", *args]
+        d = DaemonProc(root, po, conf, auth, root / "daemon.log", ready, argv, full_env)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.kill()

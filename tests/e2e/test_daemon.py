@@ -1,0 +1,186 @@
+"""The real daemon end to end: spool files, testta subprocesses, MAILQ v2 over TCP, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from spool.submit import notify_scheduler
+
+from .conftest import TESTTA_CONF, DaemonFactory, files_gone, wait_until
+
+OK_RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
+
+
+def control(mid: str, user: str, host: str, *, lock_pid: int | None = None) -> str:
+    status = f"~{lock_pid:>6}" if lock_pid else "       "
+    return (
+        f"@ 0x00000007\ni {mid}\no 20\nl <{mid}@e2e>\ne s@example.com\n"
+        f"s local - s@example.com 0\nr{status}    smtp {host} {user} 0\n"
+        "m\nSubject: x\n\n"
+    )
+
+
+def place(d_po: object, mid: str, text: str) -> None:
+    from spool.layout import Postoffice
+
+    assert isinstance(d_po, Postoffice)
+    d_po.control_path(mid).write_text(text)
+    d_po.message_path(mid).write_text("Subject: x\n\nbody\n")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_startup_scan_recovers_stale_locks_and_delivers(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = daemon_factory(start=False, env=OK_RULES)
+    place(
+        d.po,
+        "100001",
+        control("100001", "a@ok.example", "ok.example", lock_pid=dead_pid()),
+    )
+    place(d.po, "100002", control("100002", "b@ok.example", "ok.example"))
+    d.start()
+    wait_until(lambda: files_gone(d.po, "100001") and files_gone(d.po, "100002"))
+    (snmp,) = d.query("SHOW SNMP")
+    assert "Msgs in 2 out 2 stored 0" in snmp
+    assert "Rcpnts in 2 out 2 stored 0" in snmp
+    assert d.stop() == 0
+    assert not d.po.pid_file.exists()
+
+
+def test_notified_submission_is_picked_up(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=OK_RULES)
+    # Two hash levels: only a NEW datagram (or the 120 s deep scan) can find it.
+    relpath = d.submit("c@ok.example", hash_levels=2)
+    assert "/" in relpath
+    wait_until(lambda: files_gone(d.po, relpath), limit=8, what="NEW pickup")
+    assert f"\t{relpath}\t" in (d.root / "ta.log").read_text()
+
+
+def test_deferral_is_visible_over_mailq(daemon_factory: DaemonFactory) -> None:
+    diag = "smtp; 500 (connect to 127.0.0.1: Connection refused)"
+    d = daemon_factory(env={**OK_RULES, "TESTTA_DIAG": diag})
+    relpath = d.submit("d@later.example")
+    wait_until(lambda: "A=1" in d.query("SHOW QUEUE THREADS2")[0])
+    (threads2,) = d.query("SHOW QUEUE THREADS2")
+    assert threads2.startswith("smtp\tlater.example\tN=1\tR=1\tA=1\t")
+    (thread,) = d.query("SHOW THREAD smtp later.example")
+    header, row = thread.splitlines()[:2]
+    assert header.startswith("#smtp/later.example/0 ")
+    fields = row.split("\t")
+    assert fields[0] == relpath
+    assert fields[2] == "sender@example.com"
+    assert int(fields[5]) > int(fields[6]) > 0  # wakeup after the last feed
+    assert fields[7] == "1"
+    assert fields[8].startswith("retry in ")
+    assert diag in fields[9]
+    assert not files_gone(d.po, relpath)
+
+
+def test_killed_agent_loses_nothing(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env={**OK_RULES, "TESTTA_SLEEP": "1.5"})
+    relpath = d.submit("e@ok.example")
+    wait_until(lambda: (d.root / "ta.log").exists(), what="the job fed")
+    (threads,) = d.query("SHOW QUEUE THREADS")
+    pid = int(threads.split("P={")[1].split("}")[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: files_gone(d.po, relpath), limit=30, what="redelivery")
+    assert len((d.root / "ta.log").read_text().splitlines()) >= 2
+    (snmp,) = d.query("SHOW SNMP")
+    assert "out 1 stored 0\n" in snmp  # (Rcpnts in counts re-reads, S30)
+
+
+def test_bad_agents_and_bad_files_never_stall_the_daemon(
+    daemon_factory: DaemonFactory,
+) -> None:
+    conf = TESTTA_CONF + 'broken/*\tcommand="/bin/sh -c $host"\n'  # dies at once
+    rules = {"TESTTA_RULES": "*@garbage.example=garbage;*@ok.example=ok;*=deferred"}
+    d = daemon_factory(conf, env=rules, start=False)
+    (d.po.transport / "999001").write_bytes(b"\x00\x01 this is not a control file\n")
+    d.start()
+    dies = d.submit("broken no-such-command x@y")  # channel host user
+    garbage = d.submit("x@garbage.example")
+    good = d.submit("f@ok.example")
+    wait_until(lambda: files_gone(d.po, good))
+    wait_until(lambda: (d.po.freezer / "999001").exists())
+    assert "999001" in (d.po.freezer / "999001.reason").read_text()
+    wait_until(lambda: "A=1" in d.query("SHOW THREAD smtp garbage.example")[0])
+    assert not files_gone(d.po, dies)
+    assert not files_gone(d.po, garbage)
+    (threads2,) = d.query("SHOW QUEUE THREADS2")
+    assert "broken\tno-such-command\tN=1" in threads2
+    assert d.stop() == 0
+
+
+def test_etrn_request_file_is_run_and_removed(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=OK_RULES)
+    (d.po.transport / "777001-etrn").write_text("T Later.EXAMPLE 127.0.0.1\n")
+    assert notify_scheduler(d.po, "777001-etrn")
+    wait_until(lambda: not (d.po.transport / "777001-etrn").exists(), limit=25)
+    assert not (d.po.freezer / "777001-etrn").exists()
+    assert "ETRN" in d.log()
+
+
+def test_sighup_reload_keeps_old_config_on_error(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=OK_RULES)
+    d.conf.write_text(TESTTA_CONF + "bogus/*\tinterval=\n\tnosuchkeyword=1\n")
+    d.send(signal.SIGHUP)
+    wait_until(lambda: "keeping the current configuration" in d.log())
+    assert "reload:" in d.log()
+    relpath = d.submit("g@ok.example")
+    wait_until(lambda: files_gone(d.po, relpath))
+    d.conf.write_text(TESTTA_CONF + 'other/*\tqueueonly command="testta"\n')
+    d.send(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in d.log())
+    queued = d.submit("other elsewhere u@elsewhere")
+    wait_until(lambda: "other/*/0\n" in d.query("SHOW QUEUE SHORT")[0])
+    (threads2,) = d.query("SHOW QUEUE THREADS2")
+    assert "other\telsewhere\tN=1\tR=1\tA=0\t" in threads2  # queueonly: not started
+    assert not files_gone(d.po, queued)
+    assert d.stop() == 0
+
+
+def test_sigterm_stops_agents_and_removes_pid_file(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = daemon_factory(env={**OK_RULES, "TESTTA_SLEEP": "30"})
+    assert d.po.pid_file.read_text() == f"{d.pid}\n"
+    d.submit("i@ok.example")
+    wait_until(lambda: (d.root / "ta.log").exists())
+    (threads,) = d.query("SHOW QUEUE THREADS")
+    ta_pid = int(threads.split("P={")[1].split("}")[0])
+    assert d.stop() == 0
+    assert not d.po.pid_file.exists()
+    wait_until(lambda: not _alive(ta_pid), limit=10, what="the TA to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}/stat").exists()
+        and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    )
+
+
+def test_second_daemon_is_refused(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=OK_RULES)
+    argv = [a for a in d.argv if a != str(d.ready)]
+    i = argv.index("--ready-file")
+    del argv[i : i + 1]
+    second = subprocess.run(argv, env=d.env, capture_output=True, timeout=30)
+    assert second.returncode == 1
+    assert b"--replace" in second.stderr
+    assert d.po.pid_file.read_text() == f"{d.pid}\n"
+    assert d.stop() == 0
