@@ -22,7 +22,7 @@ from scheduler.config import parse_config
 from scheduler.core import Scheduler
 from scheduler.counters import Counters
 from scheduler.events import AgentLine, AgentStarted, MessageLoaded
-from spool.controlfile import ControlFile, parse
+from spool.controlfile import parse
 
 CONF = """\
 */*\tinterval=1m
@@ -56,10 +56,11 @@ def control(n: int, rcpts: int, hosts: int, spread: bool) -> bytes:
 
 def batches(messages: int, rcpts: int, hosts: int, spread: bool):  # type: ignore[no-untyped-def]
     for base in range(0, messages, BATCH):
-        out: list[tuple[str, ControlFile]] = []
-        for n in range(base + 1, min(messages, base + BATCH) + 1):
-            out.append((f"Q/I/{n}", parse(control(n, rcpts, hosts, spread))))
-        yield out
+        top = min(messages, base + BATCH) + 1
+        yield [
+            (f"Q/I/{n}", parse(control(n, rcpts, hosts, spread)))
+            for n in range(base + 1, top)
+        ]
 
 
 def new_sched(frozen: bool) -> Scheduler:
