@@ -404,3 +404,32 @@ def unix_run() -> FakeQueue:
 def empty() -> FakeQueue:
     """The empty queue of raw/95 (scheduler started 5 s before)."""
     return FakeQueue([], _counters(0, 0), start_time=1795312338)
+
+
+def big_queue(
+    threads: int, vertices: int, rcpts: int = 1, now: int = START
+) -> FakeQueue:
+    """A synthetic queue: ``threads`` threads of ``vertices`` vertices of ``rcpts``."""
+    group = FakeGroup("smtp", maxring=50, proc_count=0)
+    offsets = [111 + 49 * i for i in range(rcpts)]
+    n = 0
+    for t in range(threads):
+        thread = FakeThread("smtp", f"host{t}.example", now + 60, attempts=1)
+        for _ in range(vertices):
+            n += 1
+            thread.vertex_list.append(
+                FakeVertex(
+                    f"A/B/{n}",
+                    "sender@example.com",
+                    offsets,
+                    now + EXPIRY,
+                    now - 10,
+                    1,
+                    0,
+                    _diag(25),
+                    now - 100,
+                )
+            )
+        group.thread_list.append(thread)
+    total = threads * vertices
+    return FakeQueue([group], _counters(total, total * rcpts), now - 14)
