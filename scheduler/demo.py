@@ -272,10 +272,12 @@ def _listeners(port: int, path: Path) -> list[socket.socket]:
             path.unlink()
         unix.bind(str(path))
         unix.listen(64)
-    except OSError:
+    except OSError as exc:
         tcp.close()
         unix.close()
-        raise
+        raise click.ClickException(
+            f"cannot listen on 127.0.0.1:{port} and {path}: {exc.strerror or exc}"
+        ) from exc
     return [tcp, unix]
 
 
@@ -444,10 +446,10 @@ class Demo:
         paths.config.write_text(demo_config(paths, sink_port))
         paths.auth.write_text(demo_auth(password, os.getuid()))
         paths.auth.chmod(0o600)
-        relpaths = await asyncio.to_thread(self._populate, po, int(time.time()))
-        listeners = _listeners(self.options.port, paths.socket)
+        listeners = _listeners(self.options.port, paths.socket)  # fail early if taken
         try:
             port = listeners[0].getsockname()[1]
+            relpaths = await asyncio.to_thread(self._populate, po, int(time.time()))
             pid = self.daemon.start(listeners)
         finally:
             for sock in listeners:
