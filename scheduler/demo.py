@@ -450,6 +450,8 @@ class Demo:
         try:
             port = listeners[0].getsockname()[1]
             relpaths = await asyncio.to_thread(self._populate, po, int(time.time()))
+            if self.stopping.is_set():  # Ctrl-C while the queue was written
+                return 0
             pid = self.daemon.start(listeners)
         finally:
             for sock in listeners:
