@@ -145,7 +145,10 @@ class Service:
 
     def _unknown(self, client: Client, verb: str, rest: str) -> Reply:
         self.count("CommandsRej")
-        logger.info("%s unknown or refused: %r %r", client.who, verb[:40], rest[:80])
+        shown = rest
+        if verb.upper() == "AUTH":  # AUTH after login: never log the authenticator
+            shown = split_word(rest)[0] + " <hidden>"
+        logger.info("%s unknown or refused: %r %r", client.who, verb[:40], shown[:80])
         return Reply(replies.unknown_command(verb, rest))
 
     def _show(self, client: Client, rest: str, now: int) -> ServerReply:
