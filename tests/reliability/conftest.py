@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -123,13 +124,13 @@ class RawClient:
 
     async def command(self, line: bytes) -> bytes:
         await self.send(line + b"\n")
-        return await self.reply()
+        return await self.reply(kill=line.startswith(b"KILL"))
 
-    async def reply(self) -> bytes:
+    async def reply(self, *, kill: bool = False) -> bytes:
         """One reply: a status line, or a whole ``+OK until LF.LF`` body."""
         first = await self.line()
         if first != b"+OK until LF.LF\n":
-            if first.startswith((b"+OK; KILL", b"-Unknown request.", b"-No such")):
+            if kill and first.startswith((b"+OK; KILL", b"-Unknown", b"-No such")):
                 first += await self.line()  # B2: the extra empty line
             return first
         out = [first]
@@ -155,7 +156,8 @@ class StartServer(Protocol):
         self,
         queue: FakeQueue | None = None,
         auth: str = AUTH_TEXT,
-        spec: str = "127.0.0.1:0",
+        spec: str | None = "127.0.0.1:0",
+        sockets: Sequence[socket.socket] = (),
         **config: object,
     ) -> Awaitable[ServerHandle]: ...
 
@@ -168,7 +170,8 @@ async def mq_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     async def start(
         queue: FakeQueue | None = None,
         auth: str = AUTH_TEXT,
-        spec: str = "127.0.0.1:0",
+        spec: str | None = "127.0.0.1:0",
+        sockets: Sequence[socket.socket] = (),
         **config: object,
     ) -> ServerHandle:
         authfile = tmp_path / f"scheduler{len(handles)}.auth"
@@ -178,12 +181,14 @@ async def mq_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         ops = FakeOps(q)
         cfg = ServerConfig.from_mapping({"authfile": authfile, **config})
         server = MailqServer(q, ops, cfg, clock=lambda: float(NOW))
-        await server.start([spec])
+        await server.start([spec] if spec else [], sockets)
         address = server.addresses[0]
         if address.startswith("UNIX:"):
             host, port = address[5:], "0"
         else:
             host, _, port = address.rpartition(":")
+            if host.startswith("[::ffff:"):
+                host = host[8:]  # a v4-mapped listener: connect over IPv4
         handle = ServerHandle(server, q, ops, host.strip("[]"), int(port), authfile)
         handles.append(handle)
         return handle
