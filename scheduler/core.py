@@ -158,6 +158,9 @@ class Scheduler:
         self._procs: dict[int, Proc] = {}
         self._channel_kids: dict[str, int] = {}
         self._marked: dict[Message, None] = {}
+        self._ints: dict[
+            int, int
+        ] = {}  # shares equal small-ish ints (header offsets ...)
         self._agenda: Agenda[Thread] = Agenda()
         self._chain = itertools.count(1)
         self._proc_ids = itertools.count(1)
@@ -343,15 +346,19 @@ class Scheduler:
             log.warning("message %s is already loaded; ignored", relpath)
             return
         specs, bad, hdr = split_recipients(control)
+        ints = self._ints
+        cdelta = ctime - mtime
         msg = Message(
             number,
             relpath,
             sys.intern(control.error_address),
             mtime,
             mtime_ns,
-            ctime - mtime,
-            hdr,
+            ints.setdefault(cdelta, cdelta),
+            ints.setdefault(hdr, hdr),
         )
+        if len(ints) > 65536:
+            ints.clear()
         if control.diagnostics and any(d.status == " " for d in control.diagnostics):
             msg.flags |= M_DIAG
             msg.report_at = self._now + self.config.params.global_report_interval
