@@ -64,6 +64,7 @@ class Core(Protocol):
     ) -> tuple[int, list[cmd.Command]]: ...
     def requeue_msg(self, ident: str, now: float) -> tuple[bool, list[cmd.Command]]: ...
     def is_loaded(self, number: int) -> bool: ...
+    def flush_counters(self) -> None: ...
 
 
 class DsnPass(Protocol):
@@ -192,6 +193,7 @@ class Runner:
             if busy or self._events:
                 await asyncio.sleep(0)
                 continue
+            self.core.flush_counters()  # so readers of the shared block see them
             await self._sleep(self._timeout(self.clock()))
 
     async def shutdown(self, grace: float) -> None:
@@ -200,6 +202,7 @@ class Runner:
         self.execute(self.core.handle(ShutdownRequested(), self.clock()))
         await self.agents.shutdown(grace)
         self._drain_events()
+        self.core.flush_counters()
 
     def _maybe_scan(self, now: float) -> None:
         if now < self._next_scan:

@@ -128,7 +128,7 @@ def test_offer_from_notification(po: Postoffice, counters: FakeCounters) -> None
     relpath = submit(
         po,
         "a@example.com",
-        ["smtp!example.net!b@example.net"],
+        ["smtp example.net b@example.net"],
         b"S: x\n\nb\n",
         hash_levels=1,
     )

@@ -105,8 +105,8 @@ async def test_delivered_message_is_removed(env: Env) -> None:
     relpath = env.submit("smtp ok.example a@ok.example", "smtp ok.example b@ok.example")
     await until(lambda: files_gone(env.po, relpath))
     assert env.core.msgs == 0
-    assert env.counters.get("SC.TransmittedMessages") == 1
-    assert env.counters.get("SC.TransmittedRecipients") == 2
+    assert env.core.counters.get("SC.TransmittedMessages") == 1
+    assert env.core.counters.get("SC.TransmittedRecipients") == 2
     assert "ok.example" in (env.root / "ta.log").read_text()
 
 
@@ -160,7 +160,7 @@ async def test_failing_agent_never_stalls_the_daemon(env: Env) -> None:
     bad = env.submit("broken somewhere z@somewhere")
     good = env.submit("smtp ok.example a@ok.example")
     await until(lambda: files_gone(env.po, good))
-    await until(lambda: env.counters.get("SC.TransportAgentForks") >= 2)
+    await until(lambda: env.core.counters.get("SC.TransportAgentForks") >= 2)
     assert not files_gone(env.po, bad)
     th = env.core.find_thread("broken", "somewhere")
     assert th is not None
@@ -178,8 +178,8 @@ async def test_killed_agent_loses_nothing(
     await until(lambda: (env.root / "ta.log").exists())  # the job was taken
     os.kill(pid, signal.SIGKILL)
     await until(lambda: files_gone(env.po, relpath), limit=30)
-    assert env.counters.get("SC.TransportAgentForks") >= 2
-    assert env.counters.get("SC.TransmittedRecipients") == 1
+    assert env.core.counters.get("SC.TransportAgentForks") >= 2
+    assert env.core.counters.get("SC.TransmittedRecipients") == 1
 
 
 @pytest.mark.asyncio
