@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def live_scheduler(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     script = tmp_path / "fake-scheduler.py"
     script.write_text(FAKE_SCHEDULER)
     proc = subprocess.Popen([sys.executable, str(script)])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"fake-scheduler" not in cmdline.read_bytes():  # wait for the exec
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
