@@ -241,6 +241,8 @@ class MailqServer:
         self._started = False
         self._closed: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._auth_cache: tuple[tuple[int, int, int, int], AuthFile] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -251,6 +253,7 @@ class MailqServer:
         if self._started:
             raise RuntimeError("MailqServer already started")
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         created: list[socket.socket] = []
         try:
@@ -294,15 +297,18 @@ class MailqServer:
         return len(self._sessions)
 
     def close(self) -> None:
-        """Stop accepting; let running replies finish within ``graceful_timeout``."""
-        if self._closing:
+        """Stop accepting; let running replies finish within ``graceful_timeout``.
+
+        Call it from the server's event loop (``loop.call_soon_threadsafe`` otherwise).
+        """
+        if self._closing or self._loop is None:
             return
         self._closing = True
         for srv in self._servers:
             srv.close()
         for session in list(self._sessions):
             session.request_shutdown()
-        self._shutdown_task = asyncio.get_running_loop().create_task(self._finish())
+        self._shutdown_task = self._loop.create_task(self._finish())
 
     async def _finish(self) -> None:
         tasks = [s.task for s in self._sessions if s.task is not None]
@@ -356,12 +362,23 @@ class MailqServer:
         return self._challenges
 
     def load_auth(self) -> AuthFile | None:
-        """Re-read the auth file (ZMailer semantics); None if it cannot be read."""
+        """The auth file as it is now (ZMailer re-reads it for every connection and AUTH).
+
+        The file is stat()ed every time and re-parsed whenever its inode, size, mtime or
+        ctime changed, so edits take effect at once. None if it cannot be read.
+        """
         try:
-            return read_auth_file(self.config.authfile)
-        except AuthFileError as exc:
+            st = os.stat(self.config.authfile)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._auth_cache is not None and self._auth_cache[0] == key:
+                return self._auth_cache[1]
+            auth = read_auth_file(self.config.authfile)
+        except (AuthFileError, OSError) as exc:
+            self._auth_cache = None
             logger.warning("auth file unreadable, refusing everybody: %s", exc)
             return None
+        self._auth_cache = (key, auth)
+        return auth
 
     async def _on_connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

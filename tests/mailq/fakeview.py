@@ -59,18 +59,27 @@ class FakeThread:
     unfed: int = 0
     proc_list: list[FakeProc] = field(default_factory=list)
     vertex_list: list[FakeVertex] = field(default_factory=list)
+    frozen: tuple[int, int, int | None] | None = None  # benchmarks: O(1) counts
 
     @property
     def jobs(self) -> int:
-        return len(self.vertex_list)
+        return self.frozen[0] if self.frozen else len(self.vertex_list)
 
     @property
     def rcpts(self) -> int:
+        if self.frozen:
+            return self.frozen[1]
         return sum(len(v.offsets) for v in self.vertex_list)
 
     @property
     def oldest_mtime(self) -> int | None:
+        if self.frozen:
+            return self.frozen[2]
         return min((v.mtime for v in self.vertex_list), default=None)
+
+    def freeze(self) -> None:
+        """Keep the counts as they are now, as the scheduler's incremental state does."""
+        self.frozen = (self.jobs, self.rcpts, self.oldest_mtime)
 
     def procs(self) -> Sequence[FakeProc]:
         return self.proc_list
@@ -164,12 +173,28 @@ class FakeQueue:
         self.start_time = start_time
         self.kids = kids
         self.idle = idle
+        self.frozen: tuple[int, int, int, int] | None = None
+        self.index: dict[tuple[str, str], FakeThread] | None = None
+
+    def freeze(self) -> None:
+        """Cache every count (benchmarks): the scheduler keeps them incrementally."""
+        for thread in self.all_threads():
+            thread.freeze()
+        self.frozen = (
+            self.msgs,
+            self.total_threads,
+            self.total_vertices,
+            self.total_recipients,
+        )
+        self.index = {(t.channel, t.host): t for t in reversed(self.all_threads())}
 
     def all_threads(self) -> list[FakeThread]:
         return [t for g in self.group_list for t in g.thread_list]
 
     @property
     def msgs(self) -> int:
+        if self.frozen:
+            return self.frozen[0]
         return len({v.ident for t in self.all_threads() for v in t.vertex_list})
 
     @property
@@ -178,16 +203,22 @@ class FakeQueue:
 
     @property
     def total_vertices(self) -> int:
+        if self.frozen:
+            return self.frozen[2]
         return sum(t.jobs for t in self.all_threads())
 
     @property
     def total_recipients(self) -> int:
+        if self.frozen:
+            return self.frozen[3]
         return sum(t.rcpts for t in self.all_threads())
 
     def groups(self) -> Iterable[FakeGroup]:
         return self.group_list
 
     def find_thread(self, channel: str, host: str) -> FakeThread | None:
+        if self.index is not None:
+            return self.index.get((channel, host))
         for t in self.all_threads():
             if t.channel == channel and t.host == host:
                 return t
@@ -433,3 +464,12 @@ def big_queue(
         group.thread_list.append(thread)
     total = threads * vertices
     return FakeQueue([group], _counters(total, total * rcpts), now - 14)
+
+
+def frozen_big_queue(
+    threads: int, vertices: int, rcpts: int = 1, now: int = START
+) -> FakeQueue:
+    """:func:`big_queue` with every count cached (for benchmarks)."""
+    queue = big_queue(threads, vertices, rcpts, now)
+    queue.freeze()
+    return queue
