@@ -33,8 +33,8 @@ SNMP_REPLY = (
 
 
 def _serve(
-    kind: str, authfile: str, sessions: int, ready: multiprocessing.Queue
-) -> None:  # type: ignore[type-arg]
+    kind: str, authfile: str, sessions: int, ready: multiprocessing.Queue[str]
+) -> None:
     async def main() -> None:
         if kind == "ours":
             queue = fakeview.main_run()
