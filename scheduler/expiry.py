@@ -1,0 +1,108 @@
+"""Retries and expiry (SCHED-REF 4.6, 4.7): a deferral moves the thread's wakeup and may
+expire the vertex (S20, S21, S23); a TA leaving a thread reschedules it."""
+
+from __future__ import annotations
+
+from . import retry
+from .commands import AppendDiagnostic, MarkRecipient
+from .dsn import expiry_diagnostic
+from .model import V_EXPIRING, V_FED, Thread, Vertex
+from .state import SENT_RCPTS, ModelState
+
+__all__ = ["Expiry"]
+
+
+class Expiry(ModelState):
+    """Deferrals, expiry and thread rescheduling."""
+
+    def _deferred(self, v: Vertex, idx: int) -> None:
+        th = v.thread
+        assert th is not None
+        c = th.group.clause
+        now = self._now
+        if self.retry_mode == "zmailer":
+            w, ri, _ = retry.zm_reschedule(
+                th.wakeup,
+                th.retryindex,
+                now,
+                c.interval,
+                c.skew,
+                c.retries,
+                -1,
+                v.attempts,
+                self._rng,
+            )
+        else:
+            w, ri = retry.fixed_reschedule(
+                th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
+            )
+        th.wakeup, th.retryindex = w, ri
+        e = v.expiry
+        if e and v.attempts > 0 and e <= th.wakeup:  # S21 keep: against the next wakeup
+            self._expire_rcpt(v, idx)
+            if v.thread is not None:
+                if v.state & V_FED:
+                    v.state |= V_EXPIRING  # S20 fix: the rest when the job ends
+                else:
+                    self._expire_vertex(v)
+
+    def _expire_rcpt(self, v: Vertex, idx: int) -> None:
+        th = v.thread
+        assert th is not None
+        msg = v.msg
+        c = th.group.clause
+        _notify, hdr, dsn = v.rcpt_extra(idx)
+        off = v.offsets[idx]
+        # S23 fix: "\x03" = the recipient's own address (the DSN pass reads its r line)
+        line = expiry_diagnostic(
+            off, hdr, dsn, self._now, c.expiry, v.notary or "", v.message or "", "\x03"
+        )
+        self._out.append(AppendDiagnostic(msg.relpath, line))
+        self._out.append(MarkRecipient(msg.relpath, off, "-"))
+        self._mark_diag(msg)
+        self._stat(msg, "expire", th)
+        self._count(SENT_RCPTS)
+        self._remove_rcpt(v, idx)
+
+    def _expire_vertex(self, v: Vertex) -> None:
+        while v.thread is not None and v.offsets:
+            self._expire_rcpt(v, 0)
+
+    def _expire_due(self, th: Thread) -> None:
+        now = self._now
+        for v in list(th.vertices()):
+            if v.state & V_FED:
+                continue
+            e = v.expiry
+            if e and ((e <= now and v.attempts > 0) or v.expiry2 <= now):
+                self._expire_vertex(v)
+
+    def _thread_reschedule(self, th: Thread) -> None:
+        """A TA left the thread (SCHED-REF 4.6.3)."""
+        if not th.alive:
+            return
+        if th.jobs == 0 and th.thrkids == 0:
+            self._delete_thread(th)
+            return
+        if th.thrkids:
+            return
+        th.chain_seq = next(self._chain)
+        c = th.group.clause
+        now = self._now
+        if self.retry_mode == "zmailer":
+            w, ri, advanced = retry.zm_thread_reschedule(
+                th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
+            )
+        else:
+            w, ri = retry.fixed_thread_reschedule(
+                th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
+            )
+            advanced = True
+        if th.retry_floor > w:
+            w = th.retry_floor
+        th.retry_floor = 0
+        th.wakeup, th.retryindex = w, ri
+        if advanced:
+            self._expire_due(th)
+        if th.alive:
+            self._schedule(th)

@@ -1,0 +1,368 @@
+"""The scheduler core's state and its upkeep: the model's indexes, batched counters, the
+``QueueView`` read side, and the primitives every other part uses to link, unlink and
+complete vertices and messages (docs/scheduler.md).
+
+The decision logic is split by job into mixins layered on :class:`ModelState`:
+:mod:`.expiry` -> :mod:`.feeding` -> :mod:`.limits` / :mod:`.agentlines` ->
+:mod:`.sweeps` / :mod:`.operations` -> :mod:`.loading`, assembled in :mod:`.core`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from array import array
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from spool.ids import spool_id
+
+from .agenda import Agenda
+from .commands import Command, CompleteMessage, ReloadMessage, StatLog
+from .config import fallback_clause
+from .model import (
+    M_DIAG,
+    M_DONE,
+    M_KILLED,
+    M_REQUEUE,
+    V_FED,
+    V_UNFED,
+    Group,
+    Message,
+    Proc,
+    Thread,
+    Vertex,
+)
+
+if TYPE_CHECKING:
+    from mailq.view import CounterBlock
+
+    from .config import Clause, SchedulerConfig
+
+__all__ = ["ModelState"]
+
+log = logging.getLogger(__name__)
+
+# retry granularity for threads with no usable wakeup (ZMailer's main-loop tick)
+TICK = 10
+IDLE_SWEEP = 120
+EXPIRY_SWEEP = 900
+REPORT_SWEEP = 300
+STUCK_SECONDS = 600
+SHUTDOWN_KILL_AFTER = 10.0
+
+# vertex killed (KILL/REQUEUE/drop) while a TA held it: dropped when given back
+V_KILLED = 8
+M_DROP = 16  # message dropped from memory without completing (MessageGone)
+
+# counter names (SCHED-REF 5.1)
+RECV_MSGS = "SC.ReceivedMessages"
+RECV_RCPTS = "SC.ReceivedRecipients"
+SENT_MSGS = "SC.TransmittedMessages"
+SENT_RCPTS = "SC.TransmittedRecipients"
+STORED_MSGS = "SC.StoredMessages-G"
+STORED_THREADS = "SC.StoredThreads-G"
+STORED_VERTICES = "SC.StoredVertices-G"
+STORED_RCPTS = "SC.StoredRecipients-G"
+TA_FORKS = "SC.TransportAgentForks"
+TA_PROCS = "SC.TransportAgentProcesses-G"
+TA_ACTIVE = "SC.TransportAgentsActive-G"
+TA_IDLE = "SC.TransportAgentsIdle-G"
+
+BAD_HOST_NOTARY = (
+    "\x03\x01failed\x015.1.2\x01x-local; 500 (unparsable destination host)\x01"
+)
+BAD_HOST_TEXT = "unparsable destination host in the control file"
+
+
+class ModelState:
+    """The model and its bookkeeping; the base of every part of the core."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        counters: CounterBlock,
+        *,
+        zenv: Mapping[str, str] = {},
+        start_time: int,
+        frozen: bool = False,
+        rng: random.Random | None = None,
+        retry_mode: str = "fixed",
+    ) -> None:
+        if retry_mode not in ("fixed", "zmailer"):
+            raise ValueError(
+                f"retry_mode must be 'fixed' or 'zmailer', not {retry_mode!r}"
+            )
+        self.config = config
+        self._counters = counters
+        self._deltas: dict[str, int] = {}
+        self._ndeltas = 0
+        self.start_time = start_time
+        self.frozen = frozen
+        self.retry_mode = retry_mode
+        self._zenv = dict(zenv)
+        self._rng = rng if rng is not None else random.Random()
+        self._fallback = fallback_clause(config)
+        self._messages: dict[int, Message] = {}
+        self._threads: dict[tuple[str, str], Thread] = {}
+        self._groups: dict[tuple[str, ...], Group] = {}
+        self._procs: dict[int, Proc] = {}
+        self._channel_kids: dict[str, int] = {}
+        self._marked: dict[Message, None] = {}
+        self._ints: dict[
+            int, int
+        ] = {}  # shares equal small-ish ints (header offsets ...)
+        self._agenda: Agenda[Thread] = Agenda()
+        self._chain = itertools.count(1)
+        self._proc_ids = itertools.count(1)
+        self.kids = 0
+        self.idle = 0
+        self.total_vertices = 0
+        self.total_recipients = 0
+        self._shutdown = False
+        self._now = start_time
+        self._out: list[Command] = []
+        self._next_idle_sweep = start_time
+        self._next_expiry_sweep = start_time
+        self._next_report_sweep = start_time
+
+    @property
+    def counters(self) -> CounterBlock:
+        """The counter block, with every pending increment written first."""
+        self.flush_counters()
+        return self._counters
+
+    def flush_counters(self) -> None:
+        """Write the batched counter increments (done at least every Tick)."""
+        if self._deltas:
+            block = self._counters
+            for name, by in self._deltas.items():
+                if by:
+                    block.incr(name, by)
+            self._deltas.clear()
+            self._ndeltas = 0
+
+    def _count(self, name: str, by: int = 1) -> None:
+        d = self._deltas
+        d[name] = d.get(name, 0) + by
+        self._ndeltas += 1
+        if self._ndeltas >= 4096:
+            self.flush_counters()
+
+    @property
+    def msgs(self) -> int:
+        return len(self._messages)
+
+    @property
+    def total_threads(self) -> int:
+        return len(self._threads)
+
+    def groups(self) -> Iterable[Group]:
+        return list(self._groups.values())
+
+    def find_thread(self, channel: str, host: str) -> Thread | None:
+        th = self._threads.get((channel, host))
+        if th is None:
+            th = self._threads.get((channel.lower(), host.strip().lower()))
+        return th
+
+    def threads(self) -> Iterable[Thread]:
+        """Every thread, in time-chain order (last rescheduled last)."""
+        return sorted(self._threads.values(), key=lambda t: t.chain_seq)
+
+    def is_loaded(self, number: int) -> bool:
+        return number in self._messages
+
+    def message(self, number: int) -> Message | None:
+        return self._messages.get(number)
+
+    def proc(self, proc: int) -> Proc | None:
+        return self._procs.get(proc)
+
+    def _begin(self, now: float) -> None:
+        self._now = int(now)
+        self._out = []
+
+    def _end(self) -> list[Command]:
+        out = self._out
+        self._out = []
+        return out
+
+    def _group_key(self, clause: Clause, channel: str, host: str) -> tuple[str, ...]:
+        sel = "\0fallback" if clause is self._fallback else clause.selector
+        return (sel, channel, host if clause.withhost else "")
+
+    def _clause_for(self, channel: str, host: str) -> Clause:
+        clause = self.config.match(channel, host)
+        if clause is None:
+            log.error("no pattern matched %s/%s", channel, host)
+            return self._fallback
+        return clause
+
+    def _new_thread(self, channel: str, host: str) -> Thread:
+        clause = self._clause_for(channel, host)
+        key = self._group_key(clause, channel, host)
+        group = self._groups.get(key)
+        if group is None:
+            group = Group(clause, channel, key[2], key)
+            self._groups[key] = group
+        th = Thread(group, channel, host)
+        th.chain_seq = next(self._chain)
+        group.ring.append(th)
+        self._threads[(channel, host)] = th
+        self._count(STORED_THREADS)
+        if clause.queueonly:
+            if clause.retries:
+                th.wakeup = self._now + clause.retries[0]  # S36 keep
+        else:
+            self._agenda.schedule(th, self._now)
+        return th
+
+    def _link(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
+        th = self._threads.get((channel, host))
+        if th is None:
+            th = self._new_thread(channel, host)
+        v.thread = th
+        th.vlist.append(v)
+        th.jobs += 1
+        th.rcpts += count
+        th.note_added(v.msg.mtime)
+        self.total_vertices += 1
+        self.total_recipients += count
+        if th.thrkids:
+            v.state |= V_UNFED
+            th.unfed += 1
+        return th
+
+    def _delete_thread(self, th: Thread) -> None:
+        if not th.alive:
+            return
+        th.alive = False
+        del self._threads[(th.channel, th.host)]
+        th.group.remove_thread(th)
+        Agenda.cancel(th)
+        self._count(STORED_THREADS, -1)
+
+    def _maybe_delete_group(self, g: Group) -> None:
+        if not g.ring and g.proc_count <= 0 and self._groups.get(g.key) is g:
+            del self._groups[g.key]
+
+    def _remove_rcpt(self, v: Vertex, index: int) -> None:
+        th = v.thread
+        assert th is not None
+        v.drop_index(index)
+        th.rcpts -= 1
+        self.total_recipients -= 1
+        self._count(STORED_RCPTS, -1)
+        if not v.offsets:
+            self._free_vertex(v)
+
+    def _drop_vertex(self, v: Vertex) -> None:
+        """Remove every remaining recipient of ``v`` silently (KILL, drop)."""
+        th = v.thread
+        assert th is not None
+        n = len(v.offsets)
+        th.rcpts -= n
+        self.total_recipients -= n
+        self._count(STORED_RCPTS, -n)
+        v.offsets = array("i")
+        v.extra = None
+        self._free_vertex(v)
+
+    def _free_vertex(self, v: Vertex) -> None:
+        th = v.thread
+        assert th is not None
+        v.thread = None
+        th.jobs -= 1
+        th.dead += 1
+        if v.state & V_UNFED:
+            th.unfed -= 1
+            v.state &= ~V_UNFED
+        th.note_removed(v.msg.mtime)
+        self.total_vertices -= 1
+        self._count(STORED_VERTICES, -1)
+        if th.dead > 32 and th.dead > th.jobs:
+            th.compact()
+        msg = v.msg
+        msg.live -= 1
+        if th.jobs == 0 and th.thrkids == 0:
+            self._delete_thread(th)
+        if msg.live == 0:
+            self._maybe_complete(msg)
+
+    def _kill_vertex(self, v: Vertex) -> None:
+        if v.state & V_FED:
+            v.state |= V_KILLED  # dropped when the TA gives it back
+            v.msg.flags |= M_KILLED  # and never unlinked under it
+        else:
+            self._drop_vertex(v)
+
+    def _maybe_complete(self, msg: Message) -> None:
+        if msg.live or msg.flags & M_DONE:
+            return
+        if msg.held and msg.flags & (M_KILLED | M_REQUEUE | M_DROP):
+            return
+        msg.flags |= M_DONE
+        if self._messages.get(msg.number) is msg:
+            del self._messages[msg.number]
+        self._count(STORED_MSGS, -1)
+        self._marked.pop(msg, None)
+        if msg.flags & M_DROP:
+            return
+        if msg.flags & M_REQUEUE:
+            self._out.append(ReloadMessage(msg.relpath))
+            return
+        self._count(SENT_MSGS)
+        self._out.append(
+            CompleteMessage(msg.relpath, msg.mid, bool(msg.flags & M_DIAG))
+        )
+
+    def _mark_diag(self, msg: Message) -> None:
+        msg.flags |= M_DIAG
+        if msg not in self._marked and not msg.flags & M_DONE:
+            if not msg.report_at:
+                msg.report_at = self._now
+            self._marked[msg] = None
+
+    def _find_message(self, ident: str) -> Message | None:
+        ident = ident.strip()
+        if not ident:
+            return None
+        if ident.isdigit():
+            msg = self._messages.get(int(ident))
+            if msg is not None and msg.mid == ident:
+                return msg
+        if ident[0] == "S" and ident[1:2].isdigit():
+            digits = ""
+            for ch in ident[1:]:
+                if not ch.isdigit():
+                    break
+                digits += ch
+            msg = self._messages.get(int(digits))
+            if msg is not None and self._spool_id(msg) == ident:
+                return msg
+        for msg in self._messages.values():
+            if msg.mid == ident:
+                return msg
+        return None
+
+    @staticmethod
+    def _spool_id(msg: Message) -> str:
+        return spool_id(msg.number, msg.mtime, msg.mtime_ns)
+
+    def _stat(self, msg: Message, reason: str, th: Thread) -> None:
+        ctime = msg.mtime + msg.cdelta
+        self._out.append(
+            StatLog(
+                f"{self._spool_id(msg)} {msg.cdelta} {self._now - ctime} {reason} "
+                f"{th.channel}/{th.host}"
+            )
+        )
+
+    def _schedule(self, th: Thread) -> None:
+        if th.group.clause.queueonly:
+            Agenda.cancel(th)
+            return
+        now = self._now
+        self._agenda.schedule(th, th.wakeup if th.wakeup > now else now + TICK)

@@ -1,0 +1,81 @@
+"""The tick: due threads from the agenda, and the periodic sweeps (idle and stuck TAs
+S13, expiry S15/S16, DSN report passes)."""
+
+from __future__ import annotations
+
+import logging
+
+from .agentlines import AgentLines
+from .commands import RunDsnPass
+from .events import Tick
+from .limits import Limits
+from .model import IDLE, Thread
+from .state import EXPIRY_SWEEP, IDLE_SWEEP, REPORT_SWEEP, STUCK_SECONDS
+
+__all__ = ["Sweeps"]
+
+log = logging.getLogger(__name__)
+
+
+class Sweeps(Limits, AgentLines):
+    """Ticks: due threads and periodic sweeps."""
+
+    def _on_tick(self, ev: Tick) -> None:
+        self.flush_counters()
+        now = self._now
+        for th in self._agenda.pop_due(now):
+            self._run_due(th)
+        if len(self._agenda) > 4 * len(self._threads) + 1024:
+            self._agenda.compact()
+        if now >= self._next_idle_sweep:
+            self._next_idle_sweep = now + IDLE_SWEEP
+            self._idle_sweep()
+        if now >= self._next_expiry_sweep:
+            self._next_expiry_sweep = now + EXPIRY_SWEEP
+            for th in list(self._threads.values()):
+                if th.thrkids == 0:
+                    self._expire_due(th)
+        if now >= self._next_report_sweep:
+            self._next_report_sweep = now + REPORT_SWEEP
+            self._report_sweep()
+
+    def _run_due(self, th: Thread) -> None:
+        if not th.alive or th.thrkids or th.group.clause.queueonly:
+            return
+        if th.wakeup > self._now:
+            self._schedule(th)
+            return
+        maxthr = th.group.clause.maxthr
+        while self._start_thread(th) and th.thrkids < maxthr:
+            pass
+
+    def _idle_sweep(self) -> None:
+        now = self._now
+        for g in list(self._groups.values()):
+            idlemax = g.clause.idlemax
+            for p in g.idle:
+                if not p.retiring and now - p.hungertime >= idlemax:
+                    self._retire(p)
+            for th in g.ring:
+                for p in th.proclist:
+                    stuck = (
+                        p.overfed == 0 or p.state == IDLE
+                    )  # hungry, or mute on #idle
+                    if stuck and not p.retiring and now - p.hungertime >= STUCK_SECONDS:
+                        log.warning(
+                            "kludge shutdown of TA %s/%s HA=%ds",
+                            th.channel,
+                            th.host,
+                            now - p.hungertime,
+                        )
+                        th.wakeup = now - 1
+                        self._retire(p)
+            self._maybe_delete_group(g)
+
+    def _report_sweep(self) -> None:
+        now = self._now
+        interval = self.config.params.global_report_interval
+        for msg in list(self._marked):
+            if msg.report_at <= now:
+                msg.report_at = now + interval
+                self._out.append(RunDsnPass(msg.relpath))
