@@ -215,6 +215,9 @@ class _Session:
             for chunk in conn.send_chunks(reply):
                 writer.write(chunk)
                 await writer.drain()
+                await asyncio.sleep(
+                    0
+                )  # drain() does not yield unless paused: let others run
         else:
             writer.write(conn.send(reply))
             await writer.drain()
