@@ -155,12 +155,17 @@ def _link_noclobber(src: Path, dst: Path) -> None:
 def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:  # ENOSPC/EIO: leave no half-written file behind
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def notify_scheduler(po: Postoffice, relpath: str) -> bool:
