@@ -180,12 +180,17 @@ def append_diagnostic(path: PathLike, line: bytes, *, fsync: bool = True) -> int
                 size and os.pread(fd, 1, size - 1) != b"\n"
             ):  # pragma: no cover - O_WRONLY
                 raise SpoolError(f"{path}: does not end in a newline")
-            written = os.write(fd, line)
-            if written != len(line):
-                raise SpoolError(f"{path}: short write of a d line")
-            if fsync:
-                os.fsync(fd)
-            return os.lseek(fd, 0, os.SEEK_CUR) - len(line)
+            try:
+                view = memoryview(line)
+                while view:  # a short write (disk filling up) is continued
+                    view = view[os.write(fd, view) :]
+                if fsync:
+                    os.fsync(fd)
+            except BaseException:  # ENOSPC/EIO: never leave half a d line behind
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+            return size
     finally:
         os.close(fd)
 
