@@ -356,11 +356,10 @@ class TaRuntime:
         if self.options.nomark:
             return format_report(number, rcpt.offset, notary, status, outcome.text)
         mark = _MARKS.get(status, " ")
-        store.mark_recipient(ctx.control_path, rcpt.offset, mark)
         own_d = (status == "ok" and "SUCCESS" in rcpt.notify) or (
             status == "error" and "FAILURE" in rcpt.notify
         )
-        if own_d:
+        if own_d:  # the d line goes first: a crash before the mark repeats, never loses
             line = controlfile.format_diagnostic(
                 rcpt.offset,
                 rcpt.header_offset,
@@ -369,8 +368,18 @@ class TaRuntime:
                 _one_line(notary),
                 _one_line(outcome.text),
             )
-            store.append_diagnostic(ctx.control_path, line, fsync=True)
+            try:
+                store.append_diagnostic(ctx.control_path, line, fsync=True)
+            except OSError as exc:  # ENOSPC/EIO: unlock and let the scheduler retry
+                log.error("%s: cannot write the d line: %s", ctx.relpath, exc)
+                store.mark_recipient(ctx.control_path, rcpt.offset, " ")
+                later = deferred(f"x-local; 400 (cannot record the report: {exc})")
+                notary = make_notary(rcpt, later, self.taname)
+                return format_report(
+                    number, rcpt.offset, notary, "deferred", later.text
+                )
             status += "2"
+        store.mark_recipient(ctx.control_path, rcpt.offset, mark)
         return format_report(number, rcpt.offset, notary, status, outcome.text)
 
 
