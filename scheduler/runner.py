@@ -116,6 +116,9 @@ class Runner:
         self._next_deep = 0.0
         self._next_refresh = 0.0
         self.loaded_total = 0
+        # relpath -> recipient offsets whose d line could not be written (ENOSPC, EIO):
+        # such a message is not completed on disk, so a rescan retries the recipient.
+        self._unsaved: dict[str, set[int]] = {}
 
     # -- AgentListener ------------------------------------------------------------
 
@@ -290,10 +293,24 @@ class Runner:
         elif isinstance(c, cmd.RetireAgent):
             self.agents.retire(c.proc, c.kill_after)
         elif isinstance(c, cmd.MarkRecipient):
+            if c.status == "-" and c.offset in self._unsaved.get(c.relpath, ()):
+                return  # its d line is not on disk: leave it pending for a retry
             store.mark_recipient(self.po.control_path(c.relpath), c.offset, c.status)
         elif isinstance(c, cmd.AppendDiagnostic):
-            store.append_diagnostic(self.po.control_path(c.relpath), c.line, fsync=True)
+            try:
+                store.append_diagnostic(
+                    self.po.control_path(c.relpath), c.line, fsync=True
+                )
+            except OSError:
+                self._keep_pending(c.relpath, c.line)
+                raise
         elif isinstance(c, cmd.CompleteMessage):
+            if self._unsaved.pop(c.relpath, None) is not None:
+                logger.error(
+                    "%s kept: a diagnostic could not be written; retried at a rescan",
+                    c.relpath,
+                )
+                return
             self._complete(c)
         elif isinstance(c, cmd.RunDsnPass):
             self._dsn(c.relpath)
@@ -304,28 +321,44 @@ class Runner:
         else:  # pragma: no cover - the Command union is closed
             raise AssertionError(f"unknown command {c!r}")
 
+    def _keep_pending(self, relpath: str, line: bytes) -> None:
+        """A d line failed: put its recipient back to pending on disk (a TA may have
+        marked it already) so the message is not completed without its report."""
+        try:
+            offset = int(line[2:].split(b":", 1)[0])
+        except ValueError:
+            return
+        self._unsaved.setdefault(relpath, set()).add(offset)
+        with contextlib.suppress(OSError):
+            store.mark_recipient(self.po.control_path(relpath), offset, " ")
+
     def _complete(self, c: cmd.CompleteMessage) -> None:
-        if c.dsn:
-            self._dsn(c.relpath)
+        if c.dsn and not self._dsn(c.relpath):
+            logger.error(
+                "%s kept: its DSN was not written; retried at a rescan", c.relpath
+            )
+            return
         store.remove_message(self.po, c.relpath, c.mid)
         logger.debug("completed %s", c.relpath)
 
-    def _dsn(self, relpath: str) -> None:
+    def _dsn(self, relpath: str) -> bool:
+        """Run the DSN pass; False if it failed (the message must then be kept)."""
         if self._dsn_pass is None:
-            return
+            return True
         try:
             new = self._dsn_pass(
                 self.po, relpath, now=int(self.clock()), hostname=self.hostname
             )
         except FileNotFoundError:
             logger.warning("DSN pass: %s vanished", relpath)
-            return
+            return True
         except Exception:  # a bad file must never stop the daemon
             logger.exception("DSN pass on %s failed", relpath)
-            return
+            return False
         if new is not None:
             logger.info("Created 'delivery' report on spoolid: %s for %s", new, relpath)
             self.notify(new)
+        return True
 
 
 class _NoCounters:
