@@ -4,15 +4,21 @@ Pure: bytes in, objects out, no I/O. Offsets are byte offsets from the start of 
 the way ZMailer's scheduler and transport agents address lines. ``format(parse(data))``
 gives back ``data`` byte for byte for everything ``parse`` accepts.
 
-The parser is the scheduler's hot path (a million recipients at startup), so it walks the
-buffer with ``bytes.find`` and does per-tag work only where a field is needed.
+The parser is the scheduler's hot path (a million recipients at startup): it validates
+the whole file in one pass, checks each run of plain ``r`` lines with one regular
+expression, and builds :class:`Recipient` objects only when they are asked for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 
 from .errors import CorruptControlFile
+from .quads import format_quad, parse_host, parse_quad
 
 __all__ = [
     "DEFAULT_NOTIFY",
@@ -25,6 +31,7 @@ __all__ = [
     "Diagnostic",
     "Line",
     "Recipient",
+    "SummaryRow",
     "format",
     "format_diagnostic",
     "format_quad",
@@ -102,14 +109,60 @@ class Diagnostic:
         return self.status == "+"
 
 
-@dataclass(slots=True, init=False)
+SummaryRow = tuple[int, str, str, str, frozenset[str], int, int]
+"""One pending recipient for the scheduler's loader (:meth:`ControlFile.pending_summary`):
+``(offset, channel, host, quad, notify, header_offset, dsn_offset)``."""
+
+_FIELDS = (
+    "data",
+    "flags",
+    "mid",
+    "body_offset",
+    "log_id",
+    "error_address",
+    "is_error_message",
+    "sender",
+    "recipients",
+    "diagnostics",
+    "etrn",
+    "verbose_file",
+    "ret",
+    "envid",
+    "obsoletes",
+)
+
+
 class ControlFile:
     """Everything the scheduler and the tools take from one control file.
 
     ``data`` is the file as parsed. ``lines`` (the line index, MQ2-REF 12.5) is built
     from it on first use, which keeps it off the scheduler's loading path; assigning
     ``lines`` (or editing its entries) changes what :func:`format` produces.
+
+    :func:`parse` validates every line at once but builds the :class:`Recipient`
+    objects only when ``recipients`` is first read (then they are kept);
+    :meth:`pending_summary` gives the loader plain tuples without building them.
     """
+
+    __slots__ = (
+        "_index",
+        "_lines",
+        "_recipients",
+        "body_offset",
+        "data",
+        "diagnostics",
+        "envid",
+        "error_address",
+        "etrn",
+        "flags",
+        "is_error_message",
+        "log_id",
+        "mid",
+        "obsoletes",
+        "ret",
+        "sender",
+        "verbose_file",
+    )
 
     data: bytes
     flags: int
@@ -119,14 +172,15 @@ class ControlFile:
     error_address: str
     is_error_message: bool
     sender: tuple[str, str, str, str] | None
-    recipients: list[Recipient]
     diagnostics: list[Diagnostic]
     etrn: list[str]
     verbose_file: str | None
     ret: str | None
     envid: str | None
     obsoletes: list[str]
-    _lines: list[Line] | None = field(repr=False, compare=False)
+    _recipients: list[Recipient] | None
+    _index: _RcptIndex | None
+    _lines: list[Line] | None
 
     def __init__(
         self,
@@ -159,13 +213,68 @@ class ControlFile:
         self.error_address = error_address
         self.is_error_message = is_error_message
         self.sender = sender
-        self.recipients = [] if recipients is None else recipients
+        self._recipients = [] if recipients is None else recipients
+        self._index = None
         self.diagnostics = [] if diagnostics is None else diagnostics
         self.etrn = [] if etrn is None else etrn
         self.verbose_file = verbose_file
         self.ret = ret
         self.envid = envid
         self.obsoletes = [] if obsoletes is None else obsoletes
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
+        return f"ControlFile({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    @property
+    def recipients(self) -> list[Recipient]:
+        """One :class:`Recipient` per ``r`` line, in file order (built on first use)."""
+        rcpts = self._recipients
+        if rcpts is None:
+            assert self._index is not None
+            rcpts = self._recipients = self._index.recipients(self.data)
+            self._index = None
+        return rcpts
+
+    @recipients.setter
+    def recipients(self, recipients: list[Recipient]) -> None:
+        self._recipients = recipients
+        self._index = None
+
+    def pending_summary(self) -> list[SummaryRow]:
+        """``(offset, channel, host, quad, notify, header_offset, dsn_offset)`` for every
+        recipient with status ``' '``, in file order, as in :class:`Recipient` (values as
+        in the file; ``host == ""`` exactly when ``host_ok`` is False). Cheaper than
+        ``recipients`` when those have not been built yet."""
+        if self._index is not None:
+            return self._index.summary(self.data)
+        return [
+            (
+                r.offset,
+                r.channel,
+                r.host,
+                r.quad,
+                r.notify,
+                r.header_offset,
+                r.dsn_offset,
+            )
+            for r in self.recipients
+            if r.status == " "
+        ]
+
+    @property
+    def has_locked_recipients(self) -> bool:
+        """True if some recipient has status ``~`` (locked by a process)."""
+        if self._index is not None:
+            return self._index.has_locked(self.data)
+        return any(r.status == "~" for r in self.recipients)
 
     @property
     def lines(self) -> list[Line]:
@@ -217,117 +326,7 @@ def index_lines(data: bytes) -> list[Line]:
     return out
 
 
-# ---------------------------------------------------------------------------- quads
-
-
-def _tokens(text: str) -> list[tuple[str, bool]]:
-    """Split a quad on blanks; quotes and backslashes are honoured, and an unquoted
-    token starting with ``(`` runs to its matching ``)`` even across blanks.
-    Returns ``(value, was_quoted)`` pairs."""
-    out: list[tuple[str, bool]] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == " " or c == "\t":
-            i += 1
-            continue
-        buf: list[str] = []
-        quoted = False
-        depth = 0
-        while i < n:
-            c = text[i]
-            if c == '"':
-                quoted = True
-                i += 1
-                while i < n and text[i] != '"':
-                    if text[i] == "\\" and i + 1 < n:
-                        i += 1
-                    buf.append(text[i])
-                    i += 1
-                i += 1
-                continue
-            if c == "\\" and i + 1 < n:
-                buf.append(text[i + 1])
-                i += 2
-                continue
-            if c == "(" and not quoted:
-                depth += 1
-            elif c == ")" and depth:
-                depth -= 1
-            elif (c == " " or c == "\t") and depth == 0:
-                break
-            buf.append(c)
-            i += 1
-        out.append(("".join(buf), quoted))
-    return out
-
-
-def parse_quad(text: str) -> tuple[str, str, str, str]:
-    """``channel host user privilege`` from quad text: ``"..."`` with ``\\`` escapes,
-    an unquoted ``-`` is empty; missing fields are empty, extra ones are ignored."""
-    parts = text.split(" ")
-    if (
-        len(parts) == 4
-        and '"' not in text
-        and "\\" not in text
-        and "(" not in text
-        and "\t" not in text
-        and "" not in parts
-    ):
-        a, b, c, d = parts
-        return (
-            "" if a == "-" else a,
-            "" if b == "-" else b,
-            "" if c == "-" else c,
-            "" if d == "-" else d,
-        )
-    values = ["" if (v == "-" and not q) else v for v, q in _tokens(text)[:4]]
-    values.extend([""] * (4 - len(values)))
-    return values[0], values[1], values[2], values[3]
-
-
-def parse_host(token: str) -> tuple[str, bool]:
-    """``(host, ok)`` for a host value (SCHED-REF 2.2 step 3): ``(mx1 mx2)`` lists give
-    their first name; an empty host or a malformed list is not ok."""
-    if not token:
-        return "", False
-    if token[0] != "(":
-        return token, True
-    depth = 0
-    for i, c in enumerate(token):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                if i != len(token) - 1:
-                    return "", False
-                break
-    else:
-        return "", False
-    start = 0
-    while start < len(token) and token[start] == "(":
-        start += 1
-    end = start
-    while end < len(token) and token[end] not in " \t)":
-        end += 1
-    host = token[start:end]
-    return host, bool(host)
-
-
-def _quote(value: str) -> str:
-    if "\n" in value:
-        raise ValueError(f"newline in a quad value: {value!r}")
-    if value == "":
-        return "-"
-    if value == "-" or any(c in value for c in ' \t"\\()'):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
-
-
-def format_quad(channel: str, host: str, user: str, privilege: str) -> str:
-    """The inverse of :func:`parse_quad` (empty -> ``-``; blanks/quotes -> ``"..."``)."""
-    return " ".join((_quote(channel), _quote(host), _quote(user), _quote(privilege)))
+# ---------------------------------------------------------------------------- format
 
 
 def format_recipient_line(quad: str) -> bytes:
@@ -357,13 +356,21 @@ def format_diagnostic(
 # ---------------------------------------------------------------------------- parse
 
 
-def _notify(value: str, rcpt: Recipient) -> None:
+def _notify_of(
+    value: str, notify: frozenset[str], orcpt: str | None
+) -> tuple[frozenset[str], str | None]:
+    """The notify set and ORCPT after one ``N`` line."""
     for word in value.split():
         key = word[:7].upper()
         if key == "NOTIFY=":
-            rcpt.notify = frozenset(w.upper() for w in word[7:].split(",") if w)
+            notify = frozenset(w.upper() for w in word[7:].split(",") if w)
         elif key[:6] == "ORCPT=":
-            rcpt.orcpt = word[6:]
+            orcpt = word[6:]
+    return notify, orcpt
+
+
+def _notify(value: str, rcpt: Recipient) -> None:
+    rcpt.notify, rcpt.orcpt = _notify_of(value, rcpt.notify, rcpt.orcpt)
 
 
 def _diagnostic(pos: int, status: str, value: str) -> Diagnostic:
@@ -391,10 +398,58 @@ def _utf8(value: str) -> str:
     return value.encode("latin-1").decode(_ENC, _ERRORS)
 
 
+def _pid(text: str) -> int | None:
+    """The PID of a PID slot (possibly spilling into the delay slot); None if blank,
+    unreadable or not positive."""
+    if text.isspace():
+        return None
+    try:
+        pid = int(text)
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def _recipient(s: str, pos: int, slot: int, flags: int, fix: bool) -> Recipient | str:
+    """The :class:`Recipient` of the ``r`` line ``s`` (without its LF) at ``pos``, or
+    the reason why the line is corrupt."""
+    status = s[1:2]
+    if len(s) < slot:
+        return "short recipient line"
+    if status not in _RCPT_STATUS:
+        return "bad recipient status"
+    pid = _pid(s[2:slot]) if flags & 1 else None
+    quad = s[slot:]
+    if fix:
+        quad = _utf8(quad)
+    ch, host, user, priv = parse_quad(quad)
+    if host and host[0] == "(":
+        host, ok = parse_host(host)
+    else:
+        ok = host != ""
+    return Recipient(pos, status, pid, ch, host, user, priv, quad, ok)
+
+
 def parse(data: bytes, path: str = "<memory>") -> ControlFile:
     """Parse a whole control file; raise :class:`CorruptControlFile` for anything that
     is truncated (no final LF, unterminated ``m`` block), unknown (tag, format bits) or
     malformed (short lines, bad numbers).
+
+    An ASCII file is validated in one pass in which runs of plain ``r`` lines (four
+    unquoted fields) are checked by one regular expression each; their
+    :class:`Recipient` objects are built when ``recipients`` is first read. Anything
+    else (a corrupt file, non-ASCII bytes) goes through the line-by-line parser, which
+    gives the exact error.
+    """
+    if data and data[-1] == 10 and data.isascii():
+        cf = _parse_fast(data)
+        if cf is not None:
+            return cf
+    return _parse_exact(data, path)
+
+
+def _parse_exact(data: bytes, path: str) -> ControlFile:
+    """The reference parser: line by line, exact errors, any bytes.
 
     The file is decoded once (ASCII, or latin-1 so that string offsets stay byte
     offsets) and split once; values of non-ASCII files are re-decoded as UTF-8
@@ -423,43 +478,11 @@ def parse(data: bytes, path: str = "<memory>") -> ControlFile:
         ln = len(s)
         end = pos + ln + 1
         tag = s[:1]
-        if tag == "r":  # the hot path
-            status = s[1:2]
-            if ln < slot or status not in _RCPT_STATUS:
-                why = "short recipient line" if ln < slot else "bad recipient status"
-                raise CorruptControlFile(path, i + 1, why)
-            pid: int | None = None
-            if flags & 1:
-                pidtext = s[2:slot]  # a wide PID may spill into the delay slot
-                if not pidtext.isspace():
-                    try:
-                        pid = int(pidtext)
-                    except ValueError:
-                        pid = None
-                    if pid is not None and pid <= 0:
-                        pid = None
-            quad = s[slot:]
-            if fix:
-                quad = _utf8(quad)
-            qp = quad.split(" ")
-            if (
-                len(qp) == 4
-                and '"' not in quad
-                and "\\" not in quad
-                and "(" not in quad
-                and "\t" not in quad
-                and "" not in qp
-            ):
-                ch, host, user, priv = qp
-                if "-" in qp:
-                    ch, host, user, priv = ["" if v == "-" else v for v in qp]
-            else:
-                ch, host, user, priv = parse_quad(quad)
-            if host and host[0] == "(":
-                host, ok = parse_host(host)
-            else:
-                ok = host != ""
-            add_rcpt(Recipient(pos, status, pid, ch, host, user, priv, quad, ok))
+        if tag == "r":
+            rcpt = _recipient(s, pos, slot, flags, fix)
+            if isinstance(rcpt, str):
+                raise CorruptControlFile(path, i + 1, rcpt)
+            add_rcpt(rcpt)
             pos = end
             i += 1
             continue
@@ -536,6 +559,295 @@ def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> 
         cf.envid = value
     elif tag == "x":
         cf.obsoletes.append(value)
+
+
+# ------------------------------------------------------------------ the fast path
+
+_SLOTS = (2, 6, 8, 12)  # 2 + PID slot (6, flag 1) + delay slot (4, flag 2)
+_RUN = {
+    slot: re.compile(rf"(?:r[ ~+\-][^\n]{{{slot - 2},}}\n)+").match for slot in _SLOTS
+}
+"""A run of ``r`` lines with a known status and complete slots."""
+_BLANK = {slot: "\nr" + " " * (slot - 1) for slot in _SLOTS}
+"""The start of an ``r`` line with status ``' '`` and blank slots (with its LF before)."""
+_MARKED = {
+    slot: ("\nr+" + " " * (slot - 2), "\nr-" + " " * (slot - 2)) for slot in _SLOTS
+}
+_HEAD = re.compile(
+    r"@ 0x0000000([0-7])\ni ([^\n]*)\no ([0-9]{1,18})\nl ([^\n]*)\n"
+    r"(?:e [^\n]*\n)?s ([^\n]*)\n"
+).match
+"""The usual first lines (``@ i o l [e] s``, all status ``' '``); an ``e`` line before
+the ``s`` line does not matter (the ``s`` line replaces its address)."""
+_LOCKED = re.compile(r"^r~", re.M).search
+_SPECIAL = ('"', "\\", "(", "\t")
+"""Characters that send a quad through :func:`parse_quad`."""
+
+_Run = tuple[int, int, int, int, int, bool]
+"""``start, end, slot, flags, line count, uniform``: a run of valid ``r`` lines;
+uniform runs have status ``' '`` and blank slots on every line."""
+
+
+class _RcptIndex:
+    """What :func:`_parse_fast` found out about the recipients, to build them later.
+
+    ``segments`` are runs of ``r`` lines (:data:`_Run`) and recipients of other lines,
+    already built; ``heads`` holds ``(n, offset)`` per ``m`` block (recipients before the
+    n-th get that header offset, if no earlier block claimed them); ``notes`` holds
+    ``(recipient index, dsn_offset, value)`` per ``N`` line.
+    """
+
+    __slots__ = ("heads", "notes", "segments")
+
+    def __init__(self) -> None:
+        self.segments: list[_Run | Recipient] = []
+        self.heads: list[tuple[int, int]] = []
+        self.notes: list[tuple[int, int, str]] = []
+
+    def _head_offsets(self) -> list[int]:
+        """The header offset of each segment (every line of a run has the same)."""
+        out: list[int] = []
+        heads, h, n = self.heads, 0, 0
+        for seg in self.segments:
+            while h < len(heads) and heads[h][0] <= n:
+                h += 1
+            out.append(heads[h][1] if h < len(heads) else -1)
+            n += 1 if isinstance(seg, Recipient) else seg[4]
+        return out
+
+    def recipients(self, data: bytes) -> list[Recipient]:
+        text = data.decode("ascii")
+        out: list[Recipient] = []
+        for seg, hdr in zip(self.segments, self._head_offsets(), strict=True):
+            if isinstance(seg, Recipient):
+                seg.header_offset = hdr
+                out.append(seg)
+                continue
+            cols = _columns(text, seg) if seg[5] else None
+            if cols is None:
+                rcpts = _each_line(text, seg)
+                for rcpt in rcpts:
+                    rcpt.header_offset = hdr
+                out.extend(rcpts)
+                continue
+            offsets, chs, hosts, users, privs, quads = cols
+            oks: Iterable[bool] = repeat(True)
+            if "" in hosts:
+                oks = [h != "" for h in hosts]
+            out.extend(
+                map(
+                    Recipient,
+                    offsets,
+                    repeat(" "),
+                    repeat(None),
+                    chs,
+                    hosts,
+                    users,
+                    privs,
+                    quads,
+                    oks,
+                    repeat(DEFAULT_NOTIFY),
+                    repeat(None),
+                    repeat(-1),
+                    repeat(hdr),
+                )
+            )
+        for n, dsn, value in self.notes:
+            rcpt = out[n]
+            rcpt.dsn_offset = dsn
+            _notify(value, rcpt)
+        return out
+
+    def summary(self, data: bytes) -> list[SummaryRow]:
+        text = data.decode("ascii")
+        rows: list[SummaryRow] = []
+        skip: list[int] = []  # rows of recipients whose status is not ' '
+        for seg, hdr in zip(self.segments, self._head_offsets(), strict=True):
+            cols = None
+            if not isinstance(seg, Recipient) and seg[5]:
+                cols = _columns(text, seg)
+            if cols is not None:
+                offsets, chs, hosts, _, _, quads = cols
+                notify, dsn = repeat(DEFAULT_NOTIFY), repeat(-1)
+                rows.extend(zip(offsets, chs, hosts, quads, notify, repeat(hdr), dsn))
+                continue
+            for r in [seg] if isinstance(seg, Recipient) else _each_line(text, seg):
+                if r.status != " ":
+                    skip.append(len(rows))
+                rows.append(
+                    (r.offset, r.channel, r.host, r.quad, DEFAULT_NOTIFY, hdr, -1)
+                )
+        if self.notes:
+            self._apply_notes(rows)
+        if skip:
+            gone = set(skip)
+            rows = [row for i, row in enumerate(rows) if i not in gone]
+        return rows
+
+    def _apply_notes(self, rows: list[SummaryRow]) -> None:
+        """Put the ``N`` lines into summary rows (one row per recipient, in order)."""
+        for n, dsn, value in self.notes:
+            off, ch, host, quad, notify, hdr, _ = rows[n]
+            notify = _notify_of(value, notify, None)[0]
+            rows[n] = (off, ch, host, quad, notify, hdr, dsn)
+
+    def has_locked(self, data: bytes) -> bool:
+        text = data.decode("ascii")
+        for seg in self.segments:
+            if isinstance(seg, Recipient):
+                if seg.status == "~":
+                    return True
+            elif not seg[5] and _LOCKED(text, seg[0], seg[1]):
+                return True
+        return False
+
+
+def _each_line(text: str, run: _Run) -> list[Recipient]:
+    """The recipients of a run, line by line (header offsets not set)."""
+    start, end, slot, flags, _, _ = run
+    out: list[Recipient] = []
+    pos = start
+    for line in text[start : end - 1].split("\n"):
+        rcpt = _recipient(line, pos, slot, flags, False)
+        assert isinstance(rcpt, Recipient)  # the run was validated
+        out.append(rcpt)
+        pos += len(line) + 1
+    return out
+
+
+_Columns = tuple[Iterable[int], list[str], list[str], list[str], list[str], list[str]]
+
+
+def _columns(text: str, run: _Run) -> _Columns | None:
+    """``offsets, channels, hosts, users, privileges, quads`` of a uniform run whose
+    quads are all four plain fields (no quotes, escapes, lists, tabs or empty fields),
+    computed column-wise with C-speed string methods; None for any other run."""
+    start, end, slot, _, count, _ = run
+    for c in _SPECIAL:
+        if text.find(c, start, end) >= 0:
+            return None
+    # every line starts with the same blank prefix: drop it, keep the LFs
+    body = text[start : end - 1].replace(_BLANK[slot], "\n")
+    prefix = _BLANK[slot][1:]
+    if not body.startswith(prefix):
+        return None
+    body = body[len(prefix) :]
+    quads = body.split("\n")
+    # one token per field and one per LF: exactly four fields on every line
+    tokens = body.replace("\n", " \n ").split(" ")
+    if len(tokens) != 5 * count - 1 or "" in tokens:
+        return None
+    if tokens[4::5].count("\n") != count - 1:
+        return None
+    chs, hosts, users, privs = tokens[0::5], tokens[1::5], tokens[2::5], tokens[3::5]
+    if "-" in tokens:
+        chs, hosts, users, privs = [
+            ["" if v == "-" else v for v in col] if "-" in col else col
+            for col in (chs, hosts, users, privs)
+        ]
+    step = slot + 1
+    offsets = map(
+        add,
+        accumulate(map(len, quads), initial=start),
+        range(0, count * step, step),
+    )
+    return offsets, chs, hosts, users, privs, quads
+
+
+def _parse_fast(data: bytes) -> ControlFile | None:
+    """:func:`parse` for an ASCII file ending in LF; None if anything is wrong (the
+    exact parser then says what)."""
+    text = data.decode("ascii")
+    n = len(text)
+    index = _RcptIndex()
+    cf = ControlFile(data=data)
+    cf._recipients = None
+    cf._index = index
+    find = text.find
+    count = pos = 0
+    flags = 0
+    head = _HEAD(text)
+    if head is not None:
+        flags = int(head[1])
+        cf.flags = flags
+        cf.mid = head[2]
+        cf.body_offset = int(head[3])
+        cf.log_id = head[4]
+        sender = cf.sender = parse_quad(head[5])
+        cf.is_error_message = sender[0] == "error"
+        cf.error_address = "" if cf.is_error_message else sender[2]
+        pos = head.end()
+    slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
+    while pos < n:
+        tag = text[pos]
+        if tag == "r":
+            run = _run(text, pos, slot, flags)
+            if run is not None:
+                index.segments.append(run)
+                count += run[4]
+                pos = run[1]
+                continue
+            end = find("\n", pos) + 1
+            rcpt = _recipient(text[pos : end - 1], pos, slot, flags, False)
+            if isinstance(rcpt, str):
+                return None
+            index.segments.append(rcpt)
+            count += 1
+            pos = end
+            continue
+        end = find("\n", pos) + 1
+        if tag == "m" or tag == "M":
+            if end != pos + 2:
+                return None
+            end = find("\n\n", pos) + 2
+            if end < 2:
+                return None
+            if tag == "m":
+                index.heads.append((count, pos + 2))
+            pos = end
+            continue
+        if end - pos < 3 or tag not in TAGS:
+            return None
+        value = text[pos + 2 : end - 1]
+        if tag == "N":
+            if count:
+                index.notes.append((count - 1, pos + 2, value))
+        else:
+            try:
+                _interpret(cf, tag, text[pos + 1], pos, value)
+            except ValueError:
+                return None
+            if tag == "@":
+                flags = cf.flags
+                if flags & ~KNOWN_FLAGS or flags < 0:
+                    return None
+                slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
+        pos = end
+    return cf
+
+
+def _run(text: str, pos: int, slot: int, flags: int) -> _Run | None:
+    """The run of valid ``r`` lines starting at ``pos`` (None: not even one).
+
+    The usual case, every line up to the ``m`` block with status ``' '``, ``+`` or
+    ``-`` and blank slots, is checked by counting line starts; anything else by a
+    regular expression."""
+    block_end = text.find("\nm\n", pos - 1) + 1 if pos else 0
+    if block_end > 0:
+        lines = text.count("\n", pos, block_end)
+        blank = text.count(_BLANK[slot], pos - 1, block_end)
+        if blank == lines:
+            return pos, block_end, slot, flags, lines, True
+        done, failed = _MARKED[slot]
+        marked = text.count(done, pos - 1, block_end)
+        marked += text.count(failed, pos - 1, block_end)
+        if blank + marked == lines:
+            return pos, block_end, slot, flags, lines, False
+    match = _RUN[slot](text, pos)
+    if match is None:
+        return None
+    end = match.end()
+    return pos, end, slot, flags, text.count("\n", pos, end), False
 
 
 def format(cf: ControlFile) -> bytes:
