@@ -203,3 +203,122 @@ def daemon_factory(short_root: Path) -> Iterator[DaemonFactory]:
     yield make
     for d in made:
         d.kill()
+
+
+# -- module-scoped daemons over a recorded queue (test_*_against_daemon.py) -------------
+
+
+@pytest.fixture(scope="module")
+def module_root() -> Iterator[Path]:
+    """A short temporary directory shared by the daemons of one test module."""
+    root = Path(tempfile.mkdtemp(prefix="zmm"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def build_daemon(
+    root: Path,
+    conf_text: str,
+    *,
+    auth_text: str,
+    listen: tuple[str, ...] = ("127.0.0.1:0",),
+    env: Mapping[str, str] | None = None,
+) -> DaemonProc:
+    """Like ``daemon_factory(start=False)``, outside a function scope: the postoffice
+    under ``root``, the given auth file and ``-l`` listeners (the first one becomes
+    ``DaemonProc.address``; all of them are in :func:`ready_addresses`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    po = init_postoffice(root / "po")
+    auth = root / "scheduler.auth"
+    auth.write_text(auth_text)
+    auth.chmod(0o600)
+    conf = root / "scheduler.conf"
+    conf.write_text(conf_text)
+    ready = root / "ready"
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "TESTTA_"))
+    }
+    full_env["ZCONFIG"] = str(root / "zmailer.conf")  # absent: no site ZENV
+    full_env["POSTOFFICE"] = str(po.root)
+    full_env["TESTTA_LOG"] = str(root / "ta.log")
+    full_env.update(env or {})
+    argv = [sys.executable, "-m", "scheduler", "serve", "-P", str(po.root)]
+    argv += ["-c", str(conf), "-a", str(auth)]
+    for spec in listen:
+        argv += ["-l", spec]
+    argv += ["--ready-file", str(ready), "--shutdown-timeout", "3"]
+    return DaemonProc(root, po, conf, auth, root / "daemon.log", ready, argv, full_env)
+
+
+def ready_addresses(d: DaemonProc) -> list[str]:
+    """Every bound listener as written to the ready file (``127.0.0.1:N``, ``[::1]:N``,
+    or a Unix socket path)."""
+    return d.ready.read_text().split()
+
+
+def queue_file_text(mid: str, control: str) -> str:
+    """The message file ZMailer wrote for a recorded control file: the envelope
+    (``from``/``to``/``env-end``), the headers kept in the control file after ``m``, and
+    ``This is test message <mid>.``; byte-identical to the recorded queue files (and so
+    of the recorded sizes: 325, 418, 327, 365, 348)."""
+    lines = control.split("\n")
+    sender = next(line[2:] for line in lines if line.startswith("e "))
+    rcpts = [line.split()[-2] for line in lines if line.startswith("r ")]
+    headers = control.split("\nm\n", 1)[1].rstrip("\n") + "\n"
+    envelope = f"from <{sender}>\n" + "".join(f"to <{r}>\n" for r in rcpts)
+    return f"{envelope}env-end\n{headers}\nThis is test message {mid}.\n"
+
+
+def write_recorded_queue(
+    po: Postoffice,
+    controls: Mapping[str, str],
+    places: Mapping[str, tuple[str, int]],
+    now: float,
+) -> None:
+    """Place recorded control files as ``transport/<prefix><id>`` with their message
+    files, whose mtimes are ``now - age`` (``places[id] = (prefix, age)``)."""
+    for mid, body in controls.items():
+        prefix, age = places[mid]
+        ctl = po.control_path(prefix + mid)
+        msg = po.message_path(prefix + mid)
+        for path in (ctl, msg):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        msg.write_text(queue_file_text(mid, body))
+        os.utime(msg, (now - age, now - age))
+        ctl.write_text(body.rstrip("\n") + "\n\n")
+
+
+RECORDED_PO = "/var/spool/postoffice"
+RECORDED_ENV = {"TESTTA_RULES": "*=deferred", "TESTTA_DEFERALL": "1"}
+
+
+def start_recorded_daemon(
+    root: Path,
+    conf_name: str = "scheduler.conf",
+    *,
+    auth_extra: str = "",
+    listen: tuple[str, ...] = ("127.0.0.1:0",),
+    env: Mapping[str, str] | None = None,
+    queue: bool = True,
+) -> DaemonProc:
+    """The daemon as recorded: ``configs/<conf_name>`` (smtp commands replaced by testta
+    answering ``deferall`` with the recorded diagnostic), ``configs/scheduler.auth`` plus
+    ``auth_extra``, ``configs/zmailer.conf`` with the recorded paths moved under ``root``
+    (so the counter block is a file, magic 0x33120006), and, with ``queue``, the five
+    recorded messages placed as ``Y/F/100001`` … with the recorded ages and sizes.
+    Started (listening), not waited for: see ``test_replay_daemon.tried_once``."""
+    # test_replay_daemon owns the recordings' location and parsers; imported here, late,
+    # because it imports this conftest itself.
+    from .test_replay_daemon import DIAG, PLACES, REF, adapted_config, recorded_files
+
+    auth = (REF / "configs/scheduler.auth").read_text() + auth_extra
+    full_env = {**RECORDED_ENV, "TESTTA_DIAG": DIAG, **(env or {})}
+    d = build_daemon(
+        root, adapted_config(conf_name), auth_text=auth, listen=listen, env=full_env
+    )
+    zenv = (REF / "configs/zmailer.conf").read_text()
+    zenv = zenv.replace(RECORDED_PO, str(d.po.root)).replace("/etc/mail", str(root))
+    Path(d.env["ZCONFIG"]).write_text(zenv)
+    if queue:
+        write_recorded_queue(d.po, recorded_files(), PLACES, time.time())
+    return d.start()
