@@ -3,7 +3,12 @@
 1. The message is written to a temporary file in ``public/``, fsync'ed, and linked
    into ``queue/<hash><inode>``: its name is its i-node number.
 2. The control file is written as ``transport/<hash>.<inode>`` (a dot name, which
-   scans ignore), fsync'ed, then renamed to ``transport/<hash><inode>``.
+   scans ignore), fsync'ed, then linked to ``transport/<hash><inode>``.
+
+If that name is in use at any hash level (a control file left behind after its message
+file was unlinked: the i-node number comes back), the old-style unique name
+``<inode>-<pid>`` (then ``<inode>-<pid>-<n>``) is used instead; ZMailer reads those
+too, taking the leading number as the id.
 3. A ``NEW <relpath>`` datagram goes to the scheduler's notify socket, if it exists.
 
 Anything that fails on the way is undone, so a reader sees a complete message or none.
@@ -16,16 +21,23 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .controlfile import format_quad, format_recipient_line, parse
 from .errors import CorruptControlFile, SubmitError
-from .ids import hash_prefix
+from .ids import hash_prefix, message_number
 from .layout import Postoffice
 from .scan import make_hash_dirs
 
-__all__ = ["build_control", "parse_recipient", "split_headers", "submit"]
+__all__ = [
+    "MAX_NAME_TRIES",
+    "build_control",
+    "candidate_names",
+    "parse_recipient",
+    "split_headers",
+    "submit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +155,35 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _link_noclobber(src: Path, dst: Path) -> None:
-    """Put ``src`` at ``dst`` unless ``dst`` exists; ``src`` is removed."""
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise SubmitError(f"{dst} already exists") from None
-    os.unlink(src)
+MAX_NAME_TRIES = 100
+"""Names tried for one submission before giving up (``<inode>``, ``<inode>-<pid>``,
+``<inode>-<pid>-1``, ...)."""
+
+
+def candidate_names(inode: int, pid: int) -> Iterator[str]:
+    """The names a message may get: its i-node number, then the old-style unique
+    ``<inode>-<pid>`` and ``<inode>-<pid>-<n>`` (ZMailer reads those too; the leading
+    number is still the id)."""
+    yield str(inode)
+    yield f"{inode}-{pid}"
+    for n in range(1, MAX_NAME_TRIES - 1):
+        yield f"{inode}-{pid}-{n}"
+
+
+def _name_in_use(po: Postoffice, name: str) -> bool:
+    """A control file, its temporary, or a message file of that name exists at any hash
+    level: an unlinked message file's control file left behind, and i-node reuse."""
+    number = message_number(name)
+    for levels in (0, 1, 2):
+        prefix = hash_prefix(number, levels)
+        for path in (
+            po.transport / (prefix + name),
+            po.transport / (prefix + "." + name),
+            po.queue / (prefix + name),
+        ):
+            if os.path.lexists(path):
+                return True
+    return False
 
 
 def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -183,6 +217,49 @@ def notify_scheduler(po: Postoffice, relpath: str) -> bool:
     return True
 
 
+def _place(
+    po: Postoffice,
+    tmp: Path,
+    inode: int,
+    hash_levels: int,
+    control_for: Callable[[str], bytes],
+    placed: list[Path],
+) -> str:
+    """Link the message file ``tmp`` and write its control file under the first free
+    name of :func:`candidate_names`; return the relpath. ``placed`` lists what exists
+    so far (for the caller's clean-up)."""
+    prefix = hash_prefix(inode, hash_levels)
+    for name in candidate_names(inode, os.getpid()):
+        if _name_in_use(po, name):
+            log.info("spool name %s is in use; trying another", name)
+            continue
+        control = control_for(name)  # may refuse (SubmitError) before anything exists
+        make_hash_dirs(po, prefix)
+        msg_path = po.queue / (prefix + name)
+        ctl_tmp = po.transport / (prefix + "." + name)
+        ctl_path = po.transport / (prefix + name)
+        try:
+            os.link(tmp, msg_path)  # never clobbers
+            placed.append(msg_path)
+            _write_file(ctl_tmp, control)
+            placed.append(ctl_tmp)
+            os.link(ctl_tmp, ctl_path)
+        except FileExistsError:  # taken since we looked: undo and take the next
+            for path in placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            placed.clear()
+            continue
+        placed.append(ctl_path)
+        for path in (ctl_tmp, tmp):
+            os.unlink(path)
+        placed.remove(ctl_tmp)
+        _fsync_dir(msg_path.parent)
+        _fsync_dir(ctl_path.parent)
+        return prefix + name
+    raise SubmitError(f"no free spool name for i-node {inode}")
+
+
 def submit(
     po: Postoffice,
     sender: str,
@@ -210,31 +287,25 @@ def submit(
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            name = str(os.fstat(fd).st_ino)
+            inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)
-        prefix = hash_prefix(int(name), hash_levels)
-        control = build_control(
-            name,
-            sender,
-            rcpts,
-            headers,
-            body_offset,
-            error_message=error_message,
-            extra_lines=extra_lines,
+        relpath = _place(
+            po,
+            tmp,
+            int(inode),
+            hash_levels,
+            lambda name: build_control(
+                name,
+                sender,
+                rcpts,
+                headers,
+                body_offset,
+                error_message=error_message,
+                extra_lines=extra_lines,
+            ),
+            placed,
         )
-        make_hash_dirs(po, prefix)
-        msg_path = po.queue / (prefix + name)
-        _link_noclobber(tmp, msg_path)
-        placed.append(msg_path)
-        _fsync_dir(msg_path.parent)
-        ctl_tmp = po.transport / (prefix + "." + name)
-        _write_file(ctl_tmp, control)
-        placed.append(ctl_tmp)
-        ctl_path = po.transport / (prefix + name)
-        _link_noclobber(ctl_tmp, ctl_path)
-        placed[-1] = ctl_path
-        _fsync_dir(ctl_path.parent)
     except BaseException as exc:
         for path in (tmp, *placed):
             with contextlib.suppress(OSError):
@@ -242,7 +313,6 @@ def submit(
         if isinstance(exc, OSError):
             raise SubmitError(f"cannot submit: {exc}") from exc
         raise
-    relpath = prefix + name
     log.info("submitted %s from <%s> to %d recipient(s)", relpath, sender, len(rcpts))
     if notify:
         notify_scheduler(po, relpath)

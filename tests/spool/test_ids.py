@@ -36,6 +36,7 @@ def test_hash_prefix(number: int, levels: int, prefix: str) -> None:
 def test_message_number() -> None:
     assert message_number("123456") == 123456
     assert message_number("123456-4711") == 123456
+    assert message_number("Q/I/123456-4711-2") == 123456  # submit's fallback names
     assert message_number("Q/I/123456") == 123456
     assert message_number("100005-etrn") == 100005
     with pytest.raises(ValueError, match="not a spool name"):

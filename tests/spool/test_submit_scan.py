@@ -157,3 +157,69 @@ def test_hash_into_place(po: Postoffice) -> None:
     assert hash_into_place(po, other, 1) == prefix + other
     assert po.message_path(prefix + other).read_bytes() == MESSAGE
     assert store.read_control(po.control_path(prefix + other))
+
+
+@pytest.fixture
+def known_inode(po: Postoffice, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Make the next submission's temporary file a file whose i-node we know, as if
+    the filesystem handed back the i-node of an unlinked message file."""
+    path = po.public / ".submit-known"
+    path.write_bytes(b"")
+    inode = os.stat(path).st_ino
+
+    def mkstemp(prefix: str = "", dir: object = None) -> tuple[int, str]:
+        return os.open(path, os.O_RDWR | os.O_TRUNC), os.fspath(path)
+
+    monkeypatch.setattr("spool.submit.tempfile.mkstemp", mkstemp)
+    return inode
+
+
+def _stale_control(po: Postoffice, relpath: str) -> bytes:
+    """A control file whose message file was unlinked: only the control file is left."""
+    po.control_path(relpath).parent.mkdir(parents=True, exist_ok=True)
+    data = b"@ 0x00000007\ni stale\no 1\nl <stale@x>\nr           smtp h u 0\nm\n\n"
+    po.control_path(relpath).write_bytes(data)
+    return data
+
+
+def test_submit_falls_back_to_inode_pid_names(po: Postoffice, known_inode: int) -> None:
+    stale = _stale_control(po, str(known_inode))
+    relpath = submit(po, "a@b", ["c@d"], MESSAGE)
+    name = f"{known_inode}-{os.getpid()}"
+    assert relpath == name
+    assert po.control_path(str(known_inode)).read_bytes() == stale  # untouched
+    assert po.message_path(relpath).read_bytes() == MESSAGE
+    cf = cfm.parse(po.control_path(relpath).read_bytes())
+    assert cf.mid == name
+    assert po.message_path(relpath, cf.mid) == po.queue / name
+    found = {e.relpath: e.number for e in scan(po)}
+    assert found == {str(known_inode): known_inode, name: known_inode}
+    assert os.listdir(po.public) == []
+    assert sorted(os.listdir(po.transport)) == sorted([str(known_inode), name])
+    # hashing takes the leading number, for the control file and the message file
+    new = hash_into_place(po, relpath, 2, cf.mid)
+    assert new == hash_prefix(known_inode, 2) + name
+    assert po.message_path(new, cf.mid).read_bytes() == MESSAGE
+
+
+def test_submit_collisions_at_any_hash_level(po: Postoffice, known_inode: int) -> None:
+    pid = os.getpid()
+    _stale_control(po, hash_prefix(known_inode, 2) + str(known_inode))
+    _stale_control(po, hash_prefix(known_inode, 1) + f".{known_inode}-{pid}")
+    relpath = submit(po, "a@b", ["c@d"], MESSAGE, hash_levels=1)
+    assert relpath == hash_prefix(known_inode, 1) + f"{known_inode}-{pid}-1"
+    assert po.message_path(relpath).read_bytes() == MESSAGE
+    # the same i-node once more: the next free name, never "already exists"
+    os.link(po.message_path(relpath), po.public / ".submit-known")
+    relpath = submit(po, "a@b", ["c@d"], MESSAGE, hash_levels=1)
+    assert relpath == hash_prefix(known_inode, 1) + f"{known_inode}-{pid}-2"
+    assert (
+        cfm.parse(po.control_path(relpath).read_bytes()).mid == f"{known_inode}-{pid}-2"
+    )
+
+
+def test_stale_message_file_of_the_same_inode(po: Postoffice, known_inode: int) -> None:
+    (po.queue / str(known_inode)).write_bytes(b"old\n")
+    relpath = submit(po, "a@b", ["c@d"], MESSAGE)
+    assert relpath == f"{known_inode}-{os.getpid()}"
+    assert (po.queue / str(known_inode)).read_bytes() == b"old\n"
