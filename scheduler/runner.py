@@ -10,6 +10,11 @@ rescan (top level every ``scan_interval`` s, A-Z subdirectories every
 
 Loading never starves the loop: at most ``load_batch`` files or ``load_budget`` seconds
 per pass, then the loop yields so TA lines, MAILQ v2 sessions and notifications run.
+While no TA is running and no event waits (the startup load of a big spool), a pass
+loads for up to ``bulk_budget`` seconds instead, with the garbage collector off; the
+objects loaded are moved out of the collector's sight (``gc.freeze``) until the queue is
+empty, when they are handed back (``gc.unfreeze``). The loop stays responsive: MAILQ v2
+sessions are answered between passes.
 The runner also implements ``mailq.view.QueueOperations`` for the MAILQ v2 server.
 """
 
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
@@ -50,6 +57,7 @@ SCAN_INTERVAL: Final = 10.0
 DEEP_SCAN_INTERVAL: Final = 120.0
 SYSTEM_REFRESH: Final = 30.0
 MIN_SLEEP: Final = 0.01
+BULK_BUDGET: Final = 0.2
 
 
 class Core(Protocol):
@@ -90,6 +98,7 @@ class Runner:
         deep_scan_interval: float = DEEP_SCAN_INTERVAL,
         load_batch: int = 200,
         load_budget: float = 0.05,
+        bulk_budget: float = BULK_BUDGET,
         agent_env: dict[str, str] | None = None,
     ) -> None:
         self.core = core
@@ -109,6 +118,10 @@ class Runner:
         self._deep_interval = deep_scan_interval
         self._load_batch = load_batch
         self._load_budget = load_budget
+        self._bulk_budget = bulk_budget
+        self._frozen = False  # gc.freeze() done by a bulk pass, not yet undone
+        self._transport = os.fspath(po.transport) + "/"
+        self._queue = os.fspath(po.queue) + "/"
         self._events: collections.deque[Event] = collections.deque()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -237,16 +250,45 @@ class Runner:
         queue = self.loader.queue
         now = self.clock()
         if not queue.has_ready(now):
+            self._thaw()
             return False
-        deadline = time.monotonic() + self._load_budget
-        for _ in range(self._load_batch):
-            event = self.loader.load_next(now)
+        if self._events or len(self.agents):
+            self._thaw()
+            self._load(now, self._load_batch, self._load_budget)
+            return True
+        # Nothing else to serve: a big pass, the collector off (it would rescan every
+        # loaded object again and again), the loaded objects frozen out of its sight.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load(now, len(queue), self._bulk_budget)
+        finally:
+            gc.freeze()
+            self._frozen = True
+            if enabled:
+                gc.enable()
+        return True
+
+    def _load(self, now: float, limit: int, budget: float) -> None:
+        queue = self.loader.queue
+        load_next = self.loader.load_next
+        handle = self.core.handle
+        deadline = time.monotonic() + budget
+        for _ in range(limit):
+            event = load_next(now)
             if event is not None:
                 self.loaded_total += 1
-                self.execute(self.core.handle(event, now))
+                commands = handle(event, now)
+                if commands:
+                    self.execute(commands)
             if not queue.has_ready(now) or time.monotonic() > deadline:
                 break
-        return True
+
+    def _thaw(self) -> None:
+        """Give the objects frozen by bulk passes back to the garbage collector."""
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
 
     def _tick_if_due(self) -> bool:
         wakeup = self.core.next_wakeup()
@@ -295,12 +337,10 @@ class Runner:
         elif isinstance(c, cmd.MarkRecipient):
             if c.status == "-" and c.offset in self._unsaved.get(c.relpath, ()):
                 return  # its d line is not on disk: leave it pending for a retry
-            store.mark_recipient(self.po.control_path(c.relpath), c.offset, c.status)
+            store.mark_recipient(self._transport + c.relpath, c.offset, c.status)
         elif isinstance(c, cmd.AppendDiagnostic):
             try:
-                store.append_diagnostic(
-                    self.po.control_path(c.relpath), c.line, fsync=True
-                )
+                store.append_diagnostic(self._transport + c.relpath, c.line, fsync=True)
             except OSError:
                 self._keep_pending(c.relpath, c.line)
                 raise
@@ -317,7 +357,8 @@ class Runner:
         elif isinstance(c, cmd.ReloadMessage):
             self.post(self.loader.reload(c.relpath))
         elif isinstance(c, cmd.StatLog):
-            stats_logger.info("%s", c.line)
+            if stats_logger.isEnabledFor(logging.INFO):
+                stats_logger.info("%s", c.line)
         else:  # pragma: no cover - the Command union is closed
             raise AssertionError(f"unknown command {c!r}")
 
@@ -330,7 +371,7 @@ class Runner:
             return
         self._unsaved.setdefault(relpath, set()).add(offset)
         with contextlib.suppress(OSError):
-            store.mark_recipient(self.po.control_path(relpath), offset, " ")
+            store.mark_recipient(self._transport + relpath, offset, " ")
 
     def _complete(self, c: cmd.CompleteMessage) -> None:
         if c.dsn and not self._dsn(c.relpath):
@@ -339,7 +380,8 @@ class Runner:
             )
             return
         store.remove_message(self.po, c.relpath, c.mid)
-        logger.debug("completed %s", c.relpath)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("completed %s", c.relpath)
 
     def _dsn(self, relpath: str) -> bool:
         """Run the DSN pass; False if it failed (the message must then be kept)."""
