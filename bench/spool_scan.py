@@ -2,23 +2,37 @@
 read of the same tree.
 
     python bench/spool_scan.py [--files N] [--rcpts R] [--dir D] [--keep]
+                               [--repeat K] [--retain] [--gc default|disable|freeze]
 
 Builds N control files (R recipients each, 2-level hash directories, with message
 files) unless D already holds that many, warms the page cache by reading everything
-once, then measures (a) ``spool.scan.scan`` + ``store.read_control`` + ``parse`` of
-every file and (b) a plain ``os.scandir`` + open/read loop over the same tree.
+once, then measures, best of K, interleaved:
+
+(a) ``spool.scan.scan`` + ``store.read_control`` + ``parse`` of every file, taking
+    what a caller takes from it:
+    (a1) ``cf.recipients``: every :class:`Recipient` object (what the scheduler's
+         loader uses today);
+    (a2) ``cf.pending_summary()`` + ``cf.has_locked_recipients``: the tuples the
+         loader needs, without building the objects;
+    (a3) nothing: ``parse`` alone (every line validated, recipients not built);
+(b) a plain ``os.scandir`` + ``open().read()`` loop over the same tree.
+
+``--retain`` keeps every parsed file alive until the end of a pass (as a loader that
+holds what it loaded); ``--gc`` then shows what the cyclic GC costs and saves.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from spool.controlfile import format_quad, format_recipient_line, parse
+from spool.controlfile import ControlFile, format_quad, format_recipient_line, parse
 from spool.ids import hash_prefix
 from spool.layout import Postoffice, init_postoffice
 from spool.scan import make_hash_dirs, scan
@@ -65,15 +79,55 @@ def plain_read(top: str) -> int:
     return count
 
 
-def parse_all(po: Postoffice) -> tuple[int, int]:
+def _recipients(cf: ControlFile) -> int:
+    return len(cf.recipients)
+
+
+def _summary(cf: ControlFile) -> int:
+    if cf.has_locked_recipients:
+        raise AssertionError("no locked recipients in the bench files")
+    return len(cf.pending_summary())
+
+
+def _nothing(cf: ControlFile) -> int:
+    return 0
+
+
+TAKES: dict[str, Callable[[ControlFile], int]] = {
+    "a1 recipients": _recipients,
+    "a2 pending_summary": _summary,
+    "a3 parse only": _nothing,
+}
+
+
+def parse_all(
+    po: Postoffice, take: Callable[[ControlFile], int], retain: bool
+) -> tuple[int, int]:
     files = recipients = 0
+    kept: list[ControlFile] = []
     transport = str(po.transport) + "/"
     for entry in scan(po):
         path = transport + entry.relpath
         cf = parse(read_control(path), path)
         files += 1
-        recipients += len(cf.recipients)
+        recipients += take(cf)
+        if retain:
+            kept.append(cf)
     return files, recipients
+
+
+def _gc_mode(mode: str) -> None:
+    gc.collect()
+    if mode == "disable":
+        gc.disable()
+    elif mode == "freeze":
+        gc.freeze()  # everything alive now is left out of later collections
+
+
+def _gc_restore() -> None:
+    gc.unfreeze()
+    gc.enable()
+    gc.collect()
 
 
 def main() -> None:
@@ -83,6 +137,8 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the postoffice")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    ap.add_argument("--retain", action="store_true", help="keep parsed files alive")
+    ap.add_argument("--gc", choices=["default", "disable", "freeze"], default="default")
     args = ap.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="spool-bench-"))
     po = init_postoffice(root)
@@ -94,25 +150,32 @@ def main() -> None:
                 f"built {args.files} files in {time.perf_counter() - t0:.1f} s at {root}"
             )
         plain_read(str(po.transport))  # warm the cache
-        best_parse = best_plain = float("inf")
-        files = rcpts = plain = 0
+        best = dict.fromkeys([*TAKES, "b"], float("inf"))
+        counts: dict[str, tuple[int, int]] = {}
+        plain = 0
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            files, rcpts = parse_all(po)
-            best_parse = min(best_parse, time.perf_counter() - t0)
+            for name, take in TAKES.items():
+                _gc_mode(args.gc)
+                t0 = time.perf_counter()
+                counts[name] = parse_all(po, take, args.retain)
+                best[name] = min(best[name], time.perf_counter() - t0)
+                _gc_restore()
             t0 = time.perf_counter()
             plain = plain_read(str(po.transport))
-            best_plain = min(best_plain, time.perf_counter() - t0)
-        assert plain == files, (plain, files)
-        a, b = files / best_parse, plain / best_plain
+            best["b"] = min(best["b"], time.perf_counter() - t0)
+        b = plain / best["b"]
+        print(f"gc={args.gc} retain={args.retain} repeat={args.repeat}")
+        for name in TAKES:
+            files, rcpts = counts[name]
+            assert plain == files, (plain, files)
+            a = files / best[name]
+            print(
+                f"({name}) scan+read+parse: {files} files, {rcpts} recipients"
+                f" in {best[name]:.2f} s: {a:,.0f} files/s, ratio to (b) {a / b:.2f}"
+            )
         print(
-            f"(a) scan+read+parse: {files} files, {rcpts} recipients in {best_parse:.2f} s:"
-            f" {a:,.0f} files/s, {rcpts / best_parse:,.0f} recipients/s"
+            f"(b) plain scandir+read: {plain} files in {best['b']:.2f} s: {b:,.0f} files/s"
         )
-        print(
-            f"(b) plain scandir+read: {plain} files in {best_plain:.2f} s: {b:,.0f} files/s"
-        )
-        print(f"ratio (a)/(b): {a / b:.2f}")
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(root)

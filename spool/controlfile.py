@@ -12,10 +12,7 @@ expression, and builds :class:`Recipient` objects only when they are asked for.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import accumulate, repeat
-from operator import add
 
 from .errors import CorruptControlFile
 from .quads import format_quad, parse_host, parse_quad
@@ -623,35 +620,14 @@ class _RcptIndex:
                 seg.header_offset = hdr
                 out.append(seg)
                 continue
-            cols = _columns(text, seg) if seg[5] else None
-            if cols is None:
+            lines = _plain_lines(text, seg)
+            if lines is None:
                 rcpts = _each_line(text, seg)
                 for rcpt in rcpts:
                     rcpt.header_offset = hdr
                 out.extend(rcpts)
-                continue
-            offsets, chs, hosts, users, privs, quads = cols
-            oks: Iterable[bool] = repeat(True)
-            if "" in hosts:
-                oks = [h != "" for h in hosts]
-            out.extend(
-                map(
-                    Recipient,
-                    offsets,
-                    repeat(" "),
-                    repeat(None),
-                    chs,
-                    hosts,
-                    users,
-                    privs,
-                    quads,
-                    oks,
-                    repeat(DEFAULT_NOTIFY),
-                    repeat(None),
-                    repeat(-1),
-                    repeat(hdr),
-                )
-            )
+            else:
+                _plain_recipients(lines, seg, hdr, out)
         for n, dsn, value in self.notes:
             rcpt = out[n]
             rcpt.dsn_offset = dsn
@@ -663,14 +639,11 @@ class _RcptIndex:
         rows: list[SummaryRow] = []
         skip: list[int] = []  # rows of recipients whose status is not ' '
         for seg, hdr in zip(self.segments, self._head_offsets(), strict=True):
-            cols = None
-            if not isinstance(seg, Recipient) and seg[5]:
-                cols = _columns(text, seg)
-            if cols is not None:
-                offsets, chs, hosts, _, _, quads = cols
-                notify, dsn = repeat(DEFAULT_NOTIFY), repeat(-1)
-                rows.extend(zip(offsets, chs, hosts, quads, notify, repeat(hdr), dsn))
-                continue
+            if not isinstance(seg, Recipient):
+                lines = _plain_lines(text, seg)
+                if lines is not None:
+                    _plain_rows(lines, seg, hdr, rows)
+                    continue
             for r in [seg] if isinstance(seg, Recipient) else _each_line(text, seg):
                 if r.status != " ":
                     skip.append(len(rows))
@@ -715,43 +688,71 @@ def _each_line(text: str, run: _Run) -> list[Recipient]:
     return out
 
 
-_Columns = tuple[Iterable[int], list[str], list[str], list[str], list[str], list[str]]
-
-
-def _columns(text: str, run: _Run) -> _Columns | None:
-    """``offsets, channels, hosts, users, privileges, quads`` of a uniform run whose
-    quads are all four plain fields (no quotes, escapes, lists, tabs or empty fields),
-    computed column-wise with C-speed string methods; None for any other run."""
-    start, end, slot, _, count, _ = run
+def _plain_lines(text: str, run: _Run) -> list[str] | None:
+    """The lines (without LF) of a uniform run without quotes, escapes, host lists or
+    tabs anywhere; None for any other run."""
+    start, end, _, _, _, uniform = run
+    if not uniform:
+        return None
     for c in _SPECIAL:
         if text.find(c, start, end) >= 0:
             return None
-    # every line starts with the same blank prefix: drop it, keep the LFs
-    body = text[start : end - 1].replace(_BLANK[slot], "\n")
-    prefix = _BLANK[slot][1:]
-    if not body.startswith(prefix):
-        return None
-    body = body[len(prefix) :]
-    quads = body.split("\n")
-    # one token per field and one per LF: exactly four fields on every line
-    tokens = body.replace("\n", " \n ").split(" ")
-    if len(tokens) != 5 * count - 1 or "" in tokens:
-        return None
-    if tokens[4::5].count("\n") != count - 1:
-        return None
-    chs, hosts, users, privs = tokens[0::5], tokens[1::5], tokens[2::5], tokens[3::5]
-    if "-" in tokens:
-        chs, hosts, users, privs = [
-            ["" if v == "-" else v for v in col] if "-" in col else col
-            for col in (chs, hosts, users, privs)
-        ]
-    step = slot + 1
-    offsets = map(
-        add,
-        accumulate(map(len, quads), initial=start),
-        range(0, count * step, step),
-    )
-    return offsets, chs, hosts, users, privs, quads
+    return text[start : end - 1].split("\n")
+
+
+def _plain_recipients(
+    lines: list[str], run: _Run, hdr: int, out: list[Recipient]
+) -> None:
+    """Append the recipients of :func:`_plain_lines` (status ``' '``, no PID)."""
+    add = out.append
+    off, slot = run[0], run[2]
+    for line in lines:
+        quad = line[slot:]
+        qp = quad.split(" ")
+        if len(qp) == 4 and "" not in qp:
+            ch, host, user, priv = qp
+            if "-" in qp:
+                ch, host, user, priv = ["" if v == "-" else v for v in qp]
+        else:
+            ch, host, user, priv = parse_quad(quad)
+        add(
+            Recipient(
+                off,
+                " ",
+                None,
+                ch,
+                host,
+                user,
+                priv,
+                quad,
+                host != "",
+                DEFAULT_NOTIFY,
+                None,
+                -1,
+                hdr,
+            )
+        )
+        off += len(line) + 1
+
+
+def _plain_rows(lines: list[str], run: _Run, hdr: int, out: list[SummaryRow]) -> None:
+    """Append the summary rows of :func:`_plain_lines`. Without quotes and lists the
+    channel and host are the first two blank-separated words of the quad."""
+    add = out.append
+    off, slot = run[0], run[2]
+    for line in lines:
+        quad = line[slot:]
+        words = quad.split(" ", 2)
+        if len(words) == 3 and words[0] and words[1]:
+            ch, host = words[0], words[1]
+            if ch == "-":
+                ch = ""
+            if host == "-":
+                host = ""
+        else:
+            ch, host = parse_quad(quad)[:2]
+        add((off, ch, host, quad, DEFAULT_NOTIFY, hdr, -1))
+        off += len(line) + 1
 
 
 def _parse_fast(data: bytes) -> ControlFile | None:
