@@ -35,12 +35,20 @@ from .state import (
     STORED_MSGS,
     STORED_RCPTS,
     STORED_VERTICES,
+    TICK,
 )
 
 if TYPE_CHECKING:
-    from spool.controlfile import ControlFile, Recipient
+    from spool.controlfile import ControlFile
 
-__all__ = ["Loading", "VertexSpec", "intern_name", "split_recipients"]
+__all__ = [
+    "Loading",
+    "Row",
+    "VertexSpec",
+    "intern_name",
+    "pending_rows",
+    "split_recipients",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,73 +71,103 @@ def intern_name(raw: str) -> str:
     return name
 
 
+Row = tuple[int, str, str, str, frozenset[str], int, int]
+"""A pending recipient: ``(offset, channel, host, quad, notify, header_offset,
+dsn_offset)``; ``host`` is ``""`` when it could not be parsed."""
+
+
 @dataclass(slots=True)
 class VertexSpec:
     channel: str
     host: str
-    offsets: array[int]
+    offsets: array[int] | int  # an int for a single recipient
     extra: tuple[RcptExtra, ...] | None
     count: int
 
 
-def _extra_for(rcpts: list[Recipient], hdr: int) -> tuple[RcptExtra, ...] | None:
-    for r in rcpts:
+def pending_rows(control: ControlFile) -> list[Row]:
+    """The recipients with status ``' '`` and a usable host, and those without one, in
+    file order (from the parser's fast summary when it has one)."""
+    summary = getattr(control, "pending_summary", None)
+    if summary is not None:
+        rows: list[Row] = summary()
+        return rows
+    return [
+        (
+            r.offset,
+            r.channel,
+            r.host if r.host_ok else "",
+            r.quad,
+            r.notify,
+            r.header_offset,
+            r.dsn_offset,
+        )
+        for r in control.recipients
+        if r.status == " "
+    ]
+
+
+def _extra_for(rows: list[Row], hdr: int) -> tuple[RcptExtra, ...] | None:
+    for r in rows:
+        notify = r[4]
         if (
-            r.header_offset != hdr
-            or r.dsn_offset != -1
-            or (r.notify is not _PARSER_DEFAULT and r.notify != DEFAULT_NOTIFY)
+            r[5] != hdr
+            or r[6] != -1
+            or (notify is not _PARSER_DEFAULT and notify != DEFAULT_NOTIFY)
         ):
-            return tuple((r.notify, r.header_offset, r.dsn_offset) for r in rcpts)
+            return tuple((r[4], r[5], r[6]) for r in rows)
     return None
 
 
-def _quad_key(r: Recipient) -> str:
-    return r.quad.lower()
+def _lower_quad(row: Row) -> str:
+    return row[3].lower()
 
 
-def split_recipients(
-    control: ControlFile,
-) -> tuple[list[VertexSpec], list[Recipient], int]:
+def _descending(rows: list[Row]) -> list[Row]:
+    """Sorted by lower-cased quad, descending; equal quads keep file order."""
+    return sorted(rows, key=_lower_quad, reverse=True)
+
+
+def split_recipients(control: ControlFile) -> tuple[list[VertexSpec], list[Row], int]:
     """Return ``(vertex specs, recipients with a bad host, default header offset)``."""
-    recs = control.recipients
-    pending = [r for r in recs if r.status == " " and r.host_ok and r.host]
-    bad: list[Recipient] = []
-    if len(pending) != len(recs):
-        bad = [r for r in recs if r.status == " " and not (r.host_ok and r.host)]
+    pending = pending_rows(control)
+    bad: list[Row] = []
+    for r in pending:
+        if not r[2]:
+            bad = [r for r in pending if not r[2]]
+            pending = [r for r in pending if r[2]]
+            break
     if not pending:
         return [], bad, -1
-    hdr = pending[0].header_offset
+    first = pending[0]
+    hdr = first[5]
     if len(pending) == 1:
-        r = pending[0]
         spec = VertexSpec(
-            intern_name(r.channel),
-            intern_name(r.host),
-            array("i", (r.offset,)),
+            intern_name(first[1]),
+            intern_name(first[2]),
+            first[0],
             _extra_for(pending, hdr),
             1,
         )
         return [spec], bad, hdr
-    pending.sort(key=_quad_key, reverse=True)
-    hi, lo = pending[0], pending[-1]
-    prefix = f"{lo.channel} {lo.host} ".lower()
-    if (
-        hi.channel == lo.channel
-        and hi.host == lo.host
-        and hi.quad.lower().startswith(prefix)
-        and lo.quad.lower().startswith(prefix)
-    ):
-        # the common case: one destination; everything sorted between hi and lo shares it
+    channel, host = first[1], first[2]
+    for r in pending:
+        if r[1] != channel or r[2] != host:
+            break
+    else:
+        # the common case: one destination
+        members = _descending(pending)
         spec = VertexSpec(
-            intern_name(lo.channel),
-            intern_name(lo.host),
-            array("i", [r.offset for r in pending]),
-            _extra_for(pending, hdr),
-            len(pending),
+            intern_name(channel),
+            intern_name(host),
+            array("i", [r[0] for r in members]),
+            _extra_for(members, hdr),
+            len(members),
         )
         return [spec], bad, hdr
-    groups: dict[tuple[str, str], list[Recipient]] = {}
-    for r in pending:
-        key = (intern_name(r.channel), intern_name(r.host))
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in _descending(pending):
+        key = (intern_name(r[1]), intern_name(r[2]))
         lst = groups.get(key)
         if lst is None:
             groups[key] = [r]
@@ -138,14 +176,11 @@ def split_recipients(
     specs: list[VertexSpec] = []
     for key in sorted(groups):
         members = groups[key]  # already in descending quad order
+        offsets: array[int] | int = (
+            members[0][0] if len(members) == 1 else array("i", [r[0] for r in members])
+        )
         specs.append(
-            VertexSpec(
-                key[0],
-                key[1],
-                array("i", [r.offset for r in members]),
-                _extra_for(members, hdr),
-                len(members),
-            )
+            VertexSpec(key[0], key[1], offsets, _extra_for(members, hdr), len(members))
         )
     return specs, bad, hdr
 
@@ -155,7 +190,8 @@ class Loading(Operations):
 
     def _on_loaded(self, ev: MessageLoaded) -> None:
         control = ev.control
-        self._count(RECV_MSGS)
+        d = self._deltas
+        d[RECV_MSGS] = d.get(RECV_MSGS, 0) + 1  # flushed at the next Tick (or read)
         for value in control.etrn:
             words = value.split()
             if words:
@@ -175,6 +211,8 @@ class Loading(Operations):
             return
         specs, bad, hdr = split_recipients(control)
         ints = self._ints
+        if len(ints) > 65536:
+            ints.clear()
         cdelta = ctime - mtime
         msg = Message(
             number,
@@ -185,12 +223,9 @@ class Loading(Operations):
             ints.setdefault(cdelta, cdelta),
             ints.setdefault(hdr, hdr),
         )
-        if len(ints) > 65536:
-            ints.clear()
         if control.diagnostics and any(d.status == " " for d in control.diagnostics):
             msg.flags |= M_DIAG
-            msg.report_at = self._now + self.config.params.global_report_interval
-            self._marked[msg] = None
+            self._marked[msg] = self._now + self.config.params.global_report_interval
         if bad:
             self._bounce_bad_hosts(msg, bad)
         self._messages[number] = msg
@@ -198,41 +233,67 @@ class Loading(Operations):
             self._count(STORED_MSGS)
             self._maybe_complete(msg)
             return
-        total = 0
+        d = self._deltas
+        d[STORED_MSGS] = d.get(STORED_MSGS, 0) + 1
+        if len(specs) == 1:
+            spec = specs[0]
+            offs = spec.offsets
+            if type(offs) is int:
+                offs = ints.setdefault(offs, offs)
+            v = Vertex(msg, offs, spec.extra)
+            msg._v = v
+            msg.live = 1
+            total = spec.count
+            d[RECV_RCPTS] = d.get(RECV_RCPTS, 0) + total
+            d[STORED_RCPTS] = d.get(STORED_RCPTS, 0) + total
+            d[STORED_VERTICES] = d.get(STORED_VERTICES, 0) + 1
+            self._place(v, spec.channel, spec.host, total)
+            return
         vertices = []
+        total = 0
         for spec in specs:
-            v = Vertex(msg, spec.offsets, spec.extra)
-            vertices.append(v)
+            offs = spec.offsets
+            if type(offs) is int:
+                offs = ints.setdefault(offs, offs)
+            vertices.append(Vertex(msg, offs, spec.extra))
             total += spec.count
         msg.vertices = tuple(vertices)
         msg.live = len(vertices)
-        d = self._deltas
-        d[STORED_MSGS] = d.get(STORED_MSGS, 0) + 1
         d[RECV_RCPTS] = d.get(RECV_RCPTS, 0) + total
         d[STORED_RCPTS] = d.get(STORED_RCPTS, 0) + total
         d[STORED_VERTICES] = d.get(STORED_VERTICES, 0) + len(vertices)
         for v, spec in zip(vertices, specs, strict=True):
-            th = self._link(v, spec.channel, spec.host, spec.count)
-            clause = th.group.clause
-            if not clause.queueonly and not (clause.wakeuprestartonly and th.thrkids):
-                self._start_thread(th)
+            self._place(v, spec.channel, spec.host, spec.count)
 
-    def _bounce_bad_hosts(self, msg: Message, bad: list[Recipient]) -> None:
+    def _place(self, v: Vertex, channel: str, host: str, count: int) -> None:
+        """Link a new vertex into its thread and start the thread if it may start."""
+        th = self._link(v, channel, host, count)
+        clause = th.group.clause
+        if clause.queueonly or (clause.wakeuprestartonly and th.thrkids):
+            return
+        if self.frozen and not self._shutdown:
+            th.pending = (
+                "Frozen"  # what _start_thread does when frozen, without the call
+            )
+            if not th.agenda_seq:
+                self._agenda.schedule(th, self._now + TICK)
+            return
+        self._start_thread(th)
+
+    def _bounce_bad_hosts(self, msg: Message, bad: list[Row]) -> None:
         """S33 fix: a recipient with an unparsable host gets an error ``d`` line and ``-``."""
-        for r in bad:
+        for off, _ch, _host, _quad, _notify, hdr, dsn in bad:
             line = format_diagnostic(
-                r.offset,
-                r.header_offset,
-                r.dsn_offset,
+                off,
+                hdr,
+                dsn,
                 self._now,
                 BAD_HOST_NOTARY,
                 BAD_HOST_TEXT,
             )
             self._out.append(AppendDiagnostic(msg.relpath, line))
-            self._out.append(MarkRecipient(msg.relpath, r.offset, "-"))
-            log.warning(
-                "bad destination host in %s at offset %d", msg.relpath, r.offset
-            )
+            self._out.append(MarkRecipient(msg.relpath, off, "-"))
+            log.warning("bad destination host in %s at offset %d", msg.relpath, off)
         self._mark_diag(msg)
 
     def _on_reloaded(self, ev: MessageReloaded) -> None:

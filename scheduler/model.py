@@ -23,6 +23,7 @@ __all__ = [
     "FINISH",
     "IDLE",
     "LARVA",
+    "M_PATHNUM",
     "STATE_NAMES",
     "STUFF",
     "V_EXPIRING",
@@ -49,6 +50,7 @@ M_DIAG = 1  # has unreported diagnostics ("d " lines): DSN pass on completion
 M_KILLED = 2  # KILL MSG: drop recipients as TAs give them back
 M_REQUEUE = 4  # REQUEUE: reload once no TA holds it
 M_DONE = 8  # completed or dropped from memory
+M_PATHNUM = 32  # relpath = the stored prefix + str(number) (16 is the core's M_DROP)
 
 DEFAULT_NOTIFY: frozenset[str] = frozenset({"FAILURE"})
 
@@ -56,22 +58,40 @@ RcptExtra = tuple[frozenset[str], int, int]
 """Per-recipient (notify, header offset, DSN-line offset), kept only when non-default."""
 
 
+_NS = 1_000_000_000
+_prefixes: dict[str, str] = {}
+
+
+def _intern_prefix(prefix: str) -> str:
+    """One shared string per hash directory (``Y/F/``): a million messages, a few dirs."""
+    got = _prefixes.get(prefix)
+    if got is None:
+        got = (
+            prefix if len(_prefixes) >= 65536 else _prefixes.setdefault(prefix, prefix)
+        )
+    return got
+
+
 class Message:
-    """One loaded control file."""
+    """One loaded control file.
+
+    Kept small (hundreds of thousands of them): the relative path is stored as a shared
+    hash-directory prefix when the file name is the decimal ``number`` (``M_PATHNUM``),
+    ``mtime`` and ``mtime_ns`` (the sub-second part) share one int, and a message with one
+    vertex holds it directly instead of in a tuple.
+    """
 
     __slots__ = (
+        "_path",
+        "_t",
+        "_v",
         "cdelta",
         "flags",
         "hdr",
         "held",
         "live",
-        "mtime",
-        "mtime_ns",
         "number",
-        "relpath",
-        "report_at",
         "sender",
-        "vertices",
     )
 
     def __init__(
@@ -84,54 +104,127 @@ class Message:
         cdelta: int,
         hdr: int,
     ) -> None:
+        if not 0 <= mtime_ns < _NS:
+            raise ValueError(f"mtime_ns is the sub-second part, not {mtime_ns}")
         self.number = number
-        self.relpath = relpath
+        self.flags = 0
+        head, sep, name = relpath.rpartition("/")
+        if name == str(number):
+            self._path = _intern_prefix(head + sep)
+            self.flags = M_PATHNUM
+        else:
+            self._path = relpath
         self.sender = sender
-        self.mtime = mtime
-        self.mtime_ns = mtime_ns
+        self._t = mtime * _NS + mtime_ns
         self.cdelta = cdelta  # control-file ctime - message mtime (statistics log dt1)
         self.hdr = hdr  # header offset shared by default by every recipient
-        self.vertices: tuple[Vertex, ...] = ()
+        self._v: Vertex | tuple[Vertex, ...] = ()
         self.live = 0  # vertices still holding recipients
         self.held = 0  # vertices fed to a TA and not yet acknowledged
-        self.flags = 0
-        self.report_at = 0
+
+    @property
+    def relpath(self) -> str:
+        """Relative to ``transport/`` with the hash prefix (``Y/F/100001``)."""
+        if self.flags & M_PATHNUM:
+            return self._path + str(self.number)
+        return self._path
 
     @property
     def mid(self) -> str:
-        return self.relpath.rpartition("/")[2]
+        if self.flags & M_PATHNUM:
+            return str(self.number)
+        return self._path.rpartition("/")[2]
+
+    @property
+    def mtime(self) -> int:
+        """The message file's mtime (seconds)."""
+        return self._t // _NS
+
+    @property
+    def mtime_ns(self) -> int:
+        """The sub-second part of the message file's mtime, in nanoseconds."""
+        return self._t % _NS
+
+    @property
+    def vertices(self) -> tuple[Vertex, ...]:
+        v = self._v
+        return (v,) if type(v) is Vertex else v  # type: ignore[return-value]
+
+    @vertices.setter
+    def vertices(self, vertices: tuple[Vertex, ...]) -> None:
+        self._v = vertices[0] if len(vertices) == 1 else vertices
 
 
 class Vertex:
-    """One message x (channel, host): a ``SHOW THREAD`` row group (``VertexView``)."""
+    """One message x (channel, host): a ``SHOW THREAD`` row group (``VertexView``).
+
+    ``offsets`` of a single-recipient vertex are kept as one int (shown as a 1-tuple);
+    the last TA diagnostic (``message``, ``notary``) shares one slot, None until a TA
+    reported something.
+    """
 
     __slots__ = (
+        "_diag",
+        "_offs",
         "attempts",
         "extra",
         "lastfeed",
-        "message",
         "msg",
-        "notary",
-        "offsets",
         "state",
         "thread",
         "waiting_for",
     )
 
     def __init__(
-        self, msg: Message, offsets: array[int], extra: tuple[RcptExtra, ...] | None
+        self,
+        msg: Message,
+        offsets: array[int] | int,
+        extra: tuple[RcptExtra, ...] | None,
     ) -> None:
         self.msg = msg
         self.thread: Thread | None = None
-        self.offsets = offsets  # index order: descending quad (S49 keep)
+        # index order: descending quad (S49 keep)
+        self._offs = offsets
         self.extra = extra  # aligned with offsets, or None when all default
         self.attempts = 0
         self.lastfeed = 0
-        # last TA diagnostic text (SHOW THREAD field 10)
-        self.message: str | None = None
-        self.notary: str | None = None
+        self._diag: tuple[str | None, str | None] | None = None
         self.waiting_for = 0
         self.state = 0
+
+    @property
+    def offsets(self) -> Sequence[int]:
+        o = self._offs
+        return (o,) if type(o) is int else o  # type: ignore[return-value]
+
+    def clear_offsets(self) -> None:
+        self._offs = array("i")
+        self.extra = None
+
+    @property
+    def message(self) -> str | None:
+        """Last TA diagnostic text (SHOW THREAD field 10)."""
+        d = self._diag
+        return None if d is None else d[0]
+
+    @message.setter
+    def message(self, text: str | None) -> None:
+        d = self._diag
+        self._diag = (text, None if d is None else d[1])
+
+    @property
+    def notary(self) -> str | None:
+        d = self._diag
+        return None if d is None else d[1]
+
+    @notary.setter
+    def notary(self, text: str | None) -> None:
+        d = self._diag
+        if d is None:
+            if text is not None:
+                self._diag = (None, text)
+        else:
+            self._diag = (d[0], text)
 
     @property
     def path(self) -> str:
@@ -165,7 +258,13 @@ class Vertex:
         return self.extra[index]
 
     def drop_index(self, index: int) -> None:
-        del self.offsets[index]
+        o = self._offs
+        if type(o) is int:
+            if index not in (0, -1):
+                raise IndexError(index)
+            self._offs = array("i")
+        else:
+            del o[index]  # type: ignore[union-attr]
         if self.extra is not None:
             self.extra = self.extra[:index] + self.extra[index + 1 :]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from array import array
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -109,7 +108,7 @@ class ModelState:
         self._groups: dict[tuple[str, ...], Group] = {}
         self._procs: dict[int, Proc] = {}
         self._channel_kids: dict[str, int] = {}
-        self._marked: dict[Message, None] = {}
+        self._marked: dict[Message, int] = {}  # -> when to run its DSN pass
         self._ints: dict[
             int, int
         ] = {}  # shares equal small-ish ints (header offsets ...)
@@ -266,8 +265,7 @@ class ModelState:
         th.rcpts -= n
         self.total_recipients -= n
         self._count(STORED_RCPTS, -n)
-        v.offsets = array("i")
-        v.extra = None
+        v.clear_offsets()
         self._free_vertex(v)
 
     def _free_vertex(self, v: Vertex) -> None:
@@ -321,9 +319,7 @@ class ModelState:
     def _mark_diag(self, msg: Message) -> None:
         msg.flags |= M_DIAG
         if msg not in self._marked and not msg.flags & M_DONE:
-            if not msg.report_at:
-                msg.report_at = self._now
-            self._marked[msg] = None
+            self._marked[msg] = self._now
 
     def _find_message(self, ident: str) -> Message | None:
         ident = ident.strip()

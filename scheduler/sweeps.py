@@ -75,7 +75,8 @@ class Sweeps(Limits, AgentLines):
     def _report_sweep(self) -> None:
         now = self._now
         interval = self.config.params.global_report_interval
-        for msg in list(self._marked):
-            if msg.report_at <= now:
-                msg.report_at = now + interval
+        marked = self._marked
+        for msg, at in list(marked.items()):
+            if at <= now:
+                marked[msg] = now + interval
                 self._out.append(RunDsnPass(msg.relpath))

@@ -92,8 +92,52 @@ def test_split_recipients_orders_and_groups() -> None:
     ]
     carol = data.index(b"carol") - len(b"r           smtp B.example ")
     dave = data.index(b"dave") - len(b"r           smtp b.example ")
+    assert not isinstance(specs[2].offsets, int)
     assert list(specs[2].offsets) == [dave, carol]
     assert specs[2].extra is None
     assert specs[1].extra is not None
     assert specs[1].extra[0][0] == frozenset({"NEVER"})
     assert hdr > 0
+
+
+def test_message_keeps_a_shared_prefix_and_one_time_int() -> None:
+    a = Message(100001, "Y/F/100001", "s@x", 1_800_000_000, 123456789, 0, -1)
+    b = Message(100002, "Y/F/100002", "s@x", 1_800_000_001, 0, 0, -1)
+    odd = Message(7, "Y/F/S7abc", "s@x", 1_800_000_000, 999_999_999, 0, -1)
+    lead = Message(8, "A/08", "s@x", 5, 0, 0, -1)  # "08" is not str(8)
+    assert (a.relpath, a.mid, a.mtime, a.mtime_ns) == (
+        "Y/F/100001",
+        "100001",
+        1_800_000_000,
+        123456789,
+    )
+    assert a._path is b._path
+    assert (odd.relpath, odd.mid, odd.mtime_ns) == ("Y/F/S7abc", "S7abc", 999_999_999)
+    assert (lead.relpath, lead.mid) == ("A/08", "08")
+
+
+def test_vertex_single_offset_and_diagnostic_slot() -> None:
+    m = Message(1, "A/1", "s@x", 1000, 0, 0, 40)
+    one = Vertex(m, 120, None)
+    many = Vertex(m, array("i", [300, 200]), None)
+    m.vertices = (one,)
+    assert m.vertices == (one,)
+    assert m._v is one
+    m.vertices = (one, many)
+    assert m.vertices == (one, many)
+    assert (list(one.offsets), 120 in one.offsets, one.offsets.index(120)) == (
+        [120],
+        True,
+        0,
+    )
+    assert one.rcpt_extra(0) == (frozenset({"FAILURE"}), 40, -1)
+    one.drop_index(0)
+    assert len(one.offsets) == 0
+    many.drop_index(1)
+    assert list(many.offsets) == [300]
+    assert (one.message, one.notary) == (None, None)
+    one.notary = "n"
+    one.message = "deferred"
+    assert (one.message, one.notary) == ("deferred", "n")
+    one.notary = None
+    assert (one.message, one.notary) == ("deferred", None)
