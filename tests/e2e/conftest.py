@@ -5,6 +5,7 @@ temporary postoffice, MAILQ v2 on 127.0.0.1 port 0 (the bound port is read from 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -322,3 +323,45 @@ def start_recorded_daemon(
     if queue:
         write_recorded_queue(d.po, recorded_files(), PLACES, time.time())
     return d.start()
+
+
+def fed_first(d: DaemonProc, host: str, since: float) -> str | None:
+    """The spool path of testta's first job for ``host`` after ``since`` (TESTTA_LOG)."""
+    for line in (d.root / "ta.log").read_text().splitlines():
+        stamp, relpath, *rest = line.split("\t")
+        if float(stamp) >= since and rest == [host]:
+            return relpath
+    return None
+
+
+# -- masking the values that come from the clock -------------------------------------------
+
+_CLOCK_MASKS = [
+    (r"\b(HA|FA)=\{[0-9a-z]+\}s", r"\1={<T>}s"),
+    (r"\bP=\{[\d,]+\}", "P={<PID>}"),
+    (r"retry in [0-9dhms]+", "retry in <T>"),
+    (r"\t1[0-9]{9}(?=\t)", "\t<EPOCH>"),  # expiry, wakeup, last feed in SHOW THREAD
+    (r"(expires in |age )-?[0-9dhms]+", r"\1<T>"),
+    (r"Uptime: [0-9dhms]+( sec)?", "Uptime: <T>"),
+    (r"\b(W|QA)=-?[0-9dhms]+", r"\1=<T>"),
+    (r"\|\d+\]", "|<PORT>]"),  # the TA's local port in the smtp diagnostic
+]
+# SHOW COUNTERS (mailq -QQQQ): values read from the clock, the process table and the disk,
+# the MQ2 session counters (they count this test's own earlier sessions; B6 fixed
+# ShowQueueThreads), and TA-SMTP.* (written by ZMailer's smtp agent itself; testta
+# replaces it). Every other counter is compared exactly.
+_COUNTER_MASK = re.compile(
+    r"^(Time_now|Block_creation_time|SYS\.Load-Avg\S*|\S*PID|\S*StartTime|"
+    r"SC\.SchedulerTimeserver\S*|SYS\.\S*(?:Space|Files)\S*|SC\.MQ2\S*|TA-SMTP\.\S*)"
+    r" +\S+$",
+    re.M,
+)
+
+
+def mask_volatile(text: str) -> str:
+    """Mask clock-derived values (README §5 of the recordings): ages, expiry and retry
+    times, uptimes, ``W=``/``QA=``/``HA=``/``FA=``, TA pids, SHOW THREAD epochs, the TA's
+    local port in the smtp diagnostic, and the volatile SHOW COUNTERS values."""
+    for pattern, repl in _CLOCK_MASKS:
+        text = re.sub(pattern, repl, text)
+    return _COUNTER_MASK.sub(r"\1 <V>", text)

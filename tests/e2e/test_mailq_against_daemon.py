@@ -30,7 +30,9 @@ from spool.ids import spool_id
 from .conftest import (
     RECORDED_PO,
     DaemonProc,
+    fed_first,
     files_gone,
+    mask_volatile,
     ready_addresses,
     start_recorded_daemon,
     wait_until,
@@ -160,37 +162,15 @@ def recorded_args(number: str, server: Server) -> list[str]:
 
 # -- comparing -----------------------------------------------------------------------------
 
-_CLOCK_MASKS = [
-    (r"(expires in |age )-?[0-9dhms]+", r"\1<T>"),
-    (r"Uptime: [0-9dhms]+( sec)?", "Uptime: <T>"),
-    (r"\b(W|QA)=-?[0-9dhms]+", r"\1=<T>"),
-    (r"\|\d+\]", "|<PORT>]"),  # the TA's local port in the smtp diagnostic
-]
-# SHOW COUNTERS (case 57): values read from the clock, the process table and the disk,
-# the MQ2 session counters (they count this test's own earlier sessions; B6 fixed
-# ShowQueueThreads), and TA-SMTP.* (written by ZMailer's smtp agent itself; testta
-# replaces it). Every other counter is compared exactly.
-_COUNTER_MASK = re.compile(
-    r"^(Time_now|Block_creation_time|SYS\.Load-Avg\S*|\S*PID|\S*StartTime|"
-    r"SC\.SchedulerTimeserver\S*|SYS\.\S*(?:Space|Files)\S*|SC\.MQ2\S*|TA-SMTP\.\S*)"
-    r" +\S+$",
-    re.M,
-)
 _SMTP_SECTION = re.compile(r"^(    )?smtp/example\.(net|org)[/:]")
 _MESSAGE = re.compile(r"^\t[A-Z]/[A-Z]/\d+:")
-
-
-def mask(text: str) -> str:
-    for pattern, repl in _CLOCK_MASKS:
-        text = re.sub(pattern, repl, text)
-    return _COUNTER_MASK.sub(r"\1 <V>", text)
 
 
 def canonical(text: str) -> list[list[str]]:
     """Masked output as sections (a line not starting with a TAB and what follows it);
     message blocks sorted inside a section, the two smtp thread sections sorted."""
     sections: list[list[list[str]]] = []
-    for line in mask(text).splitlines():
+    for line in mask_volatile(text).splitlines():
         # a THREADS line ("    chan/host/0 ...") is a section of its own
         if not line.startswith("\t") or not sections or sections[-1][0][0][:1] == " ":
             sections.append([[line]])
@@ -420,15 +400,6 @@ def test_kill_removes_the_message_from_queue_and_spool(
 
 
 # -- case 83: after the recorded ETRNs and KILLs (raw/80, raw/81); runs last ----------------
-
-
-def fed_first(d: DaemonProc, host: str, since: float) -> str | None:
-    """The spool path of testta's first job for ``host`` after ``since`` (TESTTA_LOG)."""
-    for line in (d.root / "ta.log").read_text().splitlines():
-        stamp, relpath, *rest = line.split("\t")
-        if float(stamp) >= since and rest == [host]:
-            return relpath
-    return None
 
 
 def test_after_etrn_and_kill_matches_case_83(servers: dict[str, Server]) -> None:
