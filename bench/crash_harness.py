@@ -59,7 +59,8 @@ smtp/*\tcommand="{command}"
 class SinkThread:
     """The SMTP sink on its own event loop in a thread; records accepted keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.accepted: collections.Counter[Key] = collections.Counter()
         self.lock = threading.Lock()
         self.port = 0
@@ -72,6 +73,10 @@ class SinkThread:
         with self.lock:
             for rcpt in delivery.recipients:
                 self.accepted[(delivery.message_id, rcpt.lower())] += 1
+        if self.delay:
+            # recorded as accepted, but the 250 reaches the agent only later: a kill
+            # in this window is exactly what makes a duplicate
+            time.sleep(self.delay)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -117,7 +122,7 @@ class Harness:
         self.root = root
         self.rng = random.Random(args.seed)
         self.po: Postoffice = init_postoffice(root / "po")
-        self.sink = SinkThread().start()
+        self.sink = SinkThread(args.sink_delay).start()
         self.auth = root / "scheduler.auth"
         self.auth.write_text("admin:adminpw:ALL:[127.0.0.0]/8\n")
         self.auth.chmod(0o600)
@@ -370,6 +375,12 @@ def main() -> int:
         "--max-gap", type=float, default=0.8, help="max seconds between kills"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--sink-delay",
+        type=float,
+        default=0.02,
+        help="seconds between accepting a message and sending its 250",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="zmc"))  # short: AF_UNIX path limit
