@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BufferedReader
@@ -25,9 +26,11 @@ from pathlib import Path
 import pytest
 
 from mailq.auth import authenticator
+from spool.ids import spool_id
 
 from .conftest import (
     DaemonProc,
+    fed_first,
     mask_volatile,
     ready_addresses,
     start_recorded_daemon,
@@ -203,6 +206,8 @@ class Daemons:
     timing: DaemonProc
     empty: DaemonProc
     unix: str
+    # set by the raw/80 replay: the example.net thread's attempts after its ETRN run
+    net_attempts: int = 2
 
     def tcp(self, d: DaemonProc) -> Callable[[], socket.socket]:
         return lambda: socket.create_connection(d.address, timeout=20)
@@ -271,3 +276,169 @@ def case(number: str) -> str:
 @pytest.mark.parametrize("number", READ_ONLY)
 def test_main_run_case(daemons: Daemons, number: str) -> None:
     assert_replay(Replay(daemons.tcp(daemons.main)), case(number))
+
+
+# -- AF_UNIX (before the state changes: the unix-socket run had the same queue) -------------
+
+
+def test_unix_socket_standard_auth_file_is_550(daemons: Daemons) -> None:
+    # every line of the standard file has an IP ACL: no Unix peer matches (A4 keep)
+    assert_replay(Replay(daemons.unix_socket), case("A0"))
+
+
+def test_unix_socket_empty_acl_user(daemons: Daemons) -> None:
+    def fix(expected: bytes) -> bytes:
+        # The recording was made 10 s after its scheduler started, before the queue-only
+        # smtp-etrn thread's first wakeup (start + r[0] = 12 s, S36 keep); we replay it
+        # after that wakeup, so its THREADS2 line has no W= any more (a clock value).
+        return patch(expected, b"\tA=0\tW=2s\tQA=56s\n", b"\tA=0\tQA=56s\n")
+
+    daemons.set_auth(UNIX_AUTH)
+    try:
+        assert_replay(Replay(daemons.unix_socket), case("A2"), fix)
+    finally:
+        daemons.set_auth(STANDARD_AUTH)
+
+
+# -- the state changes: raw/80, 81, 82, then 93 and 92 (in this order) ---------------------
+
+# B16 fixed (ETRN lower-cased): "ETRN EXAMPLE.ORG" starts the example.org thread too.
+B16_REPLIES = (
+    b"+OK; an ETRN started something.\n+OK; an ETRN started something.\n"
+    b"+OK; an ETRN didn't start anything.\n",
+    b"+OK; an ETRN started something.\n" * 3,
+)
+# ... so right after the ETRNs its idle agent is at work as well (B16) ...
+B16_RUNNING = (
+    b"    smtp/example.org/0\t\tN=2   R=2   A=1  W=35s QA=2h2m28s\n"
+    b"    smtp/example.net/0\t\tN=2   R=3   A=1  P={16678} HA={0}s FA={0}s OF={1} "
+    b"S={STUFF} UF=1 QA=3h23s\n"
+    b"\tThreads:    2 Msgs:     4 Procs:   2 Idle:   1 ",
+    b"    smtp/example.org/0\t\tN=2   R=2   A=1  P={1} HA={0}s FA={0}s OF={1} "
+    b"S={STUFF} UF=1 QA=2h2m28s\n"
+    b"    smtp/example.net/0\t\tN=2   R=3   A=1  P={16678} HA={0}s FA={0}s OF={1} "
+    b"S={STUFF} UF=1 QA=3h23s\n"
+    b"\tThreads:    2 Msgs:     4 Procs:   2 Idle:   0 ",
+)
+B16_KIDS = (b"Kids: 3  Idle:  1  Msgs:   5", b"Kids: 3  Idle:  0  Msgs:   5")
+# ... and it has made one more attempt (B16).
+B16_ORG_TRIED = (
+    b"    smtp/example.org/0\t\tN=2   R=2   A=1  W=32s",
+    b"    smtp/example.org/0\t\tN=2   R=2   A=2  W=32s",
+)
+# B5 (KILL THREAD implemented): "KILL THREAD smtp example.org" removes the thread (the
+# 100002 recipient erin@example.org), where ZMailer said "-Unknown request.".
+B5_ORG_LINES = [
+    b"    smtp/example.org/0\t\tN=1   R=1   A=1  W=32s QA=2h2m31s\n",
+    b"smtp\texample.org\tN=1\tR=1\tA=1\tW=32s\tQA=2h2m31s\n",
+]
+B5_COUNTS = [
+    (
+        b"\tThreads:    2 Msgs:     3 Procs:   2",
+        b"\tThreads:    1 Msgs:     2 Procs:   2",
+    ),
+    (b"Msgs:   3  Thrds:   3  Rcpnts:    4", b"Msgs:   3  Thrds:   2  Rcpnts:    3"),
+    (b"Rcpnts in 8 out 0 stored 5\n", b"Rcpnts in 8 out 0 stored 4\n"),
+]
+
+
+def after_kill_thread(expected: bytes) -> bytes:
+    for line in B5_ORG_LINES:
+        expected = expected.replace(line, b"")
+    before = expected
+    for old, new in B5_COUNTS:
+        expected = expected.replace(old, new)
+    assert expected != before, "no after-KILL-THREAD counts in this recording"
+    return expected
+
+
+def net_attempts(expected: bytes, attempts: int) -> bytes:
+    """SCHED-REF 4.4/4.5: the agent an ETRN attaches shuffles the thread's vertices; when
+    100002's two-recipient vertex is fed first, its deferred + deferall reports count
+    two attempts (ZMailer counts reports), so A=3. The recording fed 100001 first: A=2."""
+    if attempts == 2:
+        return expected
+    expected = expected.replace(
+        b"smtp/example.net/0\t\tN=2   R=3   A=2 ",
+        b"smtp/example.net/0\t\tN=2   R=3   A=3 ",
+    )
+    return expected.replace(
+        b"\texample.net\tN=2\tR=3\tA=2\t", b"\texample.net\tN=2\tR=3\tA=3\t"
+    )
+
+
+def test_etrn(daemons: Daemons) -> None:
+    main = daemons.main
+
+    def settled() -> bool:
+        threads2 = main.query("SHOW QUEUE THREADS2")[0]
+        return "P=" not in threads2 and "etrn.example.com\tN=1\tR=1\tA=1\t" in threads2
+
+    # the recording waited 3 s before its second SHOW QUEUE THREADS: we wait until the
+    # three agents have reported (testta sleeps 0.5 s per job)
+    replay = Replay(daemons.tcp(main), hooks={7: lambda: wait_until(settled)})
+    since = time.time()
+    received, expected = replay.run(case("80"))
+    if fed_first(main, "example.net", since) == "Y/G/100002":
+        daemons.net_attempts = 3
+    expected = patch(expected, *B16_REPLIES)
+    expected = patch(expected, *B16_RUNNING)
+    expected = patch(expected, *B16_KIDS)
+    expected = patch(expected, *B16_ORG_TRIED)
+    expected = net_attempts(expected, daemons.net_attempts)
+    assert canonical(received) == canonical(expected)
+
+
+def test_kill(daemons: Daemons) -> None:
+    main = daemons.main
+    st = (main.po.root / "queue/Y/H/100003").stat()
+    ours = spool_id(100003, int(st.st_mtime), st.st_mtime_ns % 10**9)
+    replay = Replay(daemons.tcp(main), ids={b"S100003AbmKVBkC35DCm": ours.encode()})
+    received, expected = replay.run(case("81"))
+    expected = patch(expected, B16_ORG_TRIED[0], B16_ORG_TRIED[1])
+    # B3 fixed: an unknown id is not "KILLed"; B5: KILL THREAD is implemented
+    expected = patch(
+        expected,
+        b"+OK; KILLed something.\n\n-Unknown request.\n\n-Unknown request.\n\n",
+        b"-No such message.\n\n+OK; KILLed something.\n\n-Unknown request.\n\n",
+    )
+    kills = expected.index(b"+OK; KILLed something.")
+    expected = expected[:kills] + after_kill_thread(expected[kills:])
+    expected = net_attempts(expected, daemons.net_attempts)
+    assert canonical(received) == canonical(expected)
+    for name in ("100003", "100004"):  # B4: silently, no DSN; both files unlinked
+        wait_until(lambda n=name: not list(main.po.root.rglob(n)), what=f"{name} gone")
+    assert sorted(p.name for p in main.po.transport.rglob("1*")) == [
+        "100001",
+        "100002",
+        "100005",
+    ]
+
+
+def test_after_kill(daemons: Daemons) -> None:
+    received, expected = Replay(daemons.tcp(daemons.main)).run(case("82"))
+    expected = net_attempts(after_kill_thread(expected), daemons.net_attempts)
+    assert canonical(received) == canonical(expected)
+
+
+def test_auth_line_with_only_none_is_skipped(daemons: Daemons) -> None:
+    daemons.set_auth(NONE_AUTH)
+    try:
+        assert_replay(Replay(daemons.tcp(daemons.main)), case("93"), after_kill_thread)
+    finally:
+        daemons.set_auth(STANDARD_AUTH)
+
+
+def test_no_matching_acl_is_550(daemons: Daemons) -> None:
+    daemons.set_auth(NO_MATCH_AUTH)
+    try:
+        assert_replay(Replay(daemons.tcp(daemons.main)), case("92"))
+    finally:
+        daemons.set_auth(STANDARD_AUTH)
+
+
+# -- an empty queue ------------------------------------------------------------------------
+
+
+def test_empty_queue(daemons: Daemons) -> None:
+    assert_replay(Replay(daemons.tcp(daemons.empty)), case("95"))
