@@ -263,7 +263,8 @@ class Harness:
         n = 0
         kinds: collections.Counter[str] = collections.Counter()
         total_kills = 0
-        while total_kills < args.kills and time.monotonic() < deadline - 60:
+        reserve = min(60.0, args.seconds / 3)  # time kept for the final drain
+        while total_kills < args.kills and time.monotonic() < deadline - reserve:
             for _ in range(per_kill):
                 if n < args.messages:
                     self.submit_one(n)

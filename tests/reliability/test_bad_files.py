@@ -9,6 +9,7 @@ simulated by injecting EACCES, because root ignores file modes.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -213,8 +214,6 @@ async def test_unusable_auth_file_refuses_everybody_without_crashing(
     server = MailqServer(queue, FakeOps(queue), ServerConfig(authfile=path))
     await server.start(["127.0.0.1:0"])
     try:
-        import asyncio
-
         host, _, port = server.addresses[0].rpartition(":")
         for _ in range(3):
             reader, writer = await asyncio.open_connection(host, int(port))
