@@ -442,3 +442,91 @@ def test_no_matching_acl_is_550(daemons: Daemons) -> None:
 
 def test_empty_queue(daemons: Daemons) -> None:
     assert_replay(Replay(daemons.tcp(daemons.empty)), case("95"))
+
+
+# -- scheduler-timing.conf: every channel queue-only, no agent ever runs ---------------------
+
+TIMING_GROUPS = (
+    "smtp/*/0\n"
+    "    smtp/example.net/0\t\tN=2   R=3   A=0  QA=<T>\n"
+    "    smtp/example.org/0\t\tN=2   R=2   A=0  QA=<T>\n"
+    "\tThreads:    2 Msgs:     4 Procs:   0 Idle:   0 Plim:  50 Flim: 150 Tlim: 1\n"
+    "local/*/0\n"
+    "    local/nosuchuser/0\t\tN=1   R=1   A=0  QA=<T>\n"
+    "    local/postmaster/0\t\tN=1   R=1   A=0  QA=<T>\n"
+    "\tThreads:    2 Msgs:     2 Procs:   0 Idle:   0 Plim:   5 Flim: 150 Tlim: 1\n"
+    "smtp-etrn/*/0\n"
+    "    smtp-etrn/etrn.example.com/0 N=1   R=1   A=0  QA=<T>\n"
+    "\tThreads:    1 Msgs:     1 Procs:   0 Idle:   0 Plim:  20 Flim: 150 Tlim: 1\n"
+)
+TIMING_TRAILER = (
+    "Kids: 0  Idle:  0  Msgs:   5  Thrds:   5  Rcpnts:    7  Uptime: <T>\n"
+    "Msgs in 5 out 0 stored 5 Rcpnts in 8 out 0 stored 8\n"
+)
+TIMING_THREADS2 = (
+    "smtp\texample.net\tN=2\tR=3\tA=0\tQA=<T>\n"
+    "smtp\texample.org\tN=2\tR=2\tA=0\tQA=<T>\n"
+    "local\tnosuchuser\tN=1\tR=1\tA=0\tQA=<T>\n"
+    "local\tpostmaster\tN=1\tR=1\tA=0\tQA=<T>\n"
+    "smtp-etrn\tetrn.example.com\tN=1\tR=1\tA=0\tQA=<T>\n"
+)
+# SHOW THREAD in load order (no agent ever shuffled a thread): the summary, then per row
+# spool, index, sender, offset; expiry, wakeup, last feed 0 (never), 0 attempts, "thread"
+# (B20) and no diagnostic follow.
+TIMING_ROWS = {
+    "smtp example.net": (
+        "N=2   R=3   A=0  QA=<T>",
+        [
+            ("Y/F/100001", 0, "alice@example.com", 111),
+            ("Y/G/100002", 0, "alice@example.com", 160),
+            ("Y/G/100002", 1, "alice@example.com", 111),
+        ],
+    ),
+    "smtp example.org": (
+        "N=2   R=2   A=0  QA=<T>",
+        [
+            ("Y/G/100002", 0, "alice@example.com", 208),
+            ("Y/H/100003", 0, "frank@example.com", 111),
+        ],
+    ),
+    "local nosuchuser": (
+        "N=1   R=1   A=0  QA=<T>",
+        [("Y/I/100004", 0, "frank@example.com", 111)],
+    ),
+    "local postmaster": (
+        "N=1   R=1   A=0  QA=<T>",
+        [("Y/I/100004", 0, "frank@example.com", 153)],
+    ),
+    "smtp-etrn etrn.example.com": (
+        "N=1   R=1   A=0  QA=<T>",
+        [("Y/J/100005", 0, "heidi@example.com", 111)],
+    ),
+}
+
+
+def test_timing_config_reports_are_deterministic(daemons: Daemons) -> None:
+    d = daemons.timing
+    short, threads, threads2, snmp = (
+        mask_volatile(r)
+        for r in d.query(
+            "SHOW QUEUE SHORT", "SHOW QUEUE THREADS", "SHOW QUEUE THREADS2", "SHOW SNMP"
+        )
+    )
+    assert threads == TIMING_GROUPS + TIMING_TRAILER
+    groups = TIMING_GROUPS.splitlines(keepends=True)
+    assert short == "".join(x for x in groups if not x.startswith(" ")) + TIMING_TRAILER
+    assert threads2 == TIMING_THREADS2
+    assert snmp == TIMING_TRAILER
+    for key, (summary, rows) in TIMING_ROWS.items():
+        (body,) = d.query(f"SHOW THREAD {key}")
+        head, *got = body.splitlines()
+        channel, host = key.split()
+        assert mask_volatile(head) == f"#{channel}/{host}/0  {summary}"
+        expected = []
+        for spool, index, sender, offset in rows:
+            # expiry = the message file's mtime + expiry=5d (from our clock, but exact)
+            expiry = int((d.po.root / "queue" / spool).stat().st_mtime) + 5 * 86400
+            expected.append(f"{spool}\t{index}\t{sender}\t{offset}\t{expiry}")
+        assert [row.rsplit("\t", 5)[0] for row in got] == expected
+        for row in got:  # the wakeup is a clock value
+            assert re.fullmatch(r"1\d{9}\t0\t0\tthread\t", row.split("\t", 5)[5])
