@@ -103,14 +103,11 @@ class Recorder(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.levelno >= logging.ERROR or record.exc_info is not None:
+            self.records.append(record)  # keep only problems: bounded memory
 
     def problems(self) -> list[str]:
-        return [
-            r.getMessage()
-            for r in self.records
-            if r.levelno >= logging.ERROR or r.exc_info is not None
-        ]
+        return [r.getMessage() for r in self.records]
 
 
 @dataclass
