@@ -739,8 +739,13 @@ def _print_status(opts: Options, sink: Sink) -> None:
 
 
 def _local_counters(opts: Options, sink: Sink) -> int:
-    """``-M``: the scheduler's persistent counter block, read locally (never created)."""
-    path = Path(opts.postoffice) / ".zmailer.SNMP.block"
+    """``-M``: the scheduler's persistent counter block, read locally (never created):
+    ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-scheduler.counters`` (the
+    daemon's default; ZMailer's own ``.zmailer.SNMP.block`` has another format)."""
+    shared = opts.zenv.get("SNMPSHAREDFILE")
+    path = (
+        Path(shared) if shared else Path(opts.postoffice) / ".mailq-scheduler.counters"
+    )
     if not path.is_file():
         message = (
             f"{opts.argv0}: no counter file {path} (is the scheduler running here?)"

@@ -31,15 +31,24 @@ from .config import SchedulerConfig, default_config, load_config
 from .core import Scheduler
 from .counters import Counters
 from .dsn import run_dsn_pass
-from .errors import ConfigError
+from .errors import ConfigError, SchedulerError
 from .notify import NotifySocket, notify_address
 from .runner import Runner
 
-__all__ = ["DaemonOptions", "inherited_sockets", "run_daemon"]
+__all__ = [
+    "COUNTER_FILE",
+    "DaemonOptions",
+    "counter_path",
+    "inherited_sockets",
+    "run_daemon",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "TCP:mailq"  # the 'mailq' tcp service, else 174 (MQ2-REF 2)
+COUNTER_FILE = ".mailq-scheduler.counters"
+"""The default counter block, in the postoffice (never ZMailer's ``.zmailer.SNMP.block``,
+whose format differs and which ZMailer's router and smtpserver may still write)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,18 @@ class DaemonOptions:
     session_lifetime: float = 90.0
     shutdown_grace: float = 10.0
     sockets: Sequence[socket.socket] = field(default_factory=tuple)
+    counters: str | None = None  # --counters: a path, or "none"; None: the default
+
+
+def counter_path(
+    option: str | None, zenv: Mapping[str, str], postoffice: Path
+) -> str | None:
+    """Where the counter block lives: ``--counters PATH`` (``none``: in memory, None
+    returned), else ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-scheduler.counters``.
+    """
+    if option:
+        return None if option.lower() == "none" else option
+    return zenv.get("SNMPSHAREDFILE") or str(postoffice / COUNTER_FILE)
 
 
 def inherited_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
@@ -99,7 +120,12 @@ class Daemon:
         self._notify: NotifySocket | None = None
 
     async def run(self) -> int:
-        counters = Counters.open(self.opts.zenv.get("SNMPSHAREDFILE") or None)
+        path = counter_path(self.opts.counters, self.opts.zenv, self.opts.postoffice)
+        try:
+            counters = Counters.open(path)
+        except (OSError, SchedulerError) as exc:
+            logger.error("cannot open the counter block %s: %s", path, exc)
+            return 1
         try:
             pidfile.acquire(self.pid_path, replace=self.opts.replace)
         except pidfile.PidFileError as exc:

@@ -174,7 +174,7 @@ def demo_zenv(paths: DemoPaths) -> dict[str, str]:
         "MAILBIN": str(paths.root / "bin"),
         "MAILBOX": str(paths.mailboxes),
         "LOGDIR": str(paths.root),
-        "SNMPSHAREDFILE": str(paths.postoffice / ".zmailer.SNMP.block"),
+        "SNMPSHAREDFILE": str(paths.postoffice / ".mailq-scheduler.counters"),
     }
 
 

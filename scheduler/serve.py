@@ -127,6 +127,12 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
     type=click.Path(dir_okay=False),
     help="Write the bound addresses here (one per line) once serving.",
 )
+@click.option(
+    "--counters",
+    metavar="PATH|none",
+    help="Counter block file (default: ZENV SNMPSHAREDFILE, else "
+    "$POSTOFFICE/.mailq-scheduler.counters); 'none' keeps the counters in memory.",
+)
 @click.option("--max-sessions", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--session-lifetime", type=click.FloatRange(min=1), default=90.0)
 @click.option(
@@ -151,6 +157,7 @@ def serve(
     replace: bool,
     freeze: bool,
     ready_file: str | None,
+    counters: str | None,
     max_sessions: int,
     session_lifetime: float,
     shutdown_timeout: float,
@@ -181,5 +188,6 @@ def serve(
         session_lifetime=session_lifetime,
         shutdown_grace=shutdown_timeout,
         sockets=inherited_sockets(),
+        counters=counters,
     )
     sys.exit(run_daemon(opts))

@@ -68,7 +68,10 @@ def test_notified_submission_is_picked_up(daemon_factory: DaemonFactory) -> None
 
 def test_deferral_is_visible_over_mailq(daemon_factory: DaemonFactory) -> None:
     diag = "smtp; 500 (connect to 127.0.0.1: Connection refused)"
-    d = daemon_factory(env={**OK_RULES, "TESTTA_DIAG": diag})
+    # A retry interval of a minute: a loaded machine must not see a second attempt
+    # between the queries below.
+    conf = TESTTA_CONF.replace("interval=1s", "interval=1m")
+    d = daemon_factory(conf, env={**OK_RULES, "TESTTA_DIAG": diag})
     relpath = d.submit("d@later.example")
     wait_until(lambda: "A=1" in d.query("SHOW QUEUE THREADS2")[0])
     (threads2,) = d.query("SHOW QUEUE THREADS2")

@@ -132,13 +132,14 @@ def test_local_counters_missing_file(tmp_path: Path) -> None:
         main, ["-M", "-P", str(tmp_path)], prog_name="mailq", env=ENV
     )
     assert result.exit_code == 69
-    assert f"no counter file {tmp_path}/.zmailer.SNMP.block" in result.stderr
+    assert f"no counter file {tmp_path}/.mailq-scheduler.counters" in result.stderr
+    assert not (tmp_path / ".mailq-scheduler.counters").exists()
     assert not (tmp_path / ".zmailer.SNMP.block").exists()
 
 
 def test_local_counters_dump(tmp_path: Path) -> None:
     counters = pytest.importorskip("scheduler.counters")
-    block = counters.Counters.open(str(tmp_path / ".zmailer.SNMP.block"))
+    block = counters.Counters.open(str(tmp_path / ".mailq-scheduler.counters"))
     block.incr("SC.MQ2Connects", 3)
     result = CliRunner().invoke(
         main,
@@ -154,6 +155,22 @@ def test_local_counters_dump(tmp_path: Path) -> None:
     (obj,) = objects(as_json)
     assert obj["type"] == "counters"
     assert obj["counters"]["SC.MQ2Connects"] == 3
+
+
+def test_local_counters_from_zenv_snmpsharedfile(tmp_path: Path) -> None:
+    counters = pytest.importorskip("scheduler.counters")
+    shared = tmp_path / "elsewhere.counters"
+    with counters.Counters.open(str(shared)) as block:
+        block.incr("SC.MQ2Connects", 5)
+    zenv = tmp_path / "zmailer.conf"
+    zenv.write_text(f"SNMPSHAREDFILE={shared}\n")
+    po = tmp_path / "po"
+    po.mkdir()
+    result = CliRunner().invoke(
+        main, ["-M", "-Z", str(zenv), "-P", str(po)], prog_name="mailq", env=ENV
+    )
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"^SC.MQ2Connects +5$", result.stdout, re.M)
 
 
 # -- credentials -------------------------------------------------------------------------------
