@@ -111,11 +111,18 @@ def servers(module_root: Path) -> Iterator[dict[str, Server]]:
         made["main"] = _server(module_root / "main")
         made["empty"] = _server(module_root / "empty", queue=False)
         made["timing"] = _server(module_root / "timing", "scheduler-timing.conf")
-        wait_until(lambda: tried_once(made["main"].daemon), 30, "first smtp attempts")
         yield made
     finally:
         for s in made.values():
             s.daemon.kill()
+
+
+@pytest.fixture(scope="module")
+def ready(servers: dict[str, Server]) -> dict[str, Server]:
+    """``servers`` once the main daemon's smtp threads have made their first attempt and
+    the smtp-etrn thread's first wakeup has passed (the state of the recorded cases)."""
+    wait_until(lambda: tried_once(servers["main"].daemon), 30, "first smtp attempts")
+    return servers
 
 
 # -- running our client --------------------------------------------------------------------
@@ -203,36 +210,6 @@ def assert_matches_recording(
     assert b"Communication error" not in proc.stderr
 
 
-# -- 1. recorded cases, byte for byte (clock values masked) ----------------------------------
-
-
-@pytest.fixture(scope="module")
-def recorded_runs(
-    servers: dict[str, Server],
-) -> dict[str, tuple[Server, subprocess.CompletedProcess[bytes]]]:
-    """Every recorded case, run at the same time (the daemon serves them concurrently)."""
-    main, empty = servers["main"], servers["empty"]
-    started: dict[str, tuple[Server, subprocess.Popen[bytes]]] = {}
-    for number in CASES:
-        started[number] = main, start_mailq(main, *recorded_args(number, main))
-    for number in EMPTY_CASES:
-        started[number] = empty, start_mailq(empty, *recorded_args(number, empty))
-    for number in UNIX_CASES:
-        args = recorded_args(number, main)
-        assert args[:2] == ["-p", main.unix]
-        started[number] = main, start_mailq(main, *args[2:], port=main.unix)
-    return {n: (server, finish(proc)) for n, (server, proc) in started.items()}
-
-
-@pytest.mark.parametrize("number", CASES + EMPTY_CASES + UNIX_CASES)
-def test_recorded_case(
-    recorded_runs: dict[str, tuple[Server, subprocess.CompletedProcess[bytes]]],
-    number: str,
-) -> None:
-    server, proc = recorded_runs[number]
-    assert_matches_recording(number, server, proc)
-
-
 # -- 3. every mode end to end over TCP v4, v6 and a Unix socket ------------------------------
 
 TRANSPORTS = ["tcp4", "tcp6", "unix"]
@@ -266,81 +243,8 @@ def unix_login(transport: str, user: str) -> list[str]:
     return ["-U", "unixadmin/unixpw"] if transport == "unix" else ["-U", user]
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_plain_and_threads_over_every_transport(
-    servers: dict[str, Server], transport: str
-) -> None:
-    main = servers["main"]
-    login = ["-U", "unixadmin/unixpw"] if transport == "unix" else []
-    for number, args in (("50", []), ("54", ["-Q"])):
-        proc = over(main, transport, *login, *args)
-        assert_matches_recording(number, main, proc)
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_json_over_every_transport(servers: dict[str, Server], transport: str) -> None:
-    main = servers["main"]
-    login = unix_login(transport, "nobody/nobody")
-    proc = over(main, transport, *login, "--json")
-    assert proc.returncode == 0, proc.stderr
-    entries = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    assert {e["type"] for e in entries} == {"entry"}
-    rows = {
-        (e["channel"], e["host"], e["spool"], e["index"], e["sender"], e["attempts"])
-        for e in entries
-    }
-    assert rows == RECIPIENT_ROWS
-    assert len(entries) == len(RECIPIENT_ROWS)
-    smtp = [e for e in entries if e["channel"] == "smtp"]
-    assert all(e["diagnostic"].endswith("Connection refused)") for e in smtp)
-    assert all(e["state"].startswith("retry in ") for e in smtp)
-
-    proc = over(main, transport, *login, "--json", "-QQQ")
-    (snmp,) = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    assert snmp["type"] == "snmp"
-    assert (snmp["messages"], snmp["threads"], snmp["vertices"]) == (5, 5, 7)
-    assert (snmp["recipients_in"], snmp["recipients_stored"], snmp["kids"]) == (8, 8, 2)
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_check_over_every_transport(servers: dict[str, Server], transport: str) -> None:
-    main = servers["main"]
-    login = unix_login(transport, "nobody/nobody")
-    ok = over(main, transport, *login, "--check")
-    assert ok.returncode == 0, ok.stderr
-    assert re.fullmatch(
-        rb"MAILQ OK - 5 messages, 8 recipients, oldest 3h\d*s? \| messages=5;; "
-        rb"recipients=8;; oldest_age=108\d\ds;; threads=5 kids=2\n",
-        ok.stdout,
-    ), ok.stdout
-    if transport == "tcp4":  # thresholds do not depend on the transport
-        warn = over(main, transport, "--check", "--warn-messages", "5")
-        assert (warn.returncode, warn.stdout[:13]) == (1, b"MAILQ WARNING")
-        crit = over(main, transport, "--check", "--crit-age", "2h")
-        assert (crit.returncode, crit.stdout[:14]) == (2, b"MAILQ CRITICAL")
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_prometheus_over_every_transport(
-    servers: dict[str, Server], transport: str
-) -> None:
-    main = servers["main"]
-    login = unix_login(transport, "admin/adminpw")
-    proc = over(main, transport, *login, "--prometheus")
-    assert proc.returncode == 0, proc.stderr
-    samples = {}
-    for line in proc.stdout.decode().splitlines():
-        if not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[re.sub(r"\{.*\}", "", name)] = float(value)
-    assert samples["zmailer_mailq_up"] == 1
-    assert samples["zmailer_mailq_messages"] == 5
-    assert samples["zmailer_mailq_recipients_stored"] == 8
-    assert samples["zmailer_mailq_counter_sc_receivedrecipients_total"] == 8
-    assert samples["zmailer_mailq_counter_sc_transportagentforks_total"] == 2
-
-
-# The timing daemon: every thread queue-only, so only an ETRN starts a TA.
+# ETRN and KILL on the timing daemon (every thread queue-only, so only an ETRN starts a
+# TA); they run first, while the main daemon makes its first attempts.
 ETRN_HOST = {"tcp4": "example.net", "tcp6": "example.org", "unix": "etrn.example.com"}
 KILL_ID = {"tcp4": "Y/I/100004", "tcp6": "Y/F/100001", "unix": "Y/H/100003"}
 
@@ -399,11 +303,118 @@ def test_kill_removes_the_message_from_queue_and_spool(
         assert _queued(timing, "Y/G/100002")
 
 
+# -- 1. recorded cases, byte for byte (clock values masked) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded_runs(
+    ready: dict[str, Server],
+) -> dict[str, tuple[Server, subprocess.CompletedProcess[bytes]]]:
+    """Every recorded case, run at the same time (the daemon serves them concurrently)."""
+    main, empty = ready["main"], ready["empty"]
+    started: dict[str, tuple[Server, subprocess.Popen[bytes]]] = {}
+    for number in CASES:
+        started[number] = main, start_mailq(main, *recorded_args(number, main))
+    for number in EMPTY_CASES:
+        started[number] = empty, start_mailq(empty, *recorded_args(number, empty))
+    for number in UNIX_CASES:
+        args = recorded_args(number, main)
+        assert args[:2] == ["-p", main.unix]
+        started[number] = main, start_mailq(main, *args[2:], port=main.unix)
+    return {n: (server, finish(proc)) for n, (server, proc) in started.items()}
+
+
+@pytest.mark.parametrize("number", CASES + EMPTY_CASES + UNIX_CASES)
+def test_recorded_case(
+    recorded_runs: dict[str, tuple[Server, subprocess.CompletedProcess[bytes]]],
+    number: str,
+) -> None:
+    server, proc = recorded_runs[number]
+    assert_matches_recording(number, server, proc)
+
+
+# -- 3 (continued): the other modes over every transport, on the main daemon ------------
+
+
+@pytest.mark.parametrize("transport", ["tcp6", "unix"])  # tcp4: the recorded cases
+def test_plain_and_threads_over_every_transport(
+    ready: dict[str, Server], transport: str
+) -> None:
+    main = ready["main"]
+    login = ["-U", "unixadmin/unixpw"] if transport == "unix" else []
+    for number, args in (("50", []), ("54", ["-Q"])):
+        proc = over(main, transport, *login, *args)
+        assert_matches_recording(number, main, proc)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_json_over_every_transport(ready: dict[str, Server], transport: str) -> None:
+    main = ready["main"]
+    login = unix_login(transport, "nobody/nobody")
+    proc = over(main, transport, *login, "--json")
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert {e["type"] for e in entries} == {"entry"}
+    rows = {
+        (e["channel"], e["host"], e["spool"], e["index"], e["sender"], e["attempts"])
+        for e in entries
+    }
+    assert rows == RECIPIENT_ROWS
+    assert len(entries) == len(RECIPIENT_ROWS)
+    smtp = [e for e in entries if e["channel"] == "smtp"]
+    assert all(e["diagnostic"].endswith("Connection refused)") for e in smtp)
+    assert all(e["state"].startswith("retry in ") for e in smtp)
+
+    proc = over(main, transport, *login, "--json", "-QQQ")
+    (snmp,) = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert snmp["type"] == "snmp"
+    assert (snmp["messages"], snmp["threads"], snmp["vertices"]) == (5, 5, 7)
+    assert (snmp["recipients_in"], snmp["recipients_stored"], snmp["kids"]) == (8, 8, 2)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_check_over_every_transport(ready: dict[str, Server], transport: str) -> None:
+    main = ready["main"]
+    login = unix_login(transport, "nobody/nobody")
+    ok = over(main, transport, *login, "--check")
+    assert ok.returncode == 0, ok.stderr
+    assert re.fullmatch(
+        rb"MAILQ OK - 5 messages, 8 recipients, oldest 3h\d*s? \| messages=5;; "
+        rb"recipients=8;; oldest_age=108\d\ds;; threads=5 kids=2\n",
+        ok.stdout,
+    ), ok.stdout
+    if transport == "tcp4":  # thresholds do not depend on the transport
+        warn = over(main, transport, "--check", "--warn-messages", "5")
+        assert (warn.returncode, warn.stdout[:13]) == (1, b"MAILQ WARNING")
+        crit = over(main, transport, "--check", "--crit-age", "2h")
+        assert (crit.returncode, crit.stdout[:14]) == (2, b"MAILQ CRITICAL")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_prometheus_over_every_transport(
+    ready: dict[str, Server], transport: str
+) -> None:
+    main = ready["main"]
+    login = unix_login(transport, "admin/adminpw")
+    proc = over(main, transport, *login, "--prometheus")
+    assert proc.returncode == 0, proc.stderr
+    samples = {}
+    for line in proc.stdout.decode().splitlines():
+        if not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[re.sub(r"\{.*\}", "", name)] = float(value)
+    assert samples["zmailer_mailq_up"] == 1
+    assert samples["zmailer_mailq_messages"] == 5
+    assert samples["zmailer_mailq_recipients_stored"] == 8
+    assert samples["zmailer_mailq_counter_sc_receivedrecipients_total"] == 8
+    assert samples["zmailer_mailq_counter_sc_transportagentforks_total"] == 2
+
+
 # -- case 83: after the recorded ETRNs and KILLs (raw/80, raw/81); runs last ----------------
 
 
-def test_after_etrn_and_kill_matches_case_83(servers: dict[str, Server]) -> None:
-    main = servers["main"]
+def test_after_etrn_and_kill_matches_case_83(ready: dict[str, Server]) -> None:
+    main = ready["main"]
     d = main.daemon
     since = time.time()
     replies = d.query(
