@@ -155,19 +155,21 @@ class Message:
         self._v = vertices[0] if len(vertices) == 1 else vertices
 
 
+_Extras = tuple[tuple[RcptExtra, ...] | None, str | None, str | None]
+
+
 class Vertex:
     """One message x (channel, host): a ``SHOW THREAD`` row group (``VertexView``).
 
     ``offsets`` of a single-recipient vertex are kept as one int (shown as a 1-tuple);
-    the last TA diagnostic (``message``, ``notary``) shares one slot, None until a TA
-    reported something.
+    the rarely set per-recipient ``extra`` and last TA diagnostic (``message``,
+    ``notary``) share one slot, None in the common case.
     """
 
     __slots__ = (
-        "_diag",
         "_offs",
+        "_x",
         "attempts",
-        "extra",
         "lastfeed",
         "msg",
         "state",
@@ -185,10 +187,10 @@ class Vertex:
         self.thread: Thread | None = None
         # index order: descending quad (S49 keep)
         self._offs = offsets
-        self.extra = extra  # aligned with offsets, or None when all default
+        # (extra, message, notary) once any is set; None in the common case
+        self._x: _Extras | None = None if extra is None else (extra, None, None)
         self.attempts = 0
         self.lastfeed = 0
-        self._diag: tuple[str | None, str | None] | None = None
         self.waiting_for = 0
         self.state = 0
 
@@ -201,30 +203,42 @@ class Vertex:
         self._offs = array("i")
         self.extra = None
 
+    def _set(self, i: int, value: object) -> None:
+        x: list[object] = [None, None, None] if self._x is None else list(self._x)
+        x[i] = value
+        self._x = None if x == [None, None, None] else tuple(x)  # type: ignore[assignment]
+
+    @property
+    def extra(self) -> tuple[RcptExtra, ...] | None:
+        """Per-recipient data aligned with offsets, or None when all default."""
+        x = self._x
+        return None if x is None else x[0]
+
+    @extra.setter
+    def extra(self, extra: tuple[RcptExtra, ...] | None) -> None:
+        if extra is not None or self._x is not None:
+            self._set(0, extra)
+
     @property
     def message(self) -> str | None:
         """Last TA diagnostic text (SHOW THREAD field 10)."""
-        d = self._diag
-        return None if d is None else d[0]
+        x = self._x
+        return None if x is None else x[1]
 
     @message.setter
     def message(self, text: str | None) -> None:
-        d = self._diag
-        self._diag = (text, None if d is None else d[1])
+        if text is not None or self._x is not None:
+            self._set(1, text)
 
     @property
     def notary(self) -> str | None:
-        d = self._diag
-        return None if d is None else d[1]
+        x = self._x
+        return None if x is None else x[2]
 
     @notary.setter
     def notary(self, text: str | None) -> None:
-        d = self._diag
-        if d is None:
-            if text is not None:
-                self._diag = (None, text)
-        else:
-            self._diag = (d[0], text)
+        if text is not None or self._x is not None:
+            self._set(2, text)
 
     @property
     def path(self) -> str:
