@@ -2,7 +2,9 @@
 deliver to a loopback sink while the daemon and its agents are SIGKILLed and restarted.
 
 Nothing may be lost, every duplicate must be explained by a recipient in flight at a
-kill, and no control file may be left corrupt or behind. The long run (>= 100 kills) is
+kill, and no control file may be left corrupt or behind. (A message file may be left
+orphaned by a kill between the two unlinks of a completion: a known finding, reported
+by the harness, see docs/reliability.md.) The long run (>= 100 kills) is
 ``python bench/crash_harness.py``; its figures are in docs/reliability.md.
 """
 
@@ -49,3 +51,4 @@ def test_sigkills_during_delivery_lose_nothing(
     assert "unexplained: 0)" in out
     assert "corrupt control files      : 0\n" in out
     assert "kills survived             : 8 " in out
+    assert "left behind (ctl / msg)    : 0 / " in out  # no control file left behind
