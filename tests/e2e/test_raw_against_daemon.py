@@ -229,7 +229,7 @@ def _no_wakeup_pending(d: DaemonProc) -> bool:
 
 @pytest.fixture(scope="module")
 def daemons(module_root: Path) -> Iterator[Daemons]:
-    """``main``: the recorded queue and configs; testta sleeps 0.5 s per job so that the
+    """``main``: the recorded queue and configs; testta sleeps 1 s per job so that the
     report right after an ETRN sees its agents at work, as in the recording. ``timing``:
     scheduler-timing.conf (no agent ever runs). ``empty``: no queue (raw/95)."""
     made: list[DaemonProc] = []
@@ -238,7 +238,7 @@ def daemons(module_root: Path) -> Iterator[Daemons]:
         main = start_recorded_daemon(
             module_root / "main",
             listen=("127.0.0.1:0", f"UNIX:{unix}"),
-            env={"TESTTA_SLEEP": "0.5"},
+            env={"TESTTA_SLEEP": "1"},
         )
         made.append(main)
         timing = start_recorded_daemon(module_root / "timing", "scheduler-timing.conf")
@@ -375,7 +375,7 @@ def test_etrn(daemons: Daemons) -> None:
         return "P=" not in threads2 and "etrn.example.com\tN=1\tR=1\tA=1\t" in threads2
 
     # the recording waited 3 s before its second SHOW QUEUE THREADS: we wait until the
-    # three agents have reported (testta sleeps 0.5 s per job)
+    # three agents have reported (testta sleeps 1 s per job)
     replay = Replay(daemons.tcp(main), hooks={7: lambda: wait_until(settled)})
     since = time.time()
     received, expected = replay.run(case("80"))
