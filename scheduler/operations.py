@@ -119,6 +119,8 @@ class Operations(Limits, AgentLines):
             if self._group_key(clause, g.channel, g.host) != g.key:
                 for p in g.idle:
                     self._retire(p)
+            else:
+                g.clause = clause  # a group with only idle TAs gets the new values too
             self._maybe_delete_group(g)
         for th in self._threads.values():
             if th.thrkids == 0 and th.agenda_seq == 0:

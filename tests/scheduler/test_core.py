@@ -700,3 +700,27 @@ def test_config_change_carries_threads_and_moves_others() -> None:
     assert q.group.clause.selector == "q/h"
     assert cmds == []
     pb.check_counts()
+
+
+def test_config_change_reaches_a_group_with_only_idle_agents() -> None:
+    # A group whose threads are all gone keeps its idle TAs; a reload that makes its
+    # clause queue-only must apply to mail arriving afterwards (it kept the old clause).
+    pb = pb_()
+    proc = run_one(pb, "A/1")
+    pb.line(proc, f"1/{rcpt_offset(pb, 1)}\t\tok")
+    assert pb.writes(pb.hungry(proc)) == ["#idle\n"]
+    pb.hungry(proc)
+    assert pb.sched.find_thread("smtp", "h.example") is None
+    assert pb.sched.idle == 1
+    new = CONF.replace(
+        'smtp/*\tmaxchannel=199 maxring=50 command="testta"',
+        'smtp/*\tmaxchannel=199 maxring=50 queueonly command="testta"',
+    )
+    pb.send(ConfigChanged(parse_config(new, "new.conf")))
+    cmds = pb.load("A/2", [("smtp", "h.example", "v@h.example")])
+    assert pb.starts(cmds) == []
+    assert pb.writes(cmds) == []
+    th = pb.sched.find_thread("smtp", "h.example")
+    assert th is not None
+    assert th.group.clause.queueonly
+    pb.check_counts()
