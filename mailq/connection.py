@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
 
 from mailq import replies
@@ -23,6 +24,7 @@ from mailq.lines import BODY_END, BODY_START
 from mailq.states import TRANSITIONS, State
 
 __all__ = [
+    "BATCH_LINES",
     "CHUNK_BYTES",
     "MAX_AUTH_FAILURES",
     "MAX_LINE_BYTES",
@@ -45,6 +47,7 @@ __all__ = [
 MAX_LINE_BYTES: Final[int] = 16384
 MAX_AUTH_FAILURES: Final[int] = 3
 CHUNK_BYTES: Final[int] = 65536
+BATCH_LINES: Final[int] = 256  # lines formatted, stuffed and encoded together
 
 
 # ---- events (peer -> us) -------------------------------------------------------------
@@ -137,6 +140,19 @@ _QUIT_VERBS: Final = frozenset({"QUIT", "EXIT"})
 
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def _stuff_batch(lines: list[str]) -> str:
+    """Body lines joined with LF after each; an embedded LF becomes a space, and a
+    line starting with ``.`` gets a second one (the same rules as line by line)."""
+    text = "\n".join(lines)
+    if text.count("\n") != len(lines) - 1:  # some line holds an LF
+        text = "\n".join([line.replace("\n", " ") for line in lines])
+    if "\n." in text:
+        text = text.replace("\n.", "\n..")
+    if text[:1] == ".":
+        text = "." + text
+    return text + "\n"
 
 
 class ServerConnection:
@@ -254,29 +270,22 @@ class ServerConnection:
 
         The last chunk ends with the ``.`` terminator; the body always ends with LF
         (B13 fix), and an LF inside a line is replaced so it cannot end the body early.
+        Lines are taken in batches, joined, stuffed and encoded a batch at a time.
         """
         self._check_open(reply)
-        parts: list[str] = []
+        lines = iter(reply.lines)
+        pending: list[bytes] = [BODY_START]
         size = 0
-        first = True
-        for line in reply.lines:
-            if "\n" in line:
-                line = line.replace("\n", " ")
-            if line[:1] == ".":
-                line = "." + line
-            parts.append(line)
-            size += len(line) + 1
+        while batch := list(islice(lines, BATCH_LINES)):
+            data = _encode(_stuff_batch(batch))
+            pending.append(data)
+            size += len(data)
             if size >= chunk_bytes:
-                parts.append("")
-                data = _encode("\n".join(parts))
-                yield (BODY_START + data) if first else data
-                first = False
-                parts = []
+                yield b"".join(pending)
+                pending = []
                 size = 0
-        if parts:
-            parts.append("")
-        data = _encode("\n".join(parts)) + BODY_END
-        yield (BODY_START + data) if first else data
+        pending.append(BODY_END)
+        yield b"".join(pending)
 
     # -- state -------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final[int] = 174
-BACKLOG: Final[int] = 128
+BACKLOG: Final[int] = 1024  # the kernel caps it at net.core.somaxconn
 
 
 @dataclass(frozen=True, slots=True)

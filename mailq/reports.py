@@ -10,9 +10,10 @@ meanwhile prints ``N=0 ... QA=-1s`` rather than failing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Final
 
 from mailq.timefmt import saytime
-from mailq.view import GroupView, QueueView, ThreadView
+from mailq.view import GroupView, ProcView, QueueView, ThreadView
 
 __all__ = [
     "format_thread_line",
@@ -28,6 +29,23 @@ _TAB_THRESHOLDS = (15, 23, 31, 39)
 _CHANNEL_WAIT = 2
 _RING_WAIT = 1
 _GLOBAL_WAIT = 3
+_TAB = "\t"
+
+
+def _tabs(width: int) -> str:
+    if width >= _TAB_THRESHOLDS[-1]:
+        return " "
+    return "\t" * sum(1 for limit in _TAB_THRESHOLDS if width < limit)
+
+
+_PADS: Final = tuple(_tabs(width) for width in range(_TAB_THRESHOLDS[-1] + 1))
+_CACHE_LIMIT: Final = 65536
+_TABLE: Final = 1000
+_LEFT3: Final = tuple(f"{i:<3d}" for i in range(_TABLE))  # %-3d, precomputed
+_LEFT2: Final = tuple(f"{i:<2d}" for i in range(_TABLE))
+
+_ages: dict[int, str] = {}
+_names: dict[tuple[str, str, int], str] = {}
 
 
 def _bytelen(text: str) -> int:
@@ -37,74 +55,101 @@ def _bytelen(text: str) -> int:
 
 
 def _padding(prefix: str) -> str:
+    """TABs after a THREADS name: 4, 3, 2, 1 below 15, 23, 31, 39 bytes, else a space.
+
+    The width counts the name's bytes plus 7 (the C code's column arithmetic).
+    """
     width = _bytelen(prefix) + 7
-    if width >= _TAB_THRESHOLDS[-1]:
-        return " "
-    return "\t" * sum(1 for limit in _TAB_THRESHOLDS if width < limit)
+    return _PADS[width] if width < len(_PADS) else " "
+
+
+def _age(seconds: int) -> str:
+    """``saytime`` memoised: a report prints the same ages over and over."""
+    text = _ages.get(seconds)
+    if text is None:
+        if len(_ages) >= _CACHE_LIMIT:
+            _ages.clear()
+        text = _ages[seconds] = saytime(seconds)
+    return text
+
+
+def _proc_parts(thread: ThreadView, procs: Sequence[ProcView], now: int) -> list[str]:
+    parts: list[str] = []
+    if thread.thrkids != len(procs):
+        parts.append(f"Kids={thread.thrkids}/{len(procs)}")
+    parts.append("P={" + ",".join([str(p.pid) for p in procs]) + "}")
+    parts.append("HA={" + ",".join([str(now - p.hungertime) for p in procs]) + "}s")
+    fed = [str(now - p.feedtime) if p.feedtime else "never" for p in procs]
+    parts.append("FA={" + ",".join(fed) + "}s")
+    parts.append("OF={" + ",".join([str(p.overfed) for p in procs]) + "}")
+    parts.append("S={" + ",".join([p.state_name for p in procs]) + "}")
+    parts.append(f"UF={thread.unfed}")
+    return parts
 
 
 def _detail(thread: ThreadView, now: int, sep: str) -> str:
     """The alternatives a/b/c and ``QA=`` (MQ2-REF 9.1 steps 2-3), each led by ``sep``."""
-    parts: list[str] = []
+    oldest = thread.oldest_mtime
+    qa = "-1s" if oldest is None else _age(now - oldest)
     procs = thread.procs()
     if procs:
-        if thread.thrkids != len(procs):
-            parts.append(f"Kids={thread.thrkids}/{len(procs)}")
-        parts.append("P={" + ",".join(str(p.pid) for p in procs) + "}")
-        parts.append("HA={" + ",".join(str(now - p.hungertime) for p in procs) + "}s")
-        parts.append(
-            "FA={"
-            + ",".join(str(now - p.feedtime) if p.feedtime else "never" for p in procs)
-            + "}s"
-        )
-        parts.append("OF={" + ",".join(str(p.overfed) for p in procs) + "}")
-        parts.append("S={" + ",".join(p.state_name for p in procs) + "}")
-        parts.append(f"UF={thread.unfed}")
-    elif thread.wakeup > now:
-        parts.append(f"W={thread.wakeup - now}s")
-    elif thread.pending:
-        parts.append(f"pend={thread.pending}")
-    oldest = thread.oldest_mtime
-    parts.append("QA=" + ("-1s" if oldest is None else saytime(now - oldest)))
-    return sep + sep.join(parts)
+        return sep + sep.join(_proc_parts(thread, procs, now)) + sep + "QA=" + qa
+    wakeup = thread.wakeup
+    if wakeup > now:
+        return f"{sep}W={wakeup - now}s{sep}QA={qa}"
+    pending = thread.pending
+    if pending:
+        return f"{sep}pend={pending}{sep}QA={qa}"
+    return f"{sep}QA={qa}"
 
 
 def _wait_suffix(thread: ThreadView) -> str:
-    first = next(iter(thread.vertices()), None)
-    if first is None:
+    for first in thread.vertices():
+        waiting = first.waiting_for
+        if waiting == _CHANNEL_WAIT:
+            return " channelwait"
+        if waiting == _RING_WAIT:
+            return " threadwait"
         return ""
-    if first.waiting_for == _CHANNEL_WAIT:
-        return " channelwait"
-    if first.waiting_for == _RING_WAIT:
-        return " threadwait"
     return ""
 
 
 def _threads_detail(thread: ThreadView, now: int) -> str:
-    counts = f"N={thread.jobs:<3d} R={thread.rcpts:<3d} A={thread.attempts:<2d}"
-    return counts + _detail(thread, now, " ") + _wait_suffix(thread)
+    """``N=%-3d R=%-3d A=%-2d``, the detail and the wait suffix."""
+    n, r, a = thread.jobs, thread.rcpts, thread.attempts
+    return (
+        f"N={_LEFT3[n] if 0 <= n < _TABLE else f'{n:<3d}'}"
+        f" R={_LEFT3[r] if 0 <= r < _TABLE else f'{r:<3d}'}"
+        f" A={_LEFT2[a] if 0 <= a < _TABLE else f'{a:<2d}'}"
+        f"{_detail(thread, now, ' ')}{_wait_suffix(thread)}"
+    )
+
+
+def _thread_name(thread: ThreadView) -> str:
+    """``    channel/host/withhost`` and its padding, built once per thread name."""
+    key = (thread.channel, thread.host, thread.withhost)
+    name = _names.get(key)
+    if name is None:
+        if len(_names) >= _CACHE_LIMIT:
+            _names.clear()
+        prefix = f"    {key[0]}/{key[1]}/{key[2]}"
+        name = _names[key] = prefix + _padding(prefix)
+    return name
 
 
 def format_thread_line(thread: ThreadView, now: int) -> str:
     """One ``SHOW QUEUE THREADS`` thread line (4 spaces, name, padding, detail)."""
-    prefix = f"    {thread.channel}/{thread.host}/{thread.withhost}"
-    return prefix + _padding(prefix) + _threads_detail(thread, now)
-
-
-def _threads2_line(thread: ThreadView, now: int) -> str:
-    return (
-        f"{thread.channel}\t{thread.host}\tN={thread.jobs}\tR={thread.rcpts}"
-        f"\tA={thread.attempts}" + _detail(thread, now, "\t")
-    )
+    return _thread_name(thread) + _threads_detail(thread, now)
 
 
 def _group_header(group: GroupView) -> str:
     return f"{group.clause_channel}/{group.clause_host}/{group.withhost}"
 
 
-def _group_summary(group: GroupView, threads: Sequence[ThreadView], msgs: int) -> str:
-    walked = len(threads)
-    counted = sum(len(t.procs()) for t in threads) + group.idle_list_length
+def _group_summary(group: GroupView, walked: int, msgs: int, procs: int) -> str:
+    """``Threads:`` ... ``Tlim:``; ``walked`` threads holding ``msgs`` vertices and
+    ``procs`` TA processes were seen (bracketed ``/%d`` when they differ)."""
+    counted = procs + group.idle_list_length
     line = f"\tThreads: {group.thread_count:4d}"
     if walked != group.thread_count:
         line += f"/{walked}"
@@ -152,11 +197,12 @@ def threads_report(view: QueueView, now: int) -> Iterator[str]:
     for group in list(view.groups()):
         threads = list(group.threads())
         yield _group_header(group)
-        msgs = 0
+        msgs = procs = 0
         for thread in threads:
             msgs += thread.jobs
-            yield format_thread_line(thread, now)
-        yield _group_summary(group, threads, msgs)
+            procs += len(thread.procs())
+            yield _thread_name(thread) + _threads_detail(thread, now)
+        yield _group_summary(group, len(threads), msgs, procs)
     yield from trailer_lines(view, now)
 
 
@@ -165,7 +211,9 @@ def short_report(view: QueueView, now: int) -> Iterator[str]:
     for group in list(view.groups()):
         threads = list(group.threads())
         yield _group_header(group)
-        yield _group_summary(group, threads, sum(t.jobs for t in threads))
+        msgs = sum([t.jobs for t in threads])
+        procs = sum([len(t.procs()) for t in threads])
+        yield _group_summary(group, len(threads), msgs, procs)
     yield from trailer_lines(view, now)
 
 
@@ -173,7 +221,10 @@ def threads2_report(view: QueueView, now: int) -> Iterator[str]:
     """``SHOW QUEUE THREADS2``: one TAB-separated line per thread, nothing else."""
     for group in list(view.groups()):
         for thread in list(group.threads()):
-            yield _threads2_line(thread, now)
+            yield (
+                f"{thread.channel}\t{thread.host}\tN={thread.jobs}\tR={thread.rcpts}"
+                f"\tA={thread.attempts}{_detail(thread, now, _TAB)}"
+            )
 
 
 def snmp_report(view: QueueView, now: int) -> Iterator[str]:
@@ -184,7 +235,12 @@ def snmp_report(view: QueueView, now: int) -> Iterator[str]:
 def _clean_message(message: str | None) -> str:
     if not message:
         return ""
-    return message.replace("\t", " ").replace("\n", "\r")  # B21 fix; LF never leaks
+    if "\t" in message or "\n" in message:  # B21 fix; LF never leaks
+        return message.replace("\t", " ").replace("\n", "\r")
+    return message
+
+
+_VERTEX_STATES: Final = {_CHANNEL_WAIT: "channel", _GLOBAL_WAIT: ""}  # else "thread"
 
 
 def thread_detail_report(
@@ -192,7 +248,9 @@ def thread_detail_report(
 ) -> Iterator[str]:
     """``SHOW THREAD ch host``: the ``#`` line and one row per recipient (MQ2-REF 9.6).
 
-    An unknown pair gives an empty body (B19 keep).
+    An unknown pair gives an empty body (B19 keep). Field 9 is ``retry in ...`` while
+    the thread waits for its wakeup, else ``channel``, ``""`` (global or thread limit)
+    or ``thread`` (B20 keep: also when not waiting at all).
     """
     thread = view.find_thread(channel, host)
     if thread is None:
@@ -203,20 +261,17 @@ def thread_detail_report(
     )
     wakeup = thread.wakeup
     retry = f"retry in {saytime(wakeup - now)}" if wakeup > now else None
+    states = _VERTEX_STATES
+    wake = f"\t{wakeup}\t"
     for vertex in list(thread.vertices()):
-        if retry is not None:
-            state = retry
-        elif vertex.waiting_for == _CHANNEL_WAIT:
-            state = "channel"
-        elif vertex.waiting_for == _GLOBAL_WAIT:
-            state = ""
-        else:
-            state = "thread"  # B20 keep: also when not waiting at all
-        head = f"{vertex.path}\t"
-        before = f"\t{vertex.sender}\t"
+        state = retry if retry is not None else states.get(vertex.waiting_for, "thread")
         after = (
-            f"\t{vertex.expiry}\t{wakeup}\t{vertex.lastfeed}\t{vertex.attempts}"
+            f"\t{vertex.expiry}{wake}{vertex.lastfeed}\t{vertex.attempts}"
             f"\t{state}\t{_clean_message(vertex.message)}"
         )
-        for index, offset in enumerate(vertex.offsets):
-            yield f"{head}{index}{before}{offset}{after}"
+        path, sender, offsets = vertex.path, vertex.sender, vertex.offsets
+        if len(offsets) == 1:
+            yield f"{path}\t0\t{sender}\t{offsets[0]}{after}"
+            continue
+        for index, offset in enumerate(offsets):
+            yield f"{path}\t{index}\t{sender}\t{offset}{after}"

@@ -2,9 +2,10 @@
 
 The shell reads bytes, feeds :class:`~mailq.connection.ServerConnection`, hands events
 to :class:`~mailq.service.Service` and writes what the connection serialises. Reports
-are streamed in chunks of about 64 KiB with ``await writer.drain()`` between chunks, so
-a huge dump never blocks the loop or sits whole in memory, and a slow reader only
-stalls itself. Each session has a real deadline (``lifetime``, B12 fix).
+are streamed in chunks of about 64 KiB with ``await writer.drain()`` after each (it
+suspends only while the peer's buffer is full), and the session yields to the loop after
+every ``FORMAT_SLICE`` (5 ms) of formatting, so a huge dump never blocks the loop or sits
+whole in memory, and a slow reader only stalls itself. Each session has a real deadline (``lifetime``, B12 fix).
 
 Usage::
 
@@ -40,7 +41,7 @@ from mailq.connection import (
     ServerReply,
 )
 from mailq.errors import AuthFileError, RemoteProtocolError
-from mailq.listen import bind_listeners, describe_socket
+from mailq.listen import BACKLOG, bind_listeners, describe_socket
 from mailq.service import Client, Service
 from mailq.states import State
 from mailq.view import QueueOperations, QueueView
@@ -50,6 +51,7 @@ __all__ = ["MailqServer", "ServerConfig"]
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 65536
+FORMAT_SLICE = 0.005  # seconds of report formatting before yielding to the loop
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -176,7 +178,7 @@ class _Session:
             )
             await self.writer.drain()
             return
-        logger.info("%s connected", self.where)
+        logger.debug("%s connected", self.where)
         await self.writer.drain()
         while True:
             if self.shutdown_requested:
@@ -200,7 +202,7 @@ class _Session:
                 return True
             reply = service.handle(event, client, self.server.load_auth)
             if reply is None:
-                logger.info("%s closed by peer (%s)", self.where, client.user or "-")
+                logger.debug("%s closed by peer (%s)", self.where, client.user or "-")
                 return False
             await self._write(conn, reply)
             if conn.state is not State.READY and conn.state is not State.AWAIT_AUTH:
@@ -211,16 +213,18 @@ class _Session:
 
     async def _write(self, conn: ServerConnection, reply: ServerReply) -> None:
         writer = self.writer
-        if isinstance(reply, MultilineReply):
-            for chunk in conn.send_chunks(reply):
-                writer.write(chunk)
-                await writer.drain()
-                await asyncio.sleep(
-                    0
-                )  # drain() does not yield unless paused: let others run
-        else:
+        if not isinstance(reply, MultilineReply):
             writer.write(conn.send(reply))
             await writer.drain()
+            return
+        clock = time.perf_counter
+        started = clock()
+        for chunk in conn.send_chunks(reply):
+            writer.write(chunk)
+            await writer.drain()  # suspends only while the peer is not reading
+            if clock() - started >= FORMAT_SLICE:
+                await asyncio.sleep(0)  # formatting is CPU: let other sessions run
+                started = clock()
 
 
 class MailqServer:
@@ -272,9 +276,13 @@ class MailqServer:
         for sock in [*created, *sockets]:
             sock.setblocking(False)
             if sock.family == socket.AF_UNIX:
-                srv = await asyncio.start_unix_server(self._on_connect, sock=sock)
+                srv = await asyncio.start_unix_server(
+                    self._on_connect, sock=sock, backlog=BACKLOG
+                )
             else:
-                srv = await asyncio.start_server(self._on_connect, sock=sock)
+                srv = await asyncio.start_server(
+                    self._on_connect, sock=sock, backlog=BACKLOG
+                )
             self._servers.append(srv)
             self._sockets.append(sock)
             logger.info("MAILQ v2 listening on %s", describe_socket(sock))

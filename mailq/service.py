@@ -103,7 +103,7 @@ class Service:
         self.count("Commands")
         if isinstance(event, Quit):
             self.count("CommandQUIT")
-            logger.info("%s QUIT", client.who)
+            logger.debug("%s QUIT", client.who)
             return Bye()
         if isinstance(event, AuthRequest):
             return self.authenticate(event, client, auth())
@@ -131,7 +131,7 @@ class Service:
             return AuthRejected(replies.AUTH_BAD_PASSWORD)
         client.user = request.user
         client.rights = entry.rights
-        logger.info("%s AUTH ok (line %d)", client.who, entry.line_no)
+        logger.debug("%s AUTH ok (line %d)", client.who, entry.line_no)
         return AuthAccepted(request.user, entry.rights)
 
     def execute(self, command: Command, client: Client) -> ServerReply:
@@ -166,7 +166,7 @@ class Service:
         if word == "THREAD" and client.rights & Right.TT:
             channel, host = split_word(args)
             self.count("CommandShowThread")
-            logger.info("%s SHOW THREAD %r %r", client.who, channel, host)
+            logger.debug("%s SHOW THREAD %r %r", client.who, channel, host)
             return MultilineReply(
                 reports.thread_detail_report(
                     self.view, _name_arg(channel), _name_arg(host), now
