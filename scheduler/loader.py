@@ -14,6 +14,7 @@ the core, which runs the (lower-cased) ETRNs, and then removed.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 import os
@@ -70,12 +71,15 @@ class PreScheduleQueue:
     """
 
     def __init__(self) -> None:
+        # Entries arriving in order (a scan is sorted by ctime, new files are newer)
+        # go to a plain FIFO; only out-of-order ones pay for the heap.
+        self._run: collections.deque[Entry] = collections.deque()
         self._ready: list[Entry] = []
         self._delayed: list[tuple[float, Entry]] = []
         self._numbers: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._ready) + len(self._delayed)
+        return len(self._run) + len(self._ready) + len(self._delayed)
 
     def __contains__(self, number: int) -> bool:
         return number in self._numbers
@@ -84,8 +88,15 @@ class PreScheduleQueue:
         if entry.number in self._numbers:
             return False
         self._numbers.add(entry.number)
-        heapq.heappush(self._ready, entry)
+        self._push(entry)
         return True
+
+    def _push(self, entry: Entry) -> None:
+        run = self._run
+        if not run or entry >= run[-1]:
+            run.append(entry)
+        else:
+            heapq.heappush(self._ready, entry)
 
     def delay(self, entry: Entry, until: float) -> None:
         self._numbers.add(entry.number)
@@ -96,14 +107,20 @@ class PreScheduleQueue:
             heapq.heappush(self._ready, heapq.heappop(self._delayed)[1])
 
     def has_ready(self, now: float) -> bool:
-        self._promote(now)
-        return bool(self._ready)
+        if self._delayed:
+            self._promote(now)
+        return bool(self._run or self._ready)
 
     def pop(self, now: float) -> Entry | None:
-        self._promote(now)
-        if not self._ready:
+        if self._delayed:
+            self._promote(now)
+        run, ready = self._run, self._ready
+        if run and (not ready or run[0] <= ready[0]):
+            entry = run.popleft()
+        elif ready:
+            entry = heapq.heappop(ready)
+        else:
             return None
-        entry = heapq.heappop(self._ready)
         self._numbers.discard(entry.number)
         return entry
 

@@ -55,6 +55,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+FLUSH_AFTER = 0.05
+"""Seconds of work after which the answers ready so far are written out."""
+_CHUNK = 64 * 1024
+
 # Statuses after which the recipient line is marked, and with what.
 _MARKS = {
     "ok": "+",
@@ -253,24 +257,55 @@ class TaRuntime:
         self.taname = f"{options.name}[{self.pid}]"
 
     def run(self) -> int:
-        """Serve jobs until the empty line or EOF; return the exit status."""
+        """Serve jobs until the empty line or EOF; return the exit status.
+
+        Input is read in big chunks and split into lines; the answers to every job of
+        a chunk go out in one write (a job that takes longer than :data:`FLUSH_AFTER`
+        flushes what is ready, so a slow delivery does not hold earlier reports back).
+        """
+        read1 = getattr(self.stdin, "read1", None)
+        pending = b""
         try:
             self._say(b"#hungry\n")
             while True:
-                line = self.stdin.readline()
-                if not line:
+                chunk = read1(_CHUNK) if read1 is not None else self.stdin.readline()
+                if not chunk:
+                    if pending:  # a last line without its LF
+                        self._say(self._answer(pending) or b"")
                     return 0
-                if line.rstrip(b"\r\n") == b"#idle":
-                    self._say(b"#hungry\n")
-                    continue
-                job = parse_job_line(line, self.options.host)
-                if job is None:
+                *lines, pending = (pending + chunk).split(b"\n")
+                if not self._serve(lines):
                     return 0
-                self._say(self.process(job))
-                self._say(b"#hungry\n")
         except BrokenPipeError:
             log.info("scheduler closed the pipe")
             return 0
+
+    def _serve(self, lines: list[bytes]) -> bool:
+        """Answer complete input lines; False when one of them ends the agent."""
+        out: list[bytes] = []
+        since = time.monotonic()
+        try:
+            for line in lines:
+                answer = self._answer(line)
+                if answer is None:
+                    return False
+                out.append(answer)
+                if time.monotonic() - since > FLUSH_AFTER:
+                    self._say(b"".join(out))
+                    out.clear()
+                    since = time.monotonic()
+        finally:
+            self._say(b"".join(out))
+        return True
+
+    def _answer(self, line: bytes) -> bytes | None:
+        """The reply to one input line (``#hungry`` after each job); None: exit."""
+        if line.rstrip(b"\r") == b"#idle":
+            return b"#hungry\n"
+        job = parse_job_line(line, self.options.host)
+        if job is None:
+            return None
+        return self.process(job) + b"#hungry\n"
 
     def _say(self, data: bytes) -> None:
         if data:
@@ -352,7 +387,7 @@ class TaRuntime:
         """Mark the recipient, write its ``d`` line if we own it, return its report line."""
         notary = make_notary(rcpt, outcome, self.taname)
         status = outcome.status
-        number = message_number(Path(ctx.relpath).name)
+        number = message_number(ctx.relpath.rpartition("/")[2])
         if self.options.nomark:
             return format_report(number, rcpt.offset, notary, status, outcome.text)
         mark = _MARKS.get(status, " ")

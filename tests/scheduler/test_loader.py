@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from scheduler.events import MessageGone, MessageLoaded, MessageReloaded
 from scheduler.loader import LOCK_RETRY, Entry, Loader, PreScheduleQueue
@@ -289,3 +290,30 @@ def test_reload(po: Postoffice, counters: FakeCounters) -> None:
     gone = loader.reload("100001")
     assert isinstance(gone, MessageGone)
     assert "quarantined" in gone.reason
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50), st.integers(1, 10**6)),
+        unique_by=lambda t: t[1],
+    ),
+    st.integers(0, 3),
+)
+def test_queue_pops_oldest_first_whatever_the_arrival_order(
+    items: list[tuple[int, int]], delayed: int
+) -> None:
+    queue = PreScheduleQueue()
+    entries = [Entry(float(c), n, str(n)) for c, n in items]
+    for e in entries[delayed:]:
+        assert queue.add(e)
+        assert not queue.add(e)  # a number is queued once
+    for e in entries[:delayed]:
+        queue.delay(e, until=5.0)
+    assert len(queue) == len(entries)
+    popped = []
+    while (e := queue.pop(now=0.0)) is not None:
+        popped.append(e)
+    assert popped == sorted(entries[delayed:])
+    assert [queue.pop(now=5.0) for _ in entries[:delayed]] == sorted(entries[:delayed])
+    assert queue.pop(now=5.0) is None
+    assert len(queue) == 0
