@@ -104,9 +104,8 @@ def _server(root: Path, conf: str = "scheduler.conf", *, queue: bool = True) -> 
 
 @pytest.fixture(scope="module")
 def servers(module_root: Path) -> Iterator[dict[str, Server]]:
-    """``main``: the recorded queue after each smtp thread's first attempt (as when the
-    recorded cases ran); ``empty``: no queue (cases 96-98); ``timing``: every channel
-    queue-only (ETRN and KILL round trips)."""
+    """``main``: the recorded queue and configs (see ``ready``); ``empty``: no queue
+    (cases 96-98); ``timing``: every channel queue-only (ETRN and KILL round trips)."""
     made: dict[str, Server] = {}
     try:
         made["main"] = _server(module_root / "main")
