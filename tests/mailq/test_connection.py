@@ -338,6 +338,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.conn.receive_data(b"\n")
         event = self.conn.next_event()
         assert event is not None
+        if isinstance(event, Quit):  # the garbage happened to spell QUIT or EXIT
+            self.closed = True
 
     @precondition(lambda self: not self.closed)
     @rule()
