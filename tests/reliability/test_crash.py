@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from crash_harness import Harness  # type: ignore[import-not-found]
+from crash_harness import Harness  # type: ignore[import-not-found,unused-ignore]
 
 
 @pytest.mark.slow
