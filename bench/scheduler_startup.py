@@ -46,6 +46,7 @@ def build(root: Path, files: int, rcpts: int, hosts: int) -> None:
         (po.transport / f"{prefix}{n}").write_text("".join(lines))
         (po.queue / f"{prefix}{n}").write_text("Subject: bench\n\nbody\n")
     (root / "auth").write_text("admin:pw:ALL:[127.0.0.0]/8\n")
+    (root / "auth").chmod(0o600)
     (root / "conf").write_text(CONF)
 
 
@@ -107,17 +108,27 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--rcpts", type=int, default=10)
     ap.add_argument("--hosts", type=int, default=10_000)
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="build the postoffice here once and reuse it on later runs (kept)",
+    )
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="zsb"))
+    keep = args.root is not None
+    root = args.root if keep else Path(tempfile.mkdtemp(prefix="zsb"))
     try:
-        (root / "empty").mkdir()
-        build(root / "empty", 0, 1, 1)
+        if not (root / "empty").is_dir():
+            (root / "empty").mkdir(parents=True)
+            build(root / "empty", 0, 1, 1)
         _, empty_rss = run(root / "empty", 0)
         t = time.monotonic()
-        build(root, args.files, args.rcpts, args.hosts)
-        print(
-            f"built {args.files} files x {args.rcpts} rcpts in {time.monotonic() - t:.1f} s"
-        )
+        if not (keep and (root / "po").is_dir()):
+            build(root, args.files, args.rcpts, args.hosts)
+            print(
+                f"built {args.files} files x {args.rcpts} rcpts"
+                f" in {time.monotonic() - t:.1f} s"
+            )
         elapsed, loaded_rss = run(root, args.files)
         total = args.files * args.rcpts
         print(
@@ -126,7 +137,8 @@ def main() -> None:
         print(f"RSS empty {empty_rss / 1e6:.1f} MB, loaded {loaded_rss / 1e6:.1f} MB")
         print(f"RSS per queued recipient: {(loaded_rss - empty_rss) / total:.0f} B")
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

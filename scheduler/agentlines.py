@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 class AgentLines(Feeding):
     """TA output lines, diagnostics and process lifecycle."""
 
+    stats_enabled: bool = True
+    """Emit a :class:`~scheduler.commands.StatLog` per final report; a runner whose
+    ``scheduler.stats`` logger is off sets it False (the line is not built at all)."""
+
     def _on_line(self, ev: AgentLine) -> None:
         p = self._procs.get(ev.proc)
         if p is None:
@@ -116,7 +120,8 @@ class AgentLines(Feeding):
                 )
         elif status == "error2" or (status == "ok2" and "SUCCESS" in notify):
             self._mark_diag(msg)
-        self._stat(msg, status, th)
+        if self.stats_enabled:
+            self._stat(msg, status, th)
         self._count(SENT_RCPTS)
         self._remove_rcpt(v, idx)
 
