@@ -1,18 +1,25 @@
-"""Consistency check of a postoffice: corrupt control files and missing message files."""
+"""Consistency check of a postoffice: corrupt control files, missing message files, and
+message files no control file refers to (orphans, e.g. left by a crash between the two
+unlinks of a completed message)."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .controlfile import ControlFile, parse
 from .errors import CorruptControlFile
 from .layout import Postoffice
-from .scan import scan
+from .scan import scan, scan_queue
 from .store import read_control
 
-__all__ = ["Problem", "check_control", "check_postoffice"]
+__all__ = ["ORPHAN_MIN_AGE", "Problem", "check_control", "check_postoffice"]
+
+ORPHAN_MIN_AGE = 3600.0
+"""A message file without a control file is only an orphan after this many seconds
+(submission writes the message file first, then the control file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +69,32 @@ def check_control(po: Postoffice, relpath: str, data: bytes) -> list[Problem]:
     return problems
 
 
-def check_postoffice(po: Postoffice) -> Iterator[Problem]:
-    """Every problem of every control file (files vanishing meanwhile are skipped)."""
+def check_postoffice(
+    po: Postoffice, *, orphan_min_age: float = ORPHAN_MIN_AGE, now: float | None = None
+) -> Iterator[Problem]:
+    """Every problem of every control file (files vanishing meanwhile are skipped),
+    then every orphaned message file older than ``orphan_min_age`` seconds."""
+    referenced: set[str] = set()
     for entry in scan(po):
         try:
             data = read_control(po.control_path(entry.relpath))
         except FileNotFoundError:
             continue
+        referenced.add(os.fspath(po.message_path(entry.relpath, _mid(data))))
         yield from check_control(po, entry.relpath, data)
+    cutoff = (time.time() if now is None else now) - orphan_min_age
+    for entry in scan_queue(po):
+        path = os.fspath(po.queue / entry.relpath)
+        if path not in referenced and entry.ctime <= cutoff:
+            reason = "orphaned message file: no control file refers to it"
+            yield Problem(entry.relpath, path, 0, reason)
+
+
+def _mid(data: bytes) -> str | None:
+    """The ``i`` line's value, best effort (a corrupt file is reported by check_control)."""
+    start = data.find(b"\ni ")
+    if start < 0:
+        return None
+    end = data.find(b"\n", start + 1)
+    value = data[start + 3 : end if end >= 0 else len(data)]
+    return value.decode("utf-8", "surrogateescape") if value else None

@@ -15,7 +15,7 @@ import click
 
 from mailq.timefmt import saytime
 
-from .check import check_postoffice
+from .check import ORPHAN_MIN_AGE, check_postoffice
 from .controlfile import ControlFile, parse
 from .errors import CorruptControlFile, SpoolError
 from .ids import message_number, spool_id
@@ -197,12 +197,19 @@ def list_cmd(postoffice: str, as_json: bool) -> None:
 @click.option(
     "--quarantine", "do_quarantine", is_flag=True, help="Move bad files to freezer/."
 )
-def check(postoffice: str, do_quarantine: bool) -> None:
+@click.option(
+    "--orphan-age",
+    type=click.FloatRange(min=0),
+    default=ORPHAN_MIN_AGE,
+    show_default=True,
+    help="Seconds after which a message file without a control file is an orphan.",
+)
+def check(postoffice: str, do_quarantine: bool, orphan_age: float) -> None:
     """Report every problem as path:line: reason; exit 1 if there is any."""
     po = Postoffice(postoffice)
     if not po.transport.is_dir():
         raise click.ClickException(f"{po.transport}: not a postoffice")
-    problems = list(check_postoffice(po))
+    problems = list(check_postoffice(po, orphan_min_age=orphan_age))
     for problem in problems:
         click.echo(str(problem))
     if do_quarantine:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from .ids import hash_prefix, message_number
 from .layout import Postoffice
 
-__all__ = ["HASH_DIR_MODE", "ScanEntry", "hash_into_place", "make_hash_dirs", "scan"]
+__all__ = [
+    "HASH_DIR_MODE",
+    "ScanEntry",
+    "hash_into_place",
+    "make_hash_dirs",
+    "scan",
+    "scan_queue",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,15 @@ def scan(po: Postoffice, *, deep: bool = True) -> list[ScanEntry]:
     ctime first (the scheduler's loading order, SCHED-REF 3.3)."""
     out: list[ScanEntry] = []
     _walk(os.fspath(po.transport), "", 0, deep, out)
+    out.sort(key=_order)
+    return out
+
+
+def scan_queue(po: Postoffice) -> list[ScanEntry]:
+    """Every message file in ``queue/`` (same naming and hashing as ``transport/``),
+    oldest ctime first."""
+    out: list[ScanEntry] = []
+    _walk(os.fspath(po.queue), "", 0, True, out)
     out.sort(key=_order)
     return out
 
