@@ -52,6 +52,7 @@ from mailq.output import (
 from mailq.parse import ThreadDetail, parse_counters
 from mailq.timefmt import parse_duration
 from mailq.zenvfile import DEFAULT_ZCONFIG, read_zenv
+from spool.procs import pid_alive
 
 __all__ = ["main", "split_credentials", "verbosity"]
 
@@ -232,13 +233,7 @@ def _pid_alive(pidfile: Path) -> bool | None:
         return None
     except (OSError, ValueError, IndexError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def spool_status(po: str) -> SpoolStatus:

@@ -15,6 +15,8 @@ import os
 import struct
 import time
 
+from spool.procs import pid_alive
+
 from .errors import SchedulerError
 
 __all__ = ["COUNTER_NAMES", "MAGIC", "CounterFileError", "Counters", "format_line"]
@@ -192,18 +194,6 @@ def format_line(name: str, value: int) -> str:
     return f"{name:<33}{value:9d}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    return True
-
-
 class Counters:
     """The counter block; implements ``mailq.view.CounterBlock``."""
 
@@ -330,7 +320,7 @@ class Counters:
     def _dump_line(self, name: str) -> str:
         value = self.get(name)
         line = format_line(name, value)
-        if name in PID_NAMES and value and not _alive(value):
+        if name in PID_NAMES and value and not pid_alive(value):
             if name in _SUBSYS_PIDS:  # B15: cleared instead of reported
                 if not self.readonly:
                     self.set(name, 0)

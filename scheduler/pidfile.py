@@ -17,6 +17,8 @@ import signal
 import time
 from pathlib import Path
 
+from spool import procs
+
 __all__ = [
     "PidFileError",
     "SchedulerRunning",
@@ -65,13 +67,7 @@ def read_pid(path: Path) -> int | None:
 
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a live process that could be a scheduler."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _looks_like_scheduler(pid)
+    return procs.pid_alive(pid) and _looks_like_scheduler(pid)
 
 
 def _looks_like_scheduler(pid: int) -> bool:

@@ -18,6 +18,7 @@ from .controlfile import parse
 from .errors import SpoolError
 from .layout import Postoffice
 from .locking import APPEND_LOCK_OFFSET, range_lock
+from .procs import pid_alive
 
 __all__ = [
     "append_diagnostic",
@@ -50,19 +51,6 @@ def read_control(path: PathLike) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def pid_alive(pid: int) -> bool:
-    """``kill(pid, 0)`` succeeds (or fails only for lack of permission)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _slot_width(fd: int) -> tuple[int, int]:
