@@ -51,12 +51,13 @@ from mailq.output import (
 )
 from mailq.parse import ThreadDetail, parse_counters
 from mailq.timefmt import parse_duration
-from mailq.zenvfile import DEFAULT_ZCONFIG, read_zenv
+from scheduler.zenv import read_zenv
 from spool.procs import pid_alive
 
 __all__ = ["main", "split_credentials", "verbosity"]
 
 USAGE = "Usage: {argv0} [-46isSvt] [-Z zenvcfgfile] [-cchannel -hhost] [-p#] [host]"
+DEFAULT_ZCONFIG = "/etc/mail/zmailer.conf"  # the daemon's default: scheduler.zenv
 DEFAULT_POSTOFFICE = "/var/spool/postoffice"
 DEFAULT_HOST = "127.0.0.1"
 _VALUE_SHORTS = set("cEhKpPuUZ")
@@ -177,7 +178,7 @@ class Options:
 def _load_zenv(path: str | None) -> dict[str, str]:
     candidate = path or os.environ.get("ZCONFIG") or DEFAULT_ZCONFIG
     try:
-        return read_zenv(candidate)
+        return read_zenv(candidate, environ={})  # the client reads the file only
     except OSError:
         if path:
             raise click.UsageError(f"cannot read ZENV file {path}") from None
