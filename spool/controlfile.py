@@ -12,9 +12,27 @@ expression, and builds :class:`Recipient` objects only when they are asked for.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from .ctlrecords import (
+    DEFAULT_NOTIFY,
+    FLAG_DELAY,
+    FLAG_MIMESTRUCT,
+    FLAG_PID,
+    KNOWN_FLAGS,
+    TAGS,
+    TEXT_ENCODING,
+    TEXT_ERRORS,
+    Diagnostic,
+    Line,
+    Recipient,
+    SummaryRow,
+    apply_notify,
+    diagnostic_of,
+    recipient_of,
+    utf8_value,
+)
 from .errors import CorruptControlFile
+from .fastparse import RcptIndex, find_run
 from .quads import format_quad, parse_host, parse_quad
 
 __all__ = [
@@ -39,76 +57,7 @@ __all__ = [
     "parse_quad",
 ]
 
-FLAG_PID = 0x1
-FLAG_DELAY = 0x2
-FLAG_MIMESTRUCT = 0x4
-KNOWN_FLAGS = 0x7
-"""Bits of the ``@`` line we understand; any other bit makes the file corrupt."""
-
-TAGS = "@vioblexTsrXNRnmMd"
-"""Every tag of MQ2-REF 12.3."""
-
-DEFAULT_NOTIFY: frozenset[str] = frozenset({"FAILURE"})
-"""The notify set of a recipient without an ``N`` line or without ``NOTIFY=``."""
-
-_RCPT_STATUS = frozenset(" ~+-")
 _CHR = [chr(i) for i in range(256)]
-_ENC = "utf-8"
-_ERRORS = "surrogateescape"
-
-
-@dataclass(slots=True)
-class Line:
-    """One entry of the line index. ``raw`` includes its LF; an ``m``/``M`` block is one
-    entry whose ``status`` is ``"\\n"`` and whose ``raw`` runs through its empty line."""
-
-    tag: str
-    status: str
-    offset: int
-    raw: bytes
-
-
-@dataclass(slots=True)
-class Recipient:
-    """An ``r`` line. Values are as in the file (not lower-cased)."""
-
-    offset: int
-    status: str
-    pid: int | None
-    channel: str
-    host: str
-    user: str
-    privilege: str
-    quad: str
-    host_ok: bool
-    notify: frozenset[str] = DEFAULT_NOTIFY
-    orcpt: str | None = None
-    dsn_offset: int = -1
-    header_offset: int = -1
-
-
-@dataclass(slots=True)
-class Diagnostic:
-    """A ``d`` line: ``d<status><rcpt>:<hdr>:<dsn>::<time>\\t<notary>\\t<message>``."""
-
-    offset: int
-    status: str
-    rcpt_offset: int
-    header_offset: int
-    dsn_offset: int
-    time: int
-    notary: str
-    message: str
-
-    @property
-    def reported(self) -> bool:
-        """True once a DSN pass processed it (``d+``)."""
-        return self.status == "+"
-
-
-SummaryRow = tuple[int, str, str, str, frozenset[str], int, int]
-"""One pending recipient for the scheduler's loader (:meth:`ControlFile.pending_summary`):
-``(offset, channel, host, quad, notify, header_offset, dsn_offset)``."""
 
 _FIELDS = (
     "data",
@@ -176,7 +125,7 @@ class ControlFile:
     envid: str | None
     obsoletes: list[str]
     _recipients: list[Recipient] | None
-    _index: _RcptIndex | None
+    _index: RcptIndex | None
     _lines: list[Line] | None
 
     def __init__(
@@ -328,7 +277,7 @@ def index_lines(data: bytes) -> list[Line]:
 
 def format_recipient_line(quad: str) -> bytes:
     """A fresh ``r`` line as the router writes it: status, PID and delay slots blank."""
-    return b"r" + b" " + b" " * 10 + quad.encode(_ENC, _ERRORS) + b"\n"
+    return b"r" + b" " + b" " * 10 + quad.encode(TEXT_ENCODING, TEXT_ERRORS) + b"\n"
 
 
 def format_diagnostic(
@@ -347,84 +296,10 @@ def format_diagnostic(
     notary = notary.replace("\n", "\r").replace("\t", " ")
     message = message.replace("\n", "\r")
     text = f"d{status}{rcpt_offset}:{header_offset}:{dsn_offset}::{time}\t{notary}\t{message}\n"
-    return text.encode(_ENC, _ERRORS)
+    return text.encode(TEXT_ENCODING, TEXT_ERRORS)
 
 
 # ---------------------------------------------------------------------------- parse
-
-
-def _notify_of(
-    value: str, notify: frozenset[str], orcpt: str | None
-) -> tuple[frozenset[str], str | None]:
-    """The notify set and ORCPT after one ``N`` line."""
-    for word in value.split():
-        key = word[:7].upper()
-        if key == "NOTIFY=":
-            notify = frozenset(w.upper() for w in word[7:].split(",") if w)
-        elif key[:6] == "ORCPT=":
-            orcpt = word[6:]
-    return notify, orcpt
-
-
-def _notify(value: str, rcpt: Recipient) -> None:
-    rcpt.notify, rcpt.orcpt = _notify_of(value, rcpt.notify, rcpt.orcpt)
-
-
-def _diagnostic(pos: int, status: str, value: str) -> Diagnostic:
-    head, _, rest = value.partition("\t")
-    notary, _, message = rest.partition("\t")
-    parts = head.split(":")
-    if len(parts) != 5 or parts[3]:
-        raise ValueError("bad diagnostic line")
-    return Diagnostic(
-        pos,
-        status,
-        int(parts[0]),
-        int(parts[1]),
-        int(parts[2]),
-        int(parts[4]),
-        notary,
-        message,
-    )
-
-
-def _utf8(value: str) -> str:
-    """Undo the latin-1 decoding of a non-ASCII file for one value."""
-    if value.isascii():
-        return value
-    return value.encode("latin-1").decode(_ENC, _ERRORS)
-
-
-def _pid(text: str) -> int | None:
-    """The PID of a PID slot (possibly spilling into the delay slot); None if blank,
-    unreadable or not positive."""
-    if text.isspace():
-        return None
-    try:
-        pid = int(text)
-    except ValueError:
-        return None
-    return pid if pid > 0 else None
-
-
-def _recipient(s: str, pos: int, slot: int, flags: int, fix: bool) -> Recipient | str:
-    """The :class:`Recipient` of the ``r`` line ``s`` (without its LF) at ``pos``, or
-    the reason why the line is corrupt."""
-    status = s[1:2]
-    if len(s) < slot:
-        return "short recipient line"
-    if status not in _RCPT_STATUS:
-        return "bad recipient status"
-    pid = _pid(s[2:slot]) if flags & 1 else None
-    quad = s[slot:]
-    if fix:
-        quad = _utf8(quad)
-    ch, host, user, priv = parse_quad(quad)
-    if host and host[0] == "(":
-        host, ok = parse_host(host)
-    else:
-        ok = host != ""
-    return Recipient(pos, status, pid, ch, host, user, priv, quad, ok)
 
 
 def parse(data: bytes, path: str = "<memory>") -> ControlFile:
@@ -476,7 +351,7 @@ def _parse_exact(data: bytes, path: str) -> ControlFile:
         end = pos + ln + 1
         tag = s[:1]
         if tag == "r":
-            rcpt = _recipient(s, pos, slot, flags, fix)
+            rcpt = recipient_of(s, pos, slot, flags, fix)
             if isinstance(rcpt, str):
                 raise CorruptControlFile(path, i + 1, rcpt)
             add_rcpt(rcpt)
@@ -503,7 +378,7 @@ def _parse_exact(data: bytes, path: str) -> ControlFile:
         if tag not in TAGS:
             raise CorruptControlFile(path, i + 1, f"unknown tag {tag!r}")
         status = s[1]
-        value = _utf8(s[2:]) if fix else s[2:]
+        value = utf8_value(s[2:]) if fix else s[2:]
         try:
             _interpret(cf, tag, status, pos, value)
         except ValueError as exc:
@@ -523,12 +398,12 @@ def _parse_exact(data: bytes, path: str) -> ControlFile:
 def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> None:
     """The meaning of one non-``r``, non-block line (SCHED-REF 2.1)."""
     if tag == "d":
-        cf.diagnostics.append(_diagnostic(pos, status, value))
+        cf.diagnostics.append(diagnostic_of(pos, status, value))
     elif tag == "N":
         if cf.recipients:
             rcpt = cf.recipients[-1]
             rcpt.dsn_offset = pos + 2
-            _notify(value, rcpt)
+            apply_notify(value, rcpt)
     elif status != " " or tag == "X":  # only ' ' lines are interpreted; X is ignored
         return
     elif tag == "@":
@@ -560,199 +435,12 @@ def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> 
 
 # ------------------------------------------------------------------ the fast path
 
-_SLOTS = (2, 6, 8, 12)  # 2 + PID slot (6, flag 1) + delay slot (4, flag 2)
-_RUN = {
-    slot: re.compile(rf"(?:r[ ~+\-][^\n]{{{slot - 2},}}\n)+").match for slot in _SLOTS
-}
-"""A run of ``r`` lines with a known status and complete slots."""
-_BLANK = {slot: "\nr" + " " * (slot - 1) for slot in _SLOTS}
-"""The start of an ``r`` line with status ``' '`` and blank slots (with its LF before)."""
-_MARKED = {
-    slot: ("\nr+" + " " * (slot - 2), "\nr-" + " " * (slot - 2)) for slot in _SLOTS
-}
 _HEAD = re.compile(
     r"@ 0x0000000([0-7])\ni ([^\n]*)\no ([0-9]{1,18})\nl ([^\n]*)\n"
     r"(?:e [^\n]*\n)?s ([^\n]*)\n"
 ).match
 """The usual first lines (``@ i o l [e] s``, all status ``' '``); an ``e`` line before
 the ``s`` line does not matter (the ``s`` line replaces its address)."""
-_LOCKED = re.compile(r"^r~", re.M).search
-_SPECIAL = ('"', "\\", "(", "\t")
-"""Characters that send a quad through :func:`parse_quad`."""
-
-_Run = tuple[int, int, int, int, int, bool]
-"""``start, end, slot, flags, line count, uniform``: a run of valid ``r`` lines;
-uniform runs have status ``' '`` and blank slots on every line."""
-
-
-class _RcptIndex:
-    """What :func:`_parse_fast` found out about the recipients, to build them later.
-
-    ``segments`` are runs of ``r`` lines (:data:`_Run`) and recipients of other lines,
-    already built; ``heads`` holds ``(n, offset)`` per ``m`` block (recipients before the
-    n-th get that header offset, if no earlier block claimed them); ``notes`` holds
-    ``(recipient index, dsn_offset, value)`` per ``N`` line.
-    """
-
-    __slots__ = ("heads", "notes", "segments")
-
-    def __init__(self) -> None:
-        self.segments: list[_Run | Recipient] = []
-        self.heads: list[tuple[int, int]] = []
-        self.notes: list[tuple[int, int, str]] = []
-
-    def _head_offsets(self) -> list[int]:
-        """The header offset of each segment (every line of a run has the same)."""
-        out: list[int] = []
-        heads, h, n = self.heads, 0, 0
-        for seg in self.segments:
-            while h < len(heads) and heads[h][0] <= n:
-                h += 1
-            out.append(heads[h][1] if h < len(heads) else -1)
-            n += 1 if isinstance(seg, Recipient) else seg[4]
-        return out
-
-    def recipients(self, data: bytes) -> list[Recipient]:
-        text = data.decode("ascii")
-        out: list[Recipient] = []
-        for seg, hdr in zip(self.segments, self._head_offsets(), strict=True):
-            if isinstance(seg, Recipient):
-                seg.header_offset = hdr
-                out.append(seg)
-                continue
-            lines = _plain_lines(text, seg)
-            if lines is None:
-                rcpts = _each_line(text, seg)
-                for rcpt in rcpts:
-                    rcpt.header_offset = hdr
-                out.extend(rcpts)
-            else:
-                _plain_recipients(lines, seg, hdr, out)
-        for n, dsn, value in self.notes:
-            rcpt = out[n]
-            rcpt.dsn_offset = dsn
-            _notify(value, rcpt)
-        return out
-
-    def summary(self, data: bytes) -> list[SummaryRow]:
-        text = data.decode("ascii")
-        rows: list[SummaryRow] = []
-        skip: list[int] = []  # rows of recipients whose status is not ' '
-        for seg, hdr in zip(self.segments, self._head_offsets(), strict=True):
-            if not isinstance(seg, Recipient):
-                lines = _plain_lines(text, seg)
-                if lines is not None:
-                    _plain_rows(lines, seg, hdr, rows)
-                    continue
-            for r in [seg] if isinstance(seg, Recipient) else _each_line(text, seg):
-                if r.status != " ":
-                    skip.append(len(rows))
-                rows.append(
-                    (r.offset, r.channel, r.host, r.quad, DEFAULT_NOTIFY, hdr, -1)
-                )
-        if self.notes:
-            self._apply_notes(rows)
-        if skip:
-            gone = set(skip)
-            rows = [row for i, row in enumerate(rows) if i not in gone]
-        return rows
-
-    def _apply_notes(self, rows: list[SummaryRow]) -> None:
-        """Put the ``N`` lines into summary rows (one row per recipient, in order)."""
-        for n, dsn, value in self.notes:
-            off, ch, host, quad, notify, hdr, _ = rows[n]
-            notify = _notify_of(value, notify, None)[0]
-            rows[n] = (off, ch, host, quad, notify, hdr, dsn)
-
-    def has_locked(self, data: bytes) -> bool:
-        text = data.decode("ascii")
-        for seg in self.segments:
-            if isinstance(seg, Recipient):
-                if seg.status == "~":
-                    return True
-            elif not seg[5] and _LOCKED(text, seg[0], seg[1]):
-                return True
-        return False
-
-
-def _each_line(text: str, run: _Run) -> list[Recipient]:
-    """The recipients of a run, line by line (header offsets not set)."""
-    start, end, slot, flags, _, _ = run
-    out: list[Recipient] = []
-    pos = start
-    for line in text[start : end - 1].split("\n"):
-        rcpt = _recipient(line, pos, slot, flags, False)
-        assert isinstance(rcpt, Recipient)  # the run was validated
-        out.append(rcpt)
-        pos += len(line) + 1
-    return out
-
-
-def _plain_lines(text: str, run: _Run) -> list[str] | None:
-    """The lines (without LF) of a uniform run without quotes, escapes, host lists or
-    tabs anywhere; None for any other run."""
-    start, end, _, _, _, uniform = run
-    if not uniform:
-        return None
-    for c in _SPECIAL:
-        if text.find(c, start, end) >= 0:
-            return None
-    return text[start : end - 1].split("\n")
-
-
-def _plain_recipients(
-    lines: list[str], run: _Run, hdr: int, out: list[Recipient]
-) -> None:
-    """Append the recipients of :func:`_plain_lines` (status ``' '``, no PID)."""
-    add = out.append
-    off, slot = run[0], run[2]
-    for line in lines:
-        quad = line[slot:]
-        qp = quad.split(" ")
-        if len(qp) == 4 and "" not in qp:
-            ch, host, user, priv = qp
-            if "-" in qp:
-                ch, host, user, priv = ["" if v == "-" else v for v in qp]
-        else:
-            ch, host, user, priv = parse_quad(quad)
-        add(
-            Recipient(
-                off,
-                " ",
-                None,
-                ch,
-                host,
-                user,
-                priv,
-                quad,
-                host != "",
-                DEFAULT_NOTIFY,
-                None,
-                -1,
-                hdr,
-            )
-        )
-        off += len(line) + 1
-
-
-def _plain_rows(lines: list[str], run: _Run, hdr: int, out: list[SummaryRow]) -> None:
-    """Append the summary rows of :func:`_plain_lines`. Without quotes and lists the
-    channel and host are the first two blank-separated words of the quad."""
-    add = out.append
-    off, slot = run[0], run[2]
-    for line in lines:
-        quad = line[slot:]
-        words = quad.split(" ", 2)
-        if len(words) == 3 and words[0] and words[1]:
-            ch, host = words[0], words[1]
-            if ch == "-":
-                ch = ""
-            if host == "-":
-                host = ""
-        else:
-            ch, host = parse_quad(quad)[:2]
-        add((off, ch, host, quad, DEFAULT_NOTIFY, hdr, -1))
-        off += len(line) + 1
 
 
 def _parse_fast(data: bytes) -> ControlFile | None:
@@ -760,7 +448,7 @@ def _parse_fast(data: bytes) -> ControlFile | None:
     exact parser then says what)."""
     text = data.decode("ascii")
     n = len(text)
-    index = _RcptIndex()
+    index = RcptIndex()
     cf = ControlFile(data=data)
     cf._recipients = None
     cf._index = index
@@ -782,14 +470,14 @@ def _parse_fast(data: bytes) -> ControlFile | None:
     while pos < n:
         tag = text[pos]
         if tag == "r":
-            run = _run(text, pos, slot, flags)
+            run = find_run(text, pos, slot, flags)
             if run is not None:
                 index.segments.append(run)
                 count += run[4]
                 pos = run[1]
                 continue
             end = find("\n", pos) + 1
-            rcpt = _recipient(text[pos : end - 1], pos, slot, flags, False)
+            rcpt = recipient_of(text[pos : end - 1], pos, slot, flags, False)
             if isinstance(rcpt, str):
                 return None
             index.segments.append(rcpt)
@@ -825,30 +513,6 @@ def _parse_fast(data: bytes) -> ControlFile | None:
                 slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
         pos = end
     return cf
-
-
-def _run(text: str, pos: int, slot: int, flags: int) -> _Run | None:
-    """The run of valid ``r`` lines starting at ``pos`` (None: not even one).
-
-    The usual case, every line up to the ``m`` block with status ``' '``, ``+`` or
-    ``-`` and blank slots, is checked by counting line starts; anything else by a
-    regular expression."""
-    block_end = text.find("\nm\n", pos - 1) + 1 if pos else 0
-    if block_end > 0:
-        lines = text.count("\n", pos, block_end)
-        blank = text.count(_BLANK[slot], pos - 1, block_end)
-        if blank == lines:
-            return pos, block_end, slot, flags, lines, True
-        done, failed = _MARKED[slot]
-        marked = text.count(done, pos - 1, block_end)
-        marked += text.count(failed, pos - 1, block_end)
-        if blank + marked == lines:
-            return pos, block_end, slot, flags, lines, False
-    match = _RUN[slot](text, pos)
-    if match is None:
-        return None
-    end = match.end()
-    return pos, end, slot, flags, text.count("\n", pos, end), False
 
 
 def format(cf: ControlFile) -> bytes:
