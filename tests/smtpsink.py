@@ -10,6 +10,15 @@ EHLO offers PIPELINING, SIZE, 8BITMIME, DSN (and STARTTLS when ``tls`` is an
 Usable as ``async with SmtpSink(...) as sink`` or, for subprocess tests, from a thread:
 ``with ThreadedSmtpSink(...) as sink``. ``sink.port`` is the bound port on 127.0.0.1,
 ``sink.transactions`` the accepted transactions, ``sink.sessions`` the connection count.
+
+Why this is not built on :mod:`scheduler.sink` (the demo's runtime sink): the two share
+only line framing and dot-unstuffing. This one is scripted per recipient *pattern* with
+free reply texts, can ``drop`` the connection mid-transaction, switches to TLS mid-stream
+(``STARTTLS`` needs the shell, not a bytes-in/bytes-out core), toggles EHLO/DSN/PIPELINING,
+and records every command line, MAIL/RCPT parameters and the HELO name, which the SMTP
+transport agent's tests assert on. The runtime sink decides by domain policy with fixed
+replies and enforces size/line/abuse limits. Folding these test-only knobs into the
+shipped sink would grow it for no runtime use.
 """
 
 from __future__ import annotations
