@@ -22,6 +22,8 @@ import pytest
 from mailq.auth import authenticator
 from spool.layout import Postoffice, init_postoffice
 
+from .recorded import DIAG, PLACES, REF, adapted_config, recorded_files
+
 STARTUP_TIMEOUT = 30.0
 ADMIN, ADMIN_PW = "admin", "adminpw"
 
@@ -307,11 +309,7 @@ def start_recorded_daemon(
     ``auth_extra``, ``configs/zmailer.conf`` with the recorded paths moved under ``root``
     (so the counter block is a file, magic 0x33120006), and, with ``queue``, the five
     recorded messages placed as ``Y/F/100001`` … with the recorded ages and sizes.
-    Started (listening), not waited for: see ``test_replay_daemon.tried_once``."""
-    # test_replay_daemon owns the recordings' location and parsers; imported here, late,
-    # because it imports this conftest itself.
-    from .test_replay_daemon import DIAG, PLACES, REF, adapted_config, recorded_files
-
+    Started (listening), not waited for: see :func:`tests.e2e.recorded.tried_once`."""
     auth = (REF / "configs/scheduler.auth").read_text() + auth_extra
     full_env = {**RECORDED_ENV, "TESTTA_DIAG": DIAG, **(env or {})}
     d = build_daemon(

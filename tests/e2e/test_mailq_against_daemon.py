@@ -38,7 +38,7 @@ from .conftest import (
     start_recorded_daemon,
     wait_until,
 )
-from .test_replay_daemon import REF, tried_once
+from .recorded import REF, tried_once
 
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="recordings not available")
 

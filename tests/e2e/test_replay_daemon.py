@@ -6,46 +6,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from spool.layout import Postoffice
 
 from .conftest import DaemonFactory, DaemonProc, wait_until
+from .recorded import DIAG, PLACES, REF, adapted_config, recorded_files, tried_once
 
-REF = Path("/work/shared/reference/zmailer-transcripts")
-if not REF.is_dir():  # pragma: no cover - the recordings live beside the project
-    REF = Path(__file__).resolve().parents[3] / "shared/reference/zmailer-transcripts"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="recordings not available")
-
-DIAG = (
-    "smtp; 500 (connect to 127.0.0.1 [127.0.0.1|9|127.0.0.1|48553]: Connection refused)"
-)
-PLACES = {
-    "100001": ("Y/F/", 3 * 3600),
-    "100002": ("Y/G/", 2 * 3600 + 2 * 60 + 5),
-    "100003": ("Y/H/", 10 * 60),
-    "100004": ("Y/I/", 90),
-    "100005": ("Y/J/", 45),
-}
-_SMTP_CMD = re.compile(r'command="smtp [^"]*"')
-
-
-def recorded_files() -> dict[str, str]:
-    text = (REF / "queue-data/main-run-control-files.txt").read_text()
-    parts = re.split(r"^==== transport/(\d+) ====\n", text, flags=re.M)
-    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
-
-
-def adapted_config(name: str) -> str:
-    text = (REF / "configs" / name).read_text()
-    text = "\n".join(
-        line
-        for line in text.splitlines()
-        if not line.startswith(("PARAMauthfile", "PARAMmailqsock"))
-    )
-    return _SMTP_CMD.sub('command="testta -c $channel"', text) + "\n"
 
 
 def load_queue(po: Postoffice) -> None:
@@ -84,16 +53,6 @@ def start(factory: DaemonFactory, conf: str) -> DaemonProc:
     d = factory(adapted_config(conf), env=env, start=False)
     load_queue(d.po)
     return d.start()
-
-
-def tried_once(d: DaemonProc) -> bool:
-    short, threads2 = d.query("SHOW QUEUE SHORT", "SHOW QUEUE THREADS2")
-    return (
-        "Kids: 2  Idle:  2" in short
-        and threads2.count("\tA=1\t") == 2
-        # the queueonly smtp-etrn thread's first wakeup is r[0] = 12 s away (S36)
-        and "etrn.example.com\tN=1\tR=1\tA=0\tQA=" in threads2
-    )
 
 
 def test_main_run_reports_match_the_recording(daemon_factory: DaemonFactory) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-REFERENCE = Path("/work/shared/reference/zmailer-transcripts")
+from tests.recordings import RECORDINGS
+
+REFERENCE = RECORDINGS
 START = 1795312202  # scheduler start of the main run (Uptime: 14s at 1795312216)
 EXPIRY = 5 * 86400
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mailq.auth import new_challenge, verify
+from tests.recordings import RECORDINGS
 
 __all__ = [
     "TRANSCRIPTS",
@@ -34,7 +35,7 @@ __all__ = [
     "script_from_log",
 ]
 
-TRANSCRIPTS = Path("/work/shared/reference/zmailer-transcripts")
+TRANSCRIPTS = RECORDINGS
 _LOG_LINE = re.compile(r"^\s*[\d.]+ ([CS]): (.*)$")
 VERSION = b"version zmailer 2.0\n"
 

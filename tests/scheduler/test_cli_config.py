@@ -10,8 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from scheduler.cli import main
+from tests.recordings import RECORDINGS
 
-CONFIGS = Path("/work/shared/reference/zmailer-transcripts/configs")
+CONFIGS = RECORDINGS / "configs"
 ZENVFILE = str(CONFIGS / "zmailer.conf")
 
 

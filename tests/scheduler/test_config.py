@@ -22,8 +22,9 @@ from scheduler.config import (
     parse_config,
 )
 from scheduler.errors import ConfigError
+from tests.recordings import RECORDINGS
 
-CONFIGS = Path("/work/shared/reference/zmailer-transcripts/configs")
+CONFIGS = RECORDINGS / "configs"
 ZENV = {"MAILSHARE": "/etc/mail", "MAILBIN": "/usr/lib/zmailer", "POSTOFFICE": "/po"}
 
 

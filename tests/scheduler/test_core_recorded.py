@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from scheduler.core import Scheduler
 from scheduler.counters import Counters
 from scheduler.events import AgentLine, AgentStarted, MessageLoaded, Tick
 from spool.controlfile import parse
+from tests.recordings import RECORDINGS
 
-REF = Path("/work/shared/reference/zmailer-transcripts")
+REF = RECORDINGS
 START = 1795312204
 EXPIRY = {  # SHOW THREAD field 5 of raw/15-17 (mtime + 5 days)
     "100001": 1795733402,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from scheduler.counters import COUNTER_NAMES, MAGIC, CounterFileError, Counters
+from tests.recordings import RECORDINGS
 
-TRANSCRIPTS = Path("/work/shared/reference/zmailer-transcripts")
+TRANSCRIPTS = RECORDINGS
 
 
 def recorded_dump() -> list[str]:

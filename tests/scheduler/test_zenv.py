@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from scheduler.zenv import expand, parse_zenv, read_zenv
+from tests.recordings import RECORDINGS
 
-REFERENCE = Path("/work/shared/reference/zmailer-transcripts/configs/zmailer.conf")
+REFERENCE = RECORDINGS / "configs/zmailer.conf"
 
 
 def test_parse_quotes_comments_and_expansion() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-QUEUE_DATA = Path("/work/shared/reference/zmailer-transcripts/queue-data")
+from tests.recordings import RECORDINGS
+
+QUEUE_DATA = RECORDINGS / "queue-data"
 _HEADER = re.compile(rb"^==== transport/(\S+) ====\n", re.M)
 
 

@@ -1,0 +1,58 @@
+"""The recorded main run (``zmailer-transcripts``): its control files, where they sat in
+the queue and how old they were, its configs adapted to testta, and its diagnostic.
+
+Shared by :mod:`tests.e2e.conftest` (``start_recorded_daemon``) and the e2e modules
+that replay the recordings against the daemon.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from tests.recordings import RECORDINGS
+
+if TYPE_CHECKING:
+    from .conftest import DaemonProc
+
+__all__ = ["DIAG", "PLACES", "REF", "adapted_config", "recorded_files", "tried_once"]
+
+REF = RECORDINGS
+
+DIAG = (
+    "smtp; 500 (connect to 127.0.0.1 [127.0.0.1|9|127.0.0.1|48553]: Connection refused)"
+)
+PLACES = {
+    "100001": ("Y/F/", 3 * 3600),
+    "100002": ("Y/G/", 2 * 3600 + 2 * 60 + 5),
+    "100003": ("Y/H/", 10 * 60),
+    "100004": ("Y/I/", 90),
+    "100005": ("Y/J/", 45),
+}
+_SMTP_CMD = re.compile(r'command="smtp [^"]*"')
+
+
+def recorded_files() -> dict[str, str]:
+    text = (REF / "queue-data/main-run-control-files.txt").read_text()
+    parts = re.split(r"^==== transport/(\d+) ====\n", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def adapted_config(name: str) -> str:
+    text = (REF / "configs" / name).read_text()
+    text = "\n".join(
+        line
+        for line in text.splitlines()
+        if not line.startswith(("PARAMauthfile", "PARAMmailqsock"))
+    )
+    return _SMTP_CMD.sub('command="testta -c $channel"', text) + "\n"
+
+
+def tried_once(d: DaemonProc) -> bool:
+    short, threads2 = d.query("SHOW QUEUE SHORT", "SHOW QUEUE THREADS2")
+    return (
+        "Kids: 2  Idle:  2" in short
+        and threads2.count("\tA=1\t") == 2
+        # the queueonly smtp-etrn thread's first wakeup is r[0] = 12 s away (S36)
+        and "etrn.example.com\tN=1\tR=1\tA=0\tQA=" in threads2
+    )
