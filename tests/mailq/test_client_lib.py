@@ -132,9 +132,10 @@ async def test_eof_mid_body_is_a_protocol_error() -> None:
 @pytest.mark.asyncio
 async def test_unix_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "mq.sock")
-    async with ReplayServer(
-        Script(raw_script("13").exchanges[1:2]), unix_path=path
-    ) as srv, MailqClient() as mq:
+    async with (
+        ReplayServer(Script(raw_script("13").exchanges[1:2]), unix_path=path) as srv,
+        MailqClient() as mq,
+    ):
         await mq.connect("ignored", path)
         assert mq.is_local
         await mq.auth()

@@ -311,8 +311,8 @@ def test_queue_pops_oldest_first_whatever_the_arrival_order(
         queue.delay(e, until=5.0)
     assert len(queue) == len(entries)
     popped = []
-    while (e := queue.pop(now=0.0)) is not None:
-        popped.append(e)
+    while (got := queue.pop(now=0.0)) is not None:
+        popped.append(got)
     assert popped == sorted(entries[delayed:])
     assert [queue.pop(now=5.0) for _ in entries[:delayed]] == sorted(entries[:delayed])
     assert queue.pop(now=5.0) is None
