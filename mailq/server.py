@@ -69,8 +69,20 @@ def _peer_of(writer: asyncio.StreamWriter) -> Peer:
             with contextlib.suppress(KeyError):
                 name = pwd.getpwuid(uid).pw_name
         return UnixPeer(uid, name)
-    peername = writer.get_extra_info("peername")
-    return IPPeer.from_host(str(peername[0]))
+    return _ip_peer(str(writer.get_extra_info("peername")[0]))
+
+
+_ip_peers: dict[str, IPPeer] = {}
+
+
+def _ip_peer(host: str) -> IPPeer:
+    """``IPPeer.from_host``, remembered: the same few clients connect again and again."""
+    peer = _ip_peers.get(host)
+    if peer is None:
+        if len(_ip_peers) >= 4096:
+            _ip_peers.clear()
+        peer = _ip_peers[host] = IPPeer.from_host(host)
+    return peer
 
 
 def _peer_text(writer: asyncio.StreamWriter, peer: Peer) -> str:
@@ -215,7 +227,8 @@ class _Session:
         writer = self.writer
         if not isinstance(reply, MultilineReply):
             writer.write(conn.send(reply))
-            await writer.drain()
+            if writer.transport.get_write_buffer_size():  # else drain() has no work
+                await writer.drain()
             return
         clock = time.perf_counter
         started = clock()
@@ -414,6 +427,8 @@ class MailqServer:
             if session.hard_cancel:
                 writer.transport.abort()
             else:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+                flushing = writer.transport.get_write_buffer_size() > 0
+                writer.close()  # with nothing left to send the socket closes at once
+                if flushing:
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await writer.wait_closed()

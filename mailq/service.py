@@ -55,6 +55,9 @@ class Client:
     def who(self) -> str:
         return f"{self.user or '-'}@{self.peer}"
 
+    def __str__(self) -> str:  # log arguments are formatted only when emitted
+        return self.who
+
 
 Handler = Callable[["Service", Client, str, int], ServerReply]
 
@@ -103,7 +106,7 @@ class Service:
         self.count("Commands")
         if isinstance(event, Quit):
             self.count("CommandQUIT")
-            logger.debug("%s QUIT", client.who)
+            logger.debug("%s QUIT", client)
             return Bye()
         if isinstance(event, AuthRequest):
             return self.authenticate(event, client, auth())
@@ -131,7 +134,7 @@ class Service:
             return AuthRejected(replies.AUTH_BAD_PASSWORD)
         client.user = request.user
         client.rights = entry.rights
-        logger.debug("%s AUTH ok (line %d)", client.who, entry.line_no)
+        logger.debug("%s AUTH ok (line %d)", client, entry.line_no)
         return AuthAccepted(request.user, entry.rights)
 
     def execute(self, command: Command, client: Client) -> ServerReply:
@@ -166,7 +169,7 @@ class Service:
         if word == "THREAD" and client.rights & Right.TT:
             channel, host = split_word(args)
             self.count("CommandShowThread")
-            logger.debug("%s SHOW THREAD %r %r", client.who, channel, host)
+            logger.debug("%s SHOW THREAD %r %r", client, channel, host)
             return MultilineReply(
                 reports.thread_detail_report(
                     self.view, _name_arg(channel), _name_arg(host), now
