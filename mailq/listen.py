@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final[int] = 174
 BACKLOG: Final[int] = 1024  # the kernel caps it at net.core.somaxconn
+_WILDCARDS: Final = (None, "", "*", "::")  # dual-stack on one IPv6 socket (L2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def _tcp_socket(
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            wildcard = address[0] == "::" and spec.host in (None, "::")
+            wildcard = address[0] == "::" and spec.host in _WILDCARDS
             sock.setsockopt(
                 socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if wildcard else 1
             )
@@ -124,7 +125,7 @@ def _tcp_socket(
 
 
 def _tcp_addresses(spec: ListenSpec) -> list[tuple[int, tuple[str, int]]]:
-    if spec.host in (None, "", "*"):
+    if spec.host in _WILDCARDS and spec.host != "::":
         if socket.has_ipv6:
             return [(socket.AF_INET6, ("::", spec.port))]
         return [(socket.AF_INET, ("0.0.0.0", spec.port))]  # pragma: no cover - no IPv6
