@@ -160,6 +160,7 @@ class Loader:
         self.queue = PreScheduleQueue()
         self.hash_levels = hash_levels
         self.quarantined = 0
+        self.inflight: set[int] = set()  # handed to load workers, not loaded yet
         self._is_loaded = is_loaded
         self._counters = counters
         self._max_bytes = max_bytes
@@ -193,9 +194,21 @@ class Loader:
         return bool(self._add(Entry(st.st_ctime, number, relpath)))
 
     def _add(self, entry: Entry) -> int:
-        if self._is_loaded(entry.number) or entry.number in self.queue:
+        number = entry.number
+        if self._is_loaded(number) or number in self.queue or number in self.inflight:
             return 0
         return int(self.queue.add(entry))
+
+    def take_ready(self, now: float) -> list[Entry]:
+        """Pop every ready entry, oldest first, and count them in flight (handed to
+        load workers; the runner discards each number from ``inflight`` as it feeds
+        it). A scan or notification skips in-flight files."""
+        taken: list[Entry] = []
+        pop = self.queue.pop
+        while (entry := pop(now)) is not None:
+            taken.append(entry)
+        self.inflight.update(e.number for e in taken)
+        return taken
 
     # -- loading ----------------------------------------------------------------
 

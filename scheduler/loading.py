@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from array import array
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT, format_diagnostic
+from spool.controlfile import format_diagnostic
 from spool.ids import message_number
 
 from .commands import AppendDiagnostic, MarkRecipient
 from .events import MessageGone, MessageLoaded, MessageReloaded
-from .model import DEFAULT_NOTIFY, M_DIAG, Message, RcptExtra, Vertex
+from .model import M_DIAG, Message, Vertex
 from .operations import Operations
 from .state import (
     M_DROP,
@@ -36,6 +34,13 @@ from .state import (
     STORED_RCPTS,
     STORED_VERTICES,
     TICK,
+)
+from .vertexspecs import (
+    Row,
+    VertexSpec,
+    intern_name,
+    pending_rows,
+    split_recipients,
 )
 
 if TYPE_CHECKING:
@@ -56,133 +61,6 @@ BAD_HOST_NOTARY = (
     "\x03\x01failed\x015.1.2\x01x-local; 500 (unparsable destination host)\x01"
 )
 BAD_HOST_TEXT = "unparsable destination host in the control file"
-
-
-_names: dict[str, str] = {}
-
-
-def intern_name(raw: str) -> str:
-    """Lower-case and intern a channel or host name (cached)."""
-    name = _names.get(raw)
-    if name is None:
-        name = sys.intern(raw.lower())
-        if len(_names) < 1_000_000:
-            _names[raw] = name
-    return name
-
-
-Row = tuple[int, str, str, str, frozenset[str], int, int]
-"""A pending recipient: ``(offset, channel, host, quad, notify, header_offset,
-dsn_offset)``; ``host`` is ``""`` when it could not be parsed."""
-
-
-@dataclass(slots=True)
-class VertexSpec:
-    channel: str
-    host: str
-    offsets: array[int] | int  # an int for a single recipient
-    extra: tuple[RcptExtra, ...] | None
-    count: int
-
-
-def pending_rows(control: ControlFile) -> list[Row]:
-    """The recipients with status ``' '`` and a usable host, and those without one, in
-    file order (from the parser's fast summary when it has one)."""
-    summary = getattr(control, "pending_summary", None)
-    if summary is not None:
-        rows: list[Row] = summary()
-        return rows
-    return [
-        (
-            r.offset,
-            r.channel,
-            r.host if r.host_ok else "",
-            r.quad,
-            r.notify,
-            r.header_offset,
-            r.dsn_offset,
-        )
-        for r in control.recipients
-        if r.status == " "
-    ]
-
-
-def _extra_for(rows: list[Row], hdr: int) -> tuple[RcptExtra, ...] | None:
-    for r in rows:
-        notify = r[4]
-        if (
-            r[5] != hdr
-            or r[6] != -1
-            or (notify is not _PARSER_DEFAULT and notify != DEFAULT_NOTIFY)
-        ):
-            return tuple((r[4], r[5], r[6]) for r in rows)
-    return None
-
-
-def _lower_quad(row: Row) -> str:
-    return row[3].lower()
-
-
-def _descending(rows: list[Row]) -> list[Row]:
-    """Sorted by lower-cased quad, descending; equal quads keep file order."""
-    return sorted(rows, key=_lower_quad, reverse=True)
-
-
-def split_recipients(control: ControlFile) -> tuple[list[VertexSpec], list[Row], int]:
-    """Return ``(vertex specs, recipients with a bad host, default header offset)``."""
-    pending = pending_rows(control)
-    bad: list[Row] = []
-    for r in pending:
-        if not r[2]:
-            bad = [r for r in pending if not r[2]]
-            pending = [r for r in pending if r[2]]
-            break
-    if not pending:
-        return [], bad, -1
-    first = pending[0]
-    hdr = first[5]
-    if len(pending) == 1:
-        spec = VertexSpec(
-            intern_name(first[1]),
-            intern_name(first[2]),
-            first[0],
-            _extra_for(pending, hdr),
-            1,
-        )
-        return [spec], bad, hdr
-    channel, host = first[1], first[2]
-    for r in pending:
-        if r[1] != channel or r[2] != host:
-            break
-    else:
-        # the common case: one destination
-        members = _descending(pending)
-        spec = VertexSpec(
-            intern_name(channel),
-            intern_name(host),
-            array("i", [r[0] for r in members]),
-            _extra_for(members, hdr),
-            len(members),
-        )
-        return [spec], bad, hdr
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for r in _descending(pending):
-        key = (intern_name(r[1]), intern_name(r[2]))
-        lst = groups.get(key)
-        if lst is None:
-            groups[key] = [r]
-        else:
-            lst.append(r)
-    specs: list[VertexSpec] = []
-    for key in sorted(groups):
-        members = groups[key]  # already in descending quad order
-        offsets: array[int] | int = (
-            members[0][0] if len(members) == 1 else array("i", [r[0] for r in members])
-        )
-        specs.append(
-            VertexSpec(key[0], key[1], offsets, _extra_for(members, hdr), len(members))
-        )
-    return specs, bad, hdr
 
 
 class Loading(Operations):

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from spool import store
 from spool.layout import Postoffice
@@ -43,10 +43,24 @@ from .events import (
     AgentStartFailed,
     ConfigChanged,
     Event,
+    MessageLoaded,
     ShutdownRequested,
     Tick,
 )
-from .loader import CounterSink, Loader
+from .loader import MAX_CONTROL_BYTES, CounterSink, Entry, Loader
+from .loadworker import (
+    MIN_FILES,
+    Item,
+    LoadWorkers,
+    PreparedControl,
+    Record,
+    count_hashed,
+    hash_dirs,
+    is_record,
+)
+
+if TYPE_CHECKING:
+    from spool.controlfile import ControlFile
 
 __all__ = ["Core", "DsnPass", "Runner"]
 
@@ -101,6 +115,8 @@ class Runner:
         load_budget: float = 0.05,
         bulk_budget: float = BULK_BUDGET,
         agent_env: dict[str, str] | None = None,
+        load_workers: int | None = None,
+        worker_min_files: int = MIN_FILES,
     ) -> None:
         self.core = core
         self.po = po
@@ -121,6 +137,14 @@ class Runner:
         self._load_budget = load_budget
         self._bulk_budget = bulk_budget
         self._frozen = False  # gc.freeze() done by a bulk pass, not yet undone
+        # The startup load of a big queue runs in worker processes (scheduler.loadworker)
+        if load_workers is None:
+            load_workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+        self._load_workers = load_workers
+        self._worker_min = worker_min_files
+        self._workers: LoadWorkers | None = None
+        self._worker_item: Item | None = None  # taken from the workers, not fed yet
+        self._first_scan = True
         self._stats_flag()
         self._transport = os.fspath(po.transport) + "/"
         self._queue = os.fspath(po.queue) + "/"
@@ -217,6 +241,9 @@ class Runner:
     async def shutdown(self, grace: float) -> None:
         """Slow shutdown: the core retires every TA; TERM, then KILL after ``grace``."""
         self._stopping = True
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
         self.execute(self.core.handle(ShutdownRequested(), self.clock()))
         await self.agents.shutdown(grace)
         self._drain_events()
@@ -225,10 +252,15 @@ class Runner:
     def _maybe_scan(self, now: float) -> None:
         if now < self._next_scan:
             return
+        if self._workers is not None:  # the startup load is still in the workers
+            self._next_scan = now + self._scan_interval
+            return
         deep = now >= self._next_deep
         self._stats_flag()
         try:
-            self.loader.scan(deep=deep)
+            first, self._first_scan = self._first_scan, False
+            if not (first and deep and self._start_workers()):
+                self.loader.scan(deep=deep)
         except OSError as exc:
             logger.error("scan of %s failed: %s", self.po.transport, exc)
         backlog = min(10.0, len(self.loader.queue) / 32)
@@ -254,22 +286,71 @@ class Runner:
             n += 1
         return n > 0
 
+    def _start_workers(self) -> bool:
+        """The first scan of a big spool: the hash directories are scanned and their
+        files prepared by load workers (scheduler.loadworker); the top level is scanned
+        here (its files are hashed in-process, or with no hashing also handed over).
+        False: a small spool, to be scanned and loaded in-process."""
+        if self._load_workers <= 0:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # not inside the loop (a test driving passes by hand)
+        loader = self.loader
+        dirs = hash_dirs(self._transport)
+        hashed = count_hashed(self._transport, dirs)
+        loader.scan(deep=False)
+        top = len(loader.queue) if loader.hash_levels <= 0 else 0
+        if hashed + top < self._worker_min:
+            return False
+        entries = loader.take_ready(self.clock()) if top else []
+        self._workers = LoadWorkers(
+            self._transport,
+            self._queue,
+            loader.hash_levels,
+            MAX_CONTROL_BYTES,
+            entries=[(e.ctime, e.number, e.relpath) for e in entries],
+            dirs=dirs,
+            workers=self._load_workers,
+            on_ready=self._wake.set,
+        )
+        return True
+
+    def _worker_ready(self) -> bool:
+        """True if the load workers have an item ready (and clean up when done)."""
+        workers = self._workers
+        if workers is None:
+            return False
+        if self._worker_item is None:
+            self._worker_item = workers.next_item()
+        if self._worker_item is not None:
+            return True
+        if workers.finished:
+            self._workers = None
+            self.loader.inflight.clear()
+            if workers.failed:
+                self.rescan()  # what a dead worker did not deliver
+        return False
+
     def _load_batch_now(self) -> bool:
         queue = self.loader.queue
         now = self.clock()
-        if not queue.has_ready(now):
+        from_workers = self._worker_ready()
+        if not from_workers and not queue.has_ready(now):
             self._thaw()
             return False
+        load = self._feed_workers if from_workers else self._load
         if self._events or len(self.agents):
             self._thaw()
-            self._load(now, self._load_batch, self._load_budget)
+            load(now, self._load_batch, self._load_budget)
             return True
         # Nothing else to serve: a big pass, the collector off (it would rescan every
         # loaded object again and again), the loaded objects frozen out of its sight.
         enabled = gc.isenabled()
         gc.disable()
         try:
-            self._load(now, len(queue), self._bulk_budget)
+            load(now, len(queue) + 1_000_000, self._bulk_budget)
         finally:
             gc.freeze()
             self._frozen = True
@@ -290,6 +371,42 @@ class Runner:
                 if commands:
                     self.execute(commands)
             if not queue.has_ready(now) or time.monotonic() > deadline:
+                break
+
+    def _feed_workers(self, now: float, limit: int, budget: float) -> None:
+        """Feed the load workers' files to the core, oldest first."""
+        workers = self._workers
+        assert workers is not None
+        loader = self.loader
+        inflight = loader.inflight
+        is_loaded = self.core.is_loaded
+        handle = self.core.handle
+        deadline = time.monotonic() + budget
+        item = self._worker_item
+        self._worker_item = None
+        for _ in range(limit):
+            if item is None:
+                item = workers.next_item()
+                if item is None:
+                    break
+            if inflight:
+                inflight.discard(item[1])
+            if not is_loaded(item[1]):
+                if is_record(item):
+                    rec = cast(Record, item)
+                    control = cast("ControlFile", PreparedControl(rec))
+                    event: MessageLoaded | None = MessageLoaded(
+                        rec[0], control, rec[3], rec[4], rec[5]
+                    )
+                else:  # the worker left it to us: quarantine, hashing, locks, ETRN ...
+                    event = loader.load(Entry._make(item), now)
+                if event is not None:
+                    self.loaded_total += 1
+                    commands = handle(event, now)
+                    if commands:
+                        self.execute(commands)
+            item = None
+            if time.monotonic() > deadline:
                 break
 
     def _thaw(self) -> None:

@@ -1,0 +1,461 @@
+"""The startup load on other cores: worker processes read, check, parse and split control
+files, and stream compact batches to the daemon, which only feeds the decision core.
+
+The daemon's first (deep) scan hands a big queue (:data:`MIN_FILES` or more) to
+:class:`LoadWorkers`: the scan's entries, oldest ctime first, are cut into batches of
+:data:`BATCH` files; worker ``w`` of ``n`` (``python -m scheduler.loadworker``) gets
+batches ``w, w + n, ...`` and writes each back as one length-prefixed pickle. The daemon
+takes the batches in order, so the queue is loaded in exactly the scan's order.
+
+A worker never changes a file. It prepares only the plain case: a file already in its
+hash directory (or no hashing), readable, not oversized, parsed without error, with its
+``i`` and ``l`` lines, known format bits, no ETRN, no ``~``-locked recipient line, every
+host usable, and its message file present. Anything else comes back as the bare scan
+entry and the daemon loads it itself (:meth:`scheduler.loader.Loader.load`), which
+quarantines, hashes, resets stale locks and runs ETRNs as usual. A worker that dies
+leaves its missing batches to the daemon the same way. A file is read by a worker up to
+a few seconds before the daemon feeds it; nothing else touches a queued, unloaded file
+(TAs only get loaded messages), so this is the same race as ZMailer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Final, cast
+
+from spool.controlfile import KNOWN_FLAGS, parse
+from spool.ids import message_number
+
+from .model import RcptExtra
+from .vertexspecs import Split, VertexSpec, intern_name, split_recipients
+
+__all__ = [
+    "BATCH",
+    "MIN_FILES",
+    "EntryTuple",
+    "Item",
+    "Job",
+    "LoadWorkers",
+    "PreparedControl",
+    "Record",
+    "count_hashed",
+    "hash_dirs",
+    "is_record",
+    "prepare",
+    "prepare_batch",
+    "work",
+]
+
+logger = logging.getLogger(__name__)
+
+BATCH: Final = 1000
+MIN_FILES: Final = 2000
+"""Below this many queued files the daemon loads in-process (a worker costs ~0.1 s)."""
+
+_LEN: Final = struct.Struct("<Q")
+_LOCKED: Final = b"\nr~"
+_READ_SIZE: Final = 1 << 16
+
+EntryTuple = tuple[float, int, str]
+"""A scan entry ``(ctime, number, relpath)`` (:class:`scheduler.loader.Entry`)."""
+
+SpecTuple = tuple[str, str, "array[int] | int", "tuple[RcptExtra, ...] | None", int]
+
+Record = tuple[str, int, str, int, int, float, str, int, bool, list[SpecTuple]]
+"""A prepared file: ``(relpath, number, mid, mtime, mtime_ns, ctime, error_address,
+header offset, has unreported diagnostics, vertex specs)``."""
+
+_RECORD_LEN: Final = 10
+
+Item = Record | EntryTuple
+"""A prepared file, or the scan entry of one the daemon must load itself."""
+
+Job = tuple[str, str, int, int, list[EntryTuple], list[str], int]
+"""``(transport/, queue/, hash levels, max bytes, entries, hash dirs to scan, batch)``."""
+
+
+class _PendingDiagnostic:
+    __slots__ = ()
+    status = " "
+
+
+_ONE_PENDING: Final = (_PendingDiagnostic(),)
+
+
+class PreparedControl:
+    """What the core's loading reads of a ``ControlFile``, prepared by a worker
+    (``mid``, ``etrn``, ``error_address``, ``diagnostics`` (only whether one is
+    unreported), and the recipient split in ``prepared_split``)."""
+
+    __slots__ = ("diagnostics", "error_address", "mid", "prepared_split")
+    etrn: tuple[str, ...] = ()
+
+    def __init__(self, record: Record) -> None:
+        self.mid = record[2]
+        self.error_address = record[6]
+        self.diagnostics = _ONE_PENDING if record[8] else ()
+        specs: list[VertexSpec] = []
+        for channel, host, offsets, extra, count in record[9]:
+            specs.append(
+                VertexSpec(
+                    intern_name(channel), intern_name(host), offsets, extra, count
+                )
+            )
+        self.prepared_split: Split = (specs, [], record[7])
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def prepare(
+    transport: str, queue: str, hash_levels: int, max_bytes: int, entry: EntryTuple
+) -> Record | None:
+    """The record of one plain control file; None: the daemon must load it itself."""
+    ctime, number, relpath = entry
+    prefix, sep, _ = relpath.rpartition("/")
+    if hash_levels > 0 and not sep:
+        return None  # to be moved into its hash directory
+    try:
+        data = _read(transport + relpath)
+        if len(data) > max_bytes or _LOCKED in data:
+            return None
+        control = parse(data, relpath)
+        mid = control.mid
+        if (
+            mid is None
+            or control.etrn
+            or control.log_id is None
+            or control.flags & ~KNOWN_FLAGS
+            or "/" in mid
+            or mid in ("", ".", "..")
+        ):
+            return None
+        ns = os.stat(queue + prefix + sep + mid).st_mtime_ns
+        specs, bad, hdr = split_recipients(control)
+    except Exception:
+        return None
+    if bad:
+        return None
+    return (
+        relpath,
+        number,
+        mid,
+        ns // 1_000_000_000,
+        ns % 1_000_000_000,
+        ctime,
+        control.error_address,
+        hdr,
+        any(d.status == " " for d in control.diagnostics),
+        [(s.channel, s.host, s.offsets, s.extra, s.count) for s in specs],
+    )
+
+
+def prepare_batch(
+    transport: str,
+    queue: str,
+    hash_levels: int,
+    max_bytes: int,
+    entries: Sequence[EntryTuple],
+) -> list[Item]:
+    """A record per entry, or the entry itself when the daemon must load it."""
+    return [prepare(transport, queue, hash_levels, max_bytes, e) or e for e in entries]
+
+
+def is_record(item: Item) -> bool:
+    return len(item) == _RECORD_LEN
+
+
+def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
+    """``spool.scan``'s walk below one hash directory: names starting with a digit
+    (regular files) and one-letter ``A``-``Z`` subdirectories, two levels in all."""
+    try:
+        it = os.scandir(top + prefix)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with it:
+        for entry in it:
+            name = entry.name
+            try:
+                if "0" <= name[0] <= "9":
+                    if entry.is_file(follow_symlinks=False):
+                        ctime = entry.stat(follow_symlinks=False).st_ctime
+                        number = int(name) if name.isdigit() else message_number(name)
+                        out.append((ctime, number, prefix + name))
+                elif (
+                    depth < 2
+                    and len(name) == 1
+                    and "A" <= name <= "Z"
+                    and entry.is_dir(follow_symlinks=False)
+                ):
+                    _walk(top, prefix + name + "/", depth + 1, out)
+            except (FileNotFoundError, ValueError):
+                continue
+
+
+def _order(e: EntryTuple) -> tuple[float, str]:
+    return e[0], e[2]
+
+
+def work(job: Job, write: Callable[[bytes], object]) -> None:
+    """Scan the job's directories, sort with its entries (oldest ctime first), and
+    write a frame per batch of records."""
+    transport, queue, hash_levels, max_bytes, entries, dirs, batch = job
+    items = list(entries)
+    for d in dirs:
+        _walk(transport, d, 1, items)
+    items.sort(key=_order)
+    for i in range(0, len(items), batch):
+        part = prepare_batch(
+            transport, queue, hash_levels, max_bytes, items[i : i + batch]
+        )
+        blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+        write(_LEN.pack(len(blob)) + blob)
+
+
+def main() -> int:
+    """Worker: a pickled :data:`Job` on stdin, length-prefixed pickled batches on
+    stdout, in (ctime, relpath) order; EOF when done."""
+    gc.disable()  # short-lived acyclic objects only
+    job = pickle.load(sys.stdin.buffer)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    try:
+        work(job, write)
+    except BrokenPipeError:
+        return 0  # the daemon went away
+    return 0
+
+
+def count_hashed(transport: str, dirs: Sequence[str]) -> int:
+    """How many control-file names the hash directories hold (no stat: a cheap size
+    estimate to decide whether workers pay off)."""
+    n = 0
+    for d in dirs:
+        try:
+            with os.scandir(transport + d) as it:
+                for entry in it:
+                    name = entry.name
+                    if "0" <= name[0] <= "9":
+                        n += 1
+                    elif len(name) == 1 and "A" <= name <= "Z":
+                        n += count_hashed(transport, [d + name + "/"])
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return n
+
+
+def hash_dirs(transport: str) -> list[str]:
+    """The one-letter ``A``-``Z`` directories of ``transport/`` (``"A/"`` ...)."""
+    try:
+        with os.scandir(transport) as it:
+            return sorted(
+                e.name + "/"
+                for e in it
+                if len(e.name) == 1
+                and "A" <= e.name <= "Z"
+                and e.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return []
+
+
+class _Stream:
+    """One worker's output: batches in order, then EOF."""
+
+    __slots__ = ("batches", "buf", "done", "fd", "items", "pos", "proc")
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buf = bytearray()
+        self.batches: collections.deque[list[Item]] = collections.deque()
+        self.items: list[Item] = []
+        self.pos = 0
+        self.done = False
+
+
+def _key(item: Item) -> tuple[float, str]:
+    if len(item) == _RECORD_LEN:
+        rec = cast(Record, item)
+        return rec[5], rec[0]
+    entry = cast(EntryTuple, item)
+    return entry[0], entry[2]
+
+
+class LoadWorkers:
+    """The daemon's side: start the workers, collect their ordered streams and merge
+    them (:meth:`next_item`); ``on_ready`` is called whenever a batch arrives."""
+
+    def __init__(
+        self,
+        transport: str,
+        queue: str,
+        hash_levels: int,
+        max_bytes: int,
+        *,
+        entries: Sequence[EntryTuple] = (),
+        dirs: Sequence[str] = (),
+        workers: int,
+        on_ready: Callable[[], None],
+        batch: int = BATCH,
+    ) -> None:
+        self.failed = False  # a worker died: the caller should rescan
+        self._on_ready = on_ready
+        self._loop = asyncio.get_running_loop()
+        self._streams: list[_Stream] = []
+        n = max(1, workers)
+        for w in range(n):
+            job: Job = (
+                transport,
+                queue,
+                hash_levels,
+                max_bytes,
+                list(entries[w::n]),
+                list(dirs[w::n]),
+                batch,
+            )
+            if not job[4] and not job[5]:
+                continue
+            try:
+                stream = self._start(job)
+            except OSError as exc:
+                logger.warning("cannot start a load worker: %s", exc)
+                self.failed = True
+                continue
+            self._streams.append(stream)
+            self._loop.add_reader(stream.fd, self._readable, stream)
+        logger.info("startup load in %d worker process(es)", len(self._streams))
+
+    @staticmethod
+    def _start(job: Job) -> _Stream:
+        with tempfile.TemporaryFile() as f:  # no blocking write into a pipe
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.seek(0)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "scheduler.loadworker"],
+                stdin=f,
+                stdout=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C on the terminal is the daemon's
+            )
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        return _Stream(proc)
+
+    @property
+    def finished(self) -> bool:
+        """Every stream ended and was taken."""
+        return not self._streams
+
+    def next_item(self) -> Item | None:
+        """The oldest item of all streams; None while a stream waits for its next
+        batch (or when all are finished)."""
+        best: _Stream | None = None
+        best_key: tuple[float, str] | None = None
+        for st in self._streams:
+            if st.pos >= len(st.items):
+                if st.batches:
+                    st.items = st.batches.popleft()
+                    st.pos = 0
+                elif st.done:
+                    self._streams.remove(st)
+                    return self.next_item()
+                else:
+                    return None
+            key = _key(st.items[st.pos])
+            if best_key is None or key < best_key:
+                best, best_key = st, key
+        if best is None:
+            return None
+        item = best.items[best.pos]
+        best.pos += 1
+        return item
+
+    def _readable(self, stream: _Stream) -> None:
+        while True:
+            try:
+                chunk = os.read(stream.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                logger.warning("load worker %d: %s", stream.proc.pid, exc)
+                chunk = b""
+            if not chunk:
+                self._frames(stream)
+                self._ended(stream)
+                break
+            stream.buf += chunk
+        self._frames(stream)
+        self._on_ready()
+
+    def _frames(self, stream: _Stream) -> None:
+        buf = stream.buf
+        pos = 0
+        while len(buf) - pos >= _LEN.size:
+            (size,) = _LEN.unpack_from(buf, pos)
+            end = pos + _LEN.size + size
+            if len(buf) < end:
+                break
+            with memoryview(buf) as view:
+                stream.batches.append(pickle.loads(view[pos + _LEN.size : end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+
+    def _ended(self, stream: _Stream) -> None:
+        self._loop.remove_reader(stream.fd)
+        assert stream.proc.stdout is not None
+        stream.proc.stdout.close()
+        code = stream.proc.wait()
+        stream.done = True
+        if code or stream.buf:
+            self.failed = True
+            logger.warning(
+                "load worker %d exited with %d: the rest is loaded in-process",
+                stream.proc.pid,
+                code,
+            )
+
+    def close(self) -> None:
+        """Stop every worker still running (shutdown during the load)."""
+        for stream in self._streams:
+            if stream.done:
+                continue
+            self._loop.remove_reader(stream.fd)
+            with contextlib.suppress(ProcessLookupError):
+                stream.proc.kill()
+            stream.proc.wait()
+            assert stream.proc.stdout is not None
+            stream.proc.stdout.close()
+        self._streams.clear()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

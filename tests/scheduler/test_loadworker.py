@@ -1,0 +1,185 @@
+"""The startup load in worker processes (scheduler.loadworker) against in-process loading:
+same messages, same order, same model; odd files left to the daemon; a dead worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.commands import Command
+from scheduler.config import load_config
+from scheduler.core import Scheduler
+from scheduler.counters import Counters
+from scheduler.events import Event, MessageLoaded
+from scheduler.loadworker import PreparedControl, is_record, prepare
+from scheduler.runner import Runner
+from scheduler.vertexspecs import split_recipients
+from spool.controlfile import format_diagnostic, parse
+from spool.layout import Postoffice, init_postoffice
+from spool.submit import submit
+
+CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20
+smtp/*\tqueueonly command="testta"
+local/*\tqueueonly command="mailbox"
+"""
+MESSAGE = b"Subject: test\n\nbody\n"
+
+
+def queue_one(po: Postoffice, rcpts: list[str], hash_levels: int = 1) -> str:
+    return submit(
+        po, "s@example.com", rcpts, MESSAGE, hash_levels=hash_levels, notify=False
+    )
+
+
+def plain_files(po: Postoffice, n: int) -> list[str]:
+    made = []
+    for i in range(n):
+        host = f"h{i % 5}.example"
+        rcpts = [f"smtp {host} u{j}@{host}" for j in range(i % 4 + 1)]
+        if i % 6 == 0:
+            rcpts += ["local - User@Local", "SMTP H0.Example X@h0"]  # more vertices
+        made.append(queue_one(po, rcpts))
+    return made
+
+
+prepared: list[str] = []
+"""Relpaths of the last :func:`load_all` that came prepared by a worker."""
+
+
+def snapshot(core: Scheduler) -> list[tuple[Any, ...]]:
+    out = []
+    for number in sorted(core._messages):
+        m = core._messages[number]
+        vs = [
+            (v.thread.channel, v.thread.host, tuple(v.offsets), v.extra)
+            for v in m.vertices
+            if v.thread is not None
+        ]
+        out.append((m.relpath, m.sender, m.mtime, m.mtime_ns, m.hdr, m.flags, vs))
+    return out
+
+
+async def load_all(
+    root: Path, po: Postoffice, workers: int, n: int
+) -> tuple[list[str], Scheduler]:
+    """Run a runner until ``n`` messages are loaded and nothing is left to load."""
+    (root / "conf").write_text(CONF)
+    counters = Counters.open(None)
+    core = Scheduler(
+        load_config(str(root / "conf"), {}), counters, start_time=int(time.time())
+    )
+    order: list[str] = []
+    prepared.clear()
+    handle = core.handle
+
+    def recording(event: Event, now: float) -> list[Command]:
+        if isinstance(event, MessageLoaded):
+            order.append(event.relpath)
+            if hasattr(event.control, "prepared_split"):  # a PreparedControl
+                prepared.append(event.relpath)
+        return handle(event, now)
+
+    core.handle = recording  # type: ignore[method-assign]
+    runner = Runner(
+        core,
+        po,
+        hash_levels=1,
+        counters=counters,
+        load_workers=workers,
+        worker_min_files=1,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        deadline = time.monotonic() + 30
+        while core.msgs < n or runner._workers is not None or len(runner.loader.queue):
+            assert time.monotonic() < deadline, "not loaded in time"
+            await asyncio.sleep(0.02)
+    finally:
+        runner.stop()
+        await task
+        await runner.shutdown(1.0)
+        counters.close()
+    return order, core
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_workers_load_what_the_daemon_loads_in_the_same_order(
+    tmp_path: Path, workers: int
+) -> None:
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 30)
+    top = queue_one(po, ["smtp top.example a@top.example"], hash_levels=0)
+    locked = queue_one(po, ["smtp l.example a@l.example"])
+    path = po.control_path(locked)
+    path.write_bytes(path.read_bytes().replace(b"\nr ", b"\nr~99999999", 1))  # dead PID
+    bad = queue_one(po, ["smtp b.example b@b.example"])
+    po.control_path(bad).write_bytes(b"@ 0x00000000\ngarbage\n")
+    (po.transport / bad.rpartition("/")[0] / "999999-etrn").write_bytes(
+        b"T e.example\n"
+    )
+
+    order_w, core_w = await load_all(tmp_path, po, workers, 32)
+    # the files the workers leave to the daemon were handled as in-process
+    assert len(list(po.freezer.glob("*.reason"))) == 1  # the corrupt one
+    assert not list(po.transport.glob("[0-9]*"))  # the top-level file was hashed
+    assert not list(po.transport.rglob("*-etrn"))  # the ETRN file was consumed
+    assert b"\nr~" not in path.read_bytes()  # the stale lock was reset
+    assert core_w.is_loaded(int(locked.rpartition("/")[2]))
+    assert core_w.is_loaded(int(top))
+    assert [p for p in order_w if p in made] == made  # oldest ctime first
+    assert sorted(prepared) == sorted(made)  # every plain file came from a worker
+    # the same (now plain) spool loaded in-process gives the same model
+    order_in, core_in = await load_all(tmp_path, po, 0, 32)
+    assert not prepared
+    assert snapshot(core_w) == snapshot(core_in)
+    assert [p for p in order_in if p in made] == made
+
+
+@pytest.mark.asyncio
+async def test_a_dead_worker_leaves_its_files_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 10)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the workers exit at once
+    order, core = await load_all(tmp_path, po, 2, 10)
+    assert core.msgs == 10
+    assert sorted(order) == sorted(made)
+    assert not prepared
+
+
+def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
+    po = init_postoffice(tmp_path / "po")
+    t, q = os.fspath(po.transport) + "/", os.fspath(po.queue) + "/"
+    good = queue_one(po, ["smtp H.example B@h", "smtp h.example a@h", "local - x"])
+    rec = prepare(t, q, 1, 1 << 20, (0.0, 1, good))
+    assert rec is not None
+    assert is_record(rec)
+    control = parse(po.control_path(good).read_bytes(), good)
+    prepared = PreparedControl(rec)
+    assert split_recipients(prepared) == split_recipients(control)  # type: ignore[arg-type]
+    assert prepared.mid == control.mid
+    assert prepare(t, q, 1, 10, (0.0, 1, good)) is None  # oversized
+    top = queue_one(po, ["smtp h a@h"], hash_levels=0)
+    assert prepare(t, q, 1, 1 << 20, (0.0, 1, top)) is None  # to be hashed first
+    assert prepare(t, q, 0, 1 << 20, (0.0, 1, top)) is not None  # no hashing: fine
+    po.message_path(top).unlink()
+    assert prepare(t, q, 0, 1 << 20, (0.0, 1, top)) is None  # message file missing
+    assert prepare(t, q, 1, 1 << 20, (0.0, 1, "Q/nonexistent")) is None
+    diag = queue_one(po, ["smtp h a@h", "smtp h b@h"])
+    data = po.control_path(diag).read_bytes()
+    first = parse(data).recipients[0]
+    line = format_diagnostic(first.offset, first.header_offset, -1, 1, "n", "t")
+    po.control_path(diag).write_bytes(data.replace(b"\nr ", b"\nr+", 1) + line)
+    rec = prepare(t, q, 1, 1 << 20, (0.0, 1, diag))
+    assert rec is not None
+    assert [d.status for d in PreparedControl(rec).diagnostics] == [" "]
+    assert split_recipients(PreparedControl(rec))[0][0].count == 1  # type: ignore[arg-type]
+    assert not PreparedControl(prepare(t, q, 1, 1 << 20, (0.0, 1, good))).diagnostics  # type: ignore[arg-type]
