@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -65,6 +66,8 @@ MIN_FILES: Final = 2000
 """Below this many queued files the daemon loads in-process (a worker costs ~0.1 s)."""
 
 _LEN: Final = struct.Struct("<Q")
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_SIZE: Final = 1 << 20
 _LOCKED: Final = b"\nr~"
 _READ_SIZE: Final = 1 << 16
 
@@ -366,7 +369,12 @@ class LoadWorkers:
                 start_new_session=True,  # a Ctrl-C on the terminal is the daemon's
             )
         assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        with contextlib.suppress(
+            OSError
+        ):  # room for several batches: workers never wait
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
         return _Stream(proc)
 
     @property
@@ -388,7 +396,10 @@ class LoadWorkers:
                     self._streams.remove(st)
                     return self.next_item()
                 else:
-                    return None
+                    self._readable(st, notify=False)  # what arrived since the last poll
+                    if not st.batches:
+                        return None
+                    return self.next_item()
             key = _key(st.items[st.pos])
             if best_key is None or key < best_key:
                 best, best_key = st, key
@@ -398,7 +409,7 @@ class LoadWorkers:
         best.pos += 1
         return item
 
-    def _readable(self, stream: _Stream) -> None:
+    def _readable(self, stream: _Stream, notify: bool = True) -> None:
         while True:
             try:
                 chunk = os.read(stream.fd, 1 << 20)
@@ -413,7 +424,8 @@ class LoadWorkers:
                 break
             stream.buf += chunk
         self._frames(stream)
-        self._on_ready()
+        if notify:
+            self._on_ready()
 
     def _frames(self, stream: _Stream) -> None:
         buf = stream.buf

@@ -149,8 +149,8 @@ class JobContext:
 
     job: Job
     relpath: str
-    control_path: Path
-    message_path: Path
+    control_path: str | os.PathLike[str]  # str from the runtime (no pathlib per job)
+    message_path: str | os.PathLike[str]
     control: ControlFile
     options: AgentOptions
     extra: dict[str, object] = field(default_factory=dict)
@@ -255,6 +255,7 @@ class TaRuntime:
         self.clock = clock
         self.pid = os.getpid()
         self.taname = f"{options.name}[{self.pid}]"
+        self._dirs: tuple[str, str] | None = None  # transport/, queue/ as str
 
     def run(self) -> int:
         """Serve jobs until the empty line or EOF; return the exit status.
@@ -315,23 +316,22 @@ class TaRuntime:
     def process(self, job: Job) -> bytes:
         """Run one job and return the report lines to send."""
         opts = self.options
-        po = opts.postoffice
-        path = po.control_path(job.spoolpath)
+        if self._dirs is None:
+            po = opts.postoffice
+            self._dirs = (os.fspath(po.transport) + "/", os.fspath(po.queue) + "/")
+        transport, queue = self._dirs
+        spoolpath = job.spoolpath
+        path = transport + spoolpath
         self.deliverer.begin_job(job)
         try:
             data = store.read_control(path)
-            cf = controlfile.parse(data, str(path))
+            cf = controlfile.parse(data, path)
         except (OSError, SpoolError) as exc:
-            log.warning("cannot use job %s: %s", job.spoolpath, exc)
-            return f"#resync {job.spoolpath}\n".encode("utf-8", "surrogateescape")
-        ctx = JobContext(
-            job,
-            job.spoolpath,
-            path,
-            po.message_path(job.spoolpath, cf.mid),
-            cf,
-            opts,
-        )
+            log.warning("cannot use job %s: %s", spoolpath, exc)
+            return f"#resync {spoolpath}\n".encode("utf-8", "surrogateescape")
+        prefix, sep, name = spoolpath.rpartition("/")
+        mid = cf.mid if cf.mid is not None else name
+        ctx = JobContext(job, spoolpath, path, queue + prefix + sep + mid, cf, opts)
         wanted = list(self._select(cf, job.host))
         out: list[bytes] = []
         handled = 0
