@@ -1,9 +1,8 @@
-"""The scheduler.conf lexer and value readers (SCHED-REF 1.2, 1.7).  Pure: no I/O.
+"""The scheduler.conf clause builder (SCHED-REF 1.3-1.6).  Pure: no I/O.
 
-The file is a stream of tokens.  A token that starts in column 0 is a selector (or a
-``PARAM`` line); every other token is a clause parameter, ``keyword`` or
-``keyword=value``.  Values are ``"quoted"`` (a backslash at the end of the line joins
-the next line) or run up to the next blank, ``#`` included.
+Tokens (:mod:`scheduler.conflex`) become raw clauses and ``PARAM`` values with
+ZMailer's "unset" markers; values are read by :mod:`scheduler.confvalues`.
+:mod:`scheduler.config` resolves the result into its frozen configuration.
 """
 
 from __future__ import annotations
@@ -14,8 +13,9 @@ import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
+from .conflex import Kind, Token, tokenize
+from .confvalues import original_interval, parse_time, selector_warnings
 from .errors import ConfigProblem
 from .zenv import expand
 
@@ -33,203 +33,6 @@ __all__ = [
     "selector_warnings",
     "tokenize",
 ]
-
-_BLANKS = " \t"
-
-
-class Kind(Enum):
-    SELECTOR = "selector"
-    PARAM = "param"  # a column-0 PARAM<name> = value line
-    KEYWORD = "keyword"  # an indented clause parameter
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    kind: Kind
-    name: str  # selector text, PARAM name (without "PARAM"), or keyword as written
-    value: str | None  # None: no "=" was written
-    line: int
-    quoted: bool = False
-
-
-class _Lexer:
-    def __init__(self, text: str, source: str) -> None:
-        self.lines = [ln.removesuffix("\r") for ln in text.split("\n")]
-        if self.lines and self.lines[-1] == "":
-            self.lines.pop()
-        self.source = source
-        self.tokens: list[Token] = []
-        self.problems: list[ConfigProblem] = []
-        self.n = 0  # index of the current physical line
-        self.line = ""
-        self.pos = 0
-
-    def error(self, line_no: int, message: str) -> None:
-        self.problems.append(ConfigProblem(self.source, line_no, message))
-
-    def run(self) -> None:
-        while self.n < len(self.lines):
-            self.line = self.lines[self.n]
-            self.pos = 0
-            self.logical_line()
-            self.n += 1
-
-    def logical_line(self) -> None:
-        line = self.line
-        if line and line[0] not in _BLANKS and line[0] != "#":
-            if line[:5].lower() == "param":
-                if not self.param_line():
-                    return
-            else:
-                end = _find_any(line, _BLANKS, 0)
-                self.tokens.append(Token(Kind.SELECTOR, line[:end], None, self.n + 1))
-                self.pos = end
-        self.parameters()
-
-    def param_line(self) -> bool:
-        line_no = self.n + 1
-        end = _find_any(self.line, _BLANKS + "=#", 0)
-        name = self.line[5:end]
-        self.pos = end
-        self.skip_blanks()
-        if not name:
-            self.error(line_no, "illegal syntax (PARAM needs a name right after PARAM)")
-            return False
-        if not self.peek("="):
-            self.error(line_no, f"illegal syntax (PARAM{name} without '= value')")
-            return False
-        value, quoted = self.read_value()
-        if value is None:
-            return False
-        if value == "" and not quoted:
-            self.error(line_no, f"illegal syntax (PARAM{name} without a value)")
-            return False
-        self.tokens.append(Token(Kind.PARAM, name, value, line_no, quoted))
-        return True
-
-    def parameters(self) -> None:
-        while True:
-            self.skip_blanks()
-            if self.pos >= len(self.line) or self.line[self.pos] == "#":
-                return
-            line_no = self.n + 1
-            end = _find_any(self.line, _BLANKS + "=#", self.pos)
-            keyword = self.line[self.pos : end]
-            self.pos = end
-            self.skip_blanks()
-            value: str | None = None
-            quoted = False
-            if self.peek("="):
-                value, quoted = self.read_value()
-                if value is None:
-                    return
-            if not keyword:
-                self.error(line_no, "illegal syntax (a value without a keyword)")
-                continue
-            self.tokens.append(Token(Kind.KEYWORD, keyword, value, line_no, quoted))
-
-    def peek(self, char: str) -> bool:
-        return self.pos < len(self.line) and self.line[self.pos] == char
-
-    def skip_blanks(self) -> None:
-        while self.pos < len(self.line) and self.line[self.pos] in _BLANKS:
-            self.pos += 1
-
-    def read_value(self) -> tuple[str | None, bool]:
-        """At ``=``: read the value.  (None, _) after an error (rest of line dropped)."""
-        self.pos += 1
-        self.skip_blanks()
-        if not self.peek('"'):
-            end = _find_any(self.line, _BLANKS, self.pos)
-            value = self.line[self.pos : end]
-            self.pos = end
-            return value, False
-        return self.read_quoted(), True
-
-    def read_quoted(self) -> str | None:
-        start_line = self.line
-        start = self.pos + 1
-        parts: list[str] = []
-        while True:
-            close = self.line.find('"', start)
-            if close >= 0:
-                parts.append(self.line[start:close])
-                self.pos = close + 1
-                return "".join(parts)
-            if not self.line.endswith("\\"):
-                self.error(self.n + 1, f"missing end-quote in: {start_line}")
-                self.pos = len(self.line)
-                return None
-            parts.append(self.line[start:-1])
-            if self.n + 1 >= len(self.lines):
-                self.error(self.n + 1, "bad continuation line (end of file)")
-                self.pos = len(self.line)
-                return None
-            self.n += 1
-            self.line = self.lines[self.n]
-            start = 0
-
-
-def _find_any(text: str, chars: str, start: int) -> int:
-    for i in range(start, len(text)):
-        if text[i] in chars:
-            return i
-    return len(text)
-
-
-def tokenize(
-    text: str, source: str = "<string>"
-) -> tuple[list[Token], list[ConfigProblem]]:
-    """Split scheduler.conf text into tokens; lexical errors are returned, not raised."""
-    lexer = _Lexer(text, source)
-    lexer.run()
-    return lexer.tokens, lexer.problems
-
-
-# --- time values (SCHED-REF 1.7) --------------------------------------------------------
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+)([smhd]?)")
-
-
-def parse_time(text: str) -> tuple[int, str]:
-    """The intended syntax: the sum of ``<digits>[smhd]`` parts (S1 fixed).
-
-    Returns ``(seconds, ignored_rest)``: like the original, parsing stops at the first
-    other character (``5x`` is 5 s, an empty value 0); the ignored rest is returned so
-    the caller can warn about it.
-    """
-    total = pos = 0
-    for m in _PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += int(m.group(1)) * _UNITS.get(m.group(2), 1)
-        pos = m.end()
-    return total, text[pos:]
-
-
-def original_interval(text: str) -> int:
-    """What ZMailer's buggy parser reads (S1): one character is skipped after each unit.
-
-    Bytes past the end of the value are taken as non-digits (in the original they are
-    leftovers of the line buffer and may add garbage seconds; that is not predictable).
-    """
-    total = i = 0
-    while i < len(text):
-        j = i
-        while j < len(text) and text[j].isdigit():
-            j += 1
-        n = int(text[i:j] or "0")
-        if j < len(text) and text[j] in _UNITS:
-            total += n * _UNITS[text[j]]
-            i = j + 2
-        else:
-            total += n
-            break
-    return total
-
-
-# --- building clauses (SCHED-REF 1.3-1.6) -------------------------------------------------
 
 UNSET = -1
 
@@ -588,42 +391,3 @@ class _Builder:
 
     def kw_sysnice(self, clause: RawClause, value: str) -> None:
         self.params.sysnice = self.ranged(value, -40, 39, "nice offset")
-
-
-def selector_warnings(selector: str, channel: str, host: str) -> list[str]:
-    """S3, S10 and column-rule warnings for one selector."""
-    out: list[str] = []
-    if channel == "*":
-        out.append(
-            f"clause {selector!r} never matches: a channel pattern of exactly '*' is"
-            " skipped (S3)"
-        )
-    if "=" in selector:
-        out.append(
-            f"selector {selector!r} starts a new clause because it is in column 0;"
-            " indent parameters"
-        )
-    for pattern in (channel, host):
-        out += _pattern_warnings(pattern)
-    return out
-
-
-def _pattern_warnings(pattern: str) -> list[str]:
-    out: list[str] = []
-    if "[^" in pattern:
-        out.append(
-            f"pattern {pattern!r}: '[^...]' never matches in ZMailer's glob (S10)"
-        )
-    if any("-" in m.group(1) for m in re.finditer(r"\[([^\]]*)\]", pattern)):
-        out.append(
-            f"pattern {pattern!r}: '-' inside [...] is literal, not a range (S10)"
-        )
-    if any(ch.isupper() for ch in pattern):
-        out.append(
-            f"pattern {pattern!r} has upper-case letters: names are lower-cased, so it"
-            " never matches them (S10)"
-        )
-    brace = pattern.find("{")
-    if brace >= 0 and "}" in pattern[brace:] and pattern[brace:].split("}", 1)[1]:
-        out.append(f"pattern {pattern!r}: text after '}}' is ignored (S10)")
-    return out
