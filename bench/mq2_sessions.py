@@ -231,7 +231,7 @@ def _report(kind: str, scenario: str, figures: Figures, cpu: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--wave", type=int, default=50, help="clients per wave")
+    parser.add_argument("--wave", type=int, default=20, help="clients per wave")
     parser.add_argument("--gap", type=float, default=20.0, help="ms between waves")
     parser.add_argument("--timeout", type=float, default=15.0, help="s per session")
     args = parser.parse_args()
