@@ -18,25 +18,19 @@ class Expiry(ModelState):
     def _deferred(self, v: Vertex, idx: int) -> None:
         th = v.thread
         assert th is not None
-        c = th.group.clause
-        now = self._now
         if self.retry_mode == "zmailer":
-            w, ri, _ = retry.zm_reschedule(
+            self._zm_reschedule(th, -1, v.attempts)
+        else:
+            c = th.group.clause
+            th.wakeup, th.retryindex = retry.fixed_reschedule(
                 th.wakeup,
                 th.retryindex,
-                now,
+                self._now,
                 c.interval,
                 c.skew,
                 c.retries,
-                -1,
-                v.attempts,
                 self._rng,
             )
-        else:
-            w, ri = retry.fixed_reschedule(
-                th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
-            )
-        th.wakeup, th.retryindex = w, ri
         e = v.expiry
         if e and v.attempts > 0 and e <= th.wakeup:  # S21 keep: against the next wakeup
             self._expire_rcpt(v, idx)
@@ -45,6 +39,22 @@ class Expiry(ModelState):
                     v.state |= V_EXPIRING  # S20 fix: the rest when the job ends
                 else:
                     self._expire_vertex(v)
+
+    def _zm_reschedule(self, th: Thread, factor: int, attempts: int) -> None:
+        """ZMailer's ``reschedule()`` of ``th`` (retry mode ``zmailer``): ``factor`` -1
+        for a deferral, 0 for a resource-limit hit (:func:`retry.zm_reschedule`)."""
+        c = th.group.clause
+        th.wakeup, th.retryindex, _ = retry.zm_reschedule(
+            th.wakeup,
+            th.retryindex,
+            self._now,
+            c.interval,
+            c.skew,
+            c.retries,
+            factor,
+            attempts,
+            self._rng,
+        )
 
     def _expire_rcpt(self, v: Vertex, idx: int) -> None:
         th = v.thread

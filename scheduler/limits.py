@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from . import retry
 from .commands import StartAgent
 from .config import expand_command
 from .feeding import Feeding
@@ -77,20 +76,8 @@ class Limits(Feeding):
         """A resource limit refused a new TA: try again at the next tick."""
         now = self._now
         if self.retry_mode == "zmailer":
-            c = th.group.clause
             first = th.first_vertex()
-            w, ri, _ = retry.zm_reschedule(
-                th.wakeup,
-                th.retryindex,
-                now,
-                c.interval,
-                c.skew,
-                c.retries,
-                0,
-                first.attempts if first is not None else 0,
-                self._rng,
-            )
-            th.wakeup, th.retryindex = w, ri
+            self._zm_reschedule(th, 0, first.attempts if first is not None else 0)
         if not th.group.clause.queueonly:
             self._agenda.schedule(th, max(th.wakeup, now + TICK))
 
