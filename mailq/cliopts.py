@@ -19,7 +19,7 @@ from mailq.client import resolve_port
 from mailq.clienterrors import EX_USAGE
 from mailq.output import Thresholds
 from mailq.timefmt import parse_duration
-from scheduler.zenv import read_zenv
+from scheduler.zenv import read_zenv, zconfig_path
 
 __all__ = [
     "DEFAULT_HOST",
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 USAGE = "Usage: {argv0} [-46isSvt] [-Z zenvcfgfile] [-cchannel -hhost] [-p#] [host]"
-DEFAULT_ZCONFIG = "/etc/mail/zmailer.conf"  # the daemon's default: scheduler.zenv
 DEFAULT_POSTOFFICE = "/var/spool/postoffice"
 DEFAULT_HOST = "127.0.0.1"
 _VALUE_SHORTS = set("cEhKpPuUZ")
@@ -151,7 +150,10 @@ class Options:
 
 
 def _load_zenv(path: str | None) -> dict[str, str]:
-    candidate = path or os.environ.get("ZCONFIG") or DEFAULT_ZCONFIG
+    """``-Z FILE``, else the daemon's choice (:func:`scheduler.zenv.zconfig_path`)."""
+    candidate = path or zconfig_path(os.environ)
+    if candidate is None:
+        return {}
     try:
         return read_zenv(candidate, environ={})  # the client reads the file only
     except OSError:

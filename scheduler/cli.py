@@ -30,7 +30,7 @@ def main() -> None:
     "-Z",
     "zenvfile",
     type=click.Path(dir_okay=False),
-    help="ZENV file (zmailer.conf) instead of $ZCONFIG or /etc/zmailer/zmailer.conf.",
+    help="ZENV file (zmailer.conf) instead of $ZCONFIG or the first readable default.",
 )
 def check_config(file: str | None, zenvfile: str | None) -> None:
     """Check FILE (default: the built-in configuration) and print the effective clauses.

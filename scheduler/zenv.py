@@ -9,13 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-__all__ = ["DEFAULT_ZCONFIG", "ZENV_NAMES", "expand", "parse_zenv", "read_zenv"]
+__all__ = [
+    "DEFAULT_ZCONFIG",
+    "DEFAULT_ZCONFIGS",
+    "ZENV_NAMES",
+    "expand",
+    "parse_zenv",
+    "read_zenv",
+    "zconfig_path",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ZCONFIG = "/etc/zmailer/zmailer.conf"
+#: ZMailer's two usual compiled-in ZENV files, tried in this order when ``$ZCONFIG`` is
+#: not set; the daemon and the ``mailq`` client both use the first readable one.
+DEFAULT_ZCONFIGS = ("/etc/zmailer/zmailer.conf", "/etc/mail/zmailer.conf")
+DEFAULT_ZCONFIG = DEFAULT_ZCONFIGS[0]
 
 #: Names that an environment variable may override (besides any name in the file).
 ZENV_NAMES = (
@@ -68,10 +79,28 @@ def _unquote(value: str) -> str:
     return value
 
 
+def zconfig_path(
+    environ: Mapping[str, str], defaults: Sequence[str] | None = None
+) -> str | None:
+    """The implicit ZENV file: ``$ZCONFIG``, else the first readable of ``defaults``
+    (None: :data:`DEFAULT_ZCONFIGS`); None when ``$ZCONFIG`` is unset and none is."""
+    named = environ.get("ZCONFIG")
+    if named:
+        return named
+    candidates = DEFAULT_ZCONFIGS if defaults is None else defaults
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.R_OK):
+            return candidate
+    return None
+
+
 def read_zenv(
-    path: str | None = None, environ: Mapping[str, str] | None = None
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    defaults: Sequence[str] | None = None,
 ) -> dict[str, str]:
-    """Read ZENV from ``path`` (None: ``$ZCONFIG``, else the default file if readable).
+    """Read ZENV from ``path`` (None: :func:`zconfig_path` of ``environ`` and ``defaults``).
 
     Environment variables named in :data:`ZENV_NAMES`, or defined in the file, override
     the file's values.  A missing implicit file gives just the environment overrides; an
@@ -80,15 +109,18 @@ def read_zenv(
     env_in = os.environ if environ is None else environ
     explicit = path is not None
     if path is None:
-        path = env_in.get("ZCONFIG") or DEFAULT_ZCONFIG
+        path = zconfig_path(env_in, defaults)
     zenv: dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            zenv = parse_zenv(f.read())
-    except OSError as e:
-        if explicit:
-            raise
-        log.debug("no ZENV file %s: %s", path, e)
+    if path is None:
+        log.debug("no ZENV file: $ZCONFIG unset and no default file readable")
+    else:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                zenv = parse_zenv(f.read())
+        except OSError as e:
+            if explicit:
+                raise
+            log.debug("no ZENV file %s: %s", path, e)
     for name in (*ZENV_NAMES, *zenv):
         if name in env_in:
             zenv[name] = env_in[name]

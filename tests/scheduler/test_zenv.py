@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.zenv import expand, parse_zenv, read_zenv
+from scheduler.zenv import (
+    DEFAULT_ZCONFIGS,
+    expand,
+    parse_zenv,
+    read_zenv,
+    zconfig_path,
+)
 from tests.recordings import RECORDINGS
 
 REFERENCE = RECORDINGS / "configs/zmailer.conf"
@@ -66,3 +72,35 @@ def test_missing_implicit_file_gives_environment_only(tmp_path: Path) -> None:
 def test_missing_explicit_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_zenv(str(tmp_path / "nope"), environ={})
+
+
+def test_default_files_first_readable_wins(tmp_path: Path) -> None:
+    missing, second = tmp_path / "zmailer/zmailer.conf", tmp_path / "mail/zmailer.conf"
+    second.parent.mkdir()
+    second.write_text("POSTOFFICE=/from-second\n")
+    defaults = (str(missing), str(second))
+    assert zconfig_path({}, defaults) == str(second)
+    assert read_zenv(environ={}, defaults=defaults) == {"POSTOFFICE": "/from-second"}
+    missing.parent.mkdir()
+    missing.write_text("POSTOFFICE=/from-first\n")
+    assert read_zenv(environ={}, defaults=defaults) == {"POSTOFFICE": "/from-first"}
+
+
+def test_zconfig_beats_default_files(tmp_path: Path) -> None:
+    default, named = tmp_path / "default.conf", tmp_path / "named.conf"
+    default.write_text("POSTOFFICE=/default\n")
+    named.write_text("POSTOFFICE=/named\n")
+    defaults = (str(default),)
+    assert zconfig_path({"ZCONFIG": str(named)}, defaults) == str(named)
+    env = read_zenv(environ={"ZCONFIG": str(named)}, defaults=defaults)
+    assert env["POSTOFFICE"] == "/named"
+
+
+def test_no_default_file_readable(tmp_path: Path) -> None:
+    defaults = (str(tmp_path / "a.conf"), str(tmp_path))  # missing; a directory
+    assert zconfig_path({}, defaults) is None
+    assert read_zenv(environ={"LOGDIR": "/l"}, defaults=defaults) == {"LOGDIR": "/l"}
+
+
+def test_the_two_usual_defaults_in_order() -> None:
+    assert DEFAULT_ZCONFIGS == ("/etc/zmailer/zmailer.conf", "/etc/mail/zmailer.conf")
