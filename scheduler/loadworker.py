@@ -21,6 +21,7 @@ a few seconds before the daemon feeds it; nothing else touches a queued, unloade
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import fcntl
@@ -34,7 +35,8 @@ import sys
 import tempfile
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Final, cast
+from operator import itemgetter
+from typing import Final
 
 from spool.controlfile import KNOWN_FLAGS, parse
 from spool.ids import message_number
@@ -45,6 +47,7 @@ from .vertexspecs import Split, VertexSpec, intern_name, split_recipients
 __all__ = [
     "BATCH",
     "MIN_FILES",
+    "RECORD_LEN",
     "EntryTuple",
     "Item",
     "Job",
@@ -76,11 +79,11 @@ EntryTuple = tuple[float, int, str]
 
 SpecTuple = tuple[str, str, "array[int] | int", "tuple[RcptExtra, ...] | None", int]
 
-Record = tuple[str, int, str, int, int, float, str, int, bool, list[SpecTuple]]
-"""A prepared file: ``(relpath, number, mid, mtime, mtime_ns, ctime, error_address,
-header offset, has unreported diagnostics, vertex specs)``."""
+Record = tuple[float, int, str, str, int, int, str, int, bool, list[SpecTuple]]
+"""A prepared file: ``(ctime, number, relpath, mid, mtime, mtime_ns, error_address,
+header offset, has unreported diagnostics, vertex specs)``; it starts like its entry."""
 
-_RECORD_LEN: Final = 10
+RECORD_LEN: Final = 10
 
 Item = Record | EntryTuple
 """A prepared file, or the scan entry of one the daemon must load itself."""
@@ -106,7 +109,7 @@ class PreparedControl:
     etrn: tuple[str, ...] = ()
 
     def __init__(self, record: Record) -> None:
-        self.mid = record[2]
+        self.mid = record[3]
         self.error_address = record[6]
         self.diagnostics = _ONE_PENDING if record[8] else ()
         specs: list[VertexSpec] = []
@@ -163,12 +166,12 @@ def prepare(
     if bad:
         return None
     return (
-        relpath,
+        ctime,
         number,
+        relpath,
         mid,
         ns // 1_000_000_000,
         ns % 1_000_000_000,
-        ctime,
         control.error_address,
         hdr,
         any(d.status == " " for d in control.diagnostics),
@@ -188,7 +191,7 @@ def prepare_batch(
 
 
 def is_record(item: Item) -> bool:
-    return len(item) == _RECORD_LEN
+    return len(item) == RECORD_LEN
 
 
 def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
@@ -305,12 +308,8 @@ class _Stream:
         self.done = False
 
 
-def _key(item: Item) -> tuple[float, str]:
-    if len(item) == _RECORD_LEN:
-        rec = cast(Record, item)
-        return rec[5], rec[0]
-    entry = cast(EntryTuple, item)
-    return entry[0], entry[2]
+_KEY: Final = itemgetter(0, 2)
+"""``(ctime, relpath)``, the scan's order, of an entry or a record."""
 
 
 class LoadWorkers:
@@ -334,6 +333,8 @@ class LoadWorkers:
         self._on_ready = on_ready
         self._loop = asyncio.get_running_loop()
         self._streams: list[_Stream] = []
+        self._merged: list[Item] = []  # merged items ready to hand out
+        self._pos = 0
         n = max(1, workers)
         for w in range(n):
             job: Job = (
@@ -380,34 +381,50 @@ class LoadWorkers:
     @property
     def finished(self) -> bool:
         """Every stream ended and was taken."""
-        return not self._streams
+        return not self._streams and self._pos >= len(self._merged)
 
     def next_item(self) -> Item | None:
         """The oldest item of all streams; None while a stream waits for its next
         batch (or when all are finished)."""
-        best: _Stream | None = None
-        best_key: tuple[float, str] | None = None
-        for st in self._streams:
-            if st.pos >= len(st.items):
+        if self._pos >= len(self._merged) and not self._merge():
+            return None
+        item = self._merged[self._pos]
+        self._pos += 1
+        return item
+
+    def _merge(self) -> bool:
+        """Merge the streams' current batches up to the smallest of their last keys
+        (a run of sorted lists: timsort merges it in C). False: a stream must wait."""
+        live: list[_Stream] = []
+        for st in list(self._streams):
+            while st.pos >= len(st.items):
+                if not st.batches and not st.done:
+                    self._readable(st, notify=False)  # what arrived since the last poll
                 if st.batches:
-                    st.items = st.batches.popleft()
-                    st.pos = 0
+                    st.items, st.pos = st.batches.popleft(), 0
                 elif st.done:
                     self._streams.remove(st)
-                    return self.next_item()
+                    break
                 else:
-                    self._readable(st, notify=False)  # what arrived since the last poll
-                    if not st.batches:
-                        return None
-                    return self.next_item()
-            key = _key(st.items[st.pos])
-            if best_key is None or key < best_key:
-                best, best_key = st, key
-        if best is None:
-            return None
-        item = best.items[best.pos]
-        best.pos += 1
-        return item
+                    return False
+            else:
+                live.append(st)
+        if not live:
+            return False
+        if len(live) == 1:
+            st = live[0]
+            merged = st.items[st.pos :] if st.pos else st.items
+            st.items, st.pos = [], 0
+        else:
+            bound = min(_KEY(st.items[-1]) for st in live)
+            merged = []
+            for st in live:
+                end = bisect.bisect_right(st.items, bound, st.pos, key=_KEY)
+                merged += st.items[st.pos : end]
+                st.pos = end
+            merged.sort(key=_KEY)
+        self._merged, self._pos = merged, 0
+        return bool(merged)
 
     def _readable(self, stream: _Stream, notify: bool = True) -> None:
         while True:
