@@ -23,6 +23,7 @@ class ServerConfig:
     * ``lifetime``: total seconds a session may last (B12 fix: a real deadline).
     * ``max_line``: longest input line in bytes; longer closes the session (B10 fix).
     * ``max_auth_failures``: failed AUTHs before the session is closed (A6 fix).
+    * ``auth_timeout``: seconds a session may stay unauthenticated before it is closed.
     * ``unix_mode``: mode of Unix listening sockets (ZMailer: 0666).
     * ``graceful_timeout``: seconds ``close()`` lets running replies finish.
     * ``strict_counters``: ``SHOW COUNTERS`` needs the SNMP right (B7 option).
@@ -33,6 +34,7 @@ class ServerConfig:
     lifetime: float = 90.0
     max_line: int = 16384
     max_auth_failures: int = 3
+    auth_timeout: float = 30.0
     unix_mode: int = 0o666
     graceful_timeout: float = 5.0
     strict_counters: bool = False
@@ -44,6 +46,8 @@ class ServerConfig:
             raise ValueError("lifetime must be > 0 seconds")
         if self.max_line < 64:
             raise ValueError("max_line must be >= 64 bytes")
+        if self.auth_timeout <= 0:
+            raise ValueError("auth_timeout must be > 0 seconds")
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be >= 1")
         if not 0 <= self.unix_mode <= 0o7777:

@@ -55,6 +55,10 @@ READ_BYTES = 65536
 FORMAT_SLICE = 0.005  # seconds of report formatting before yielding to the loop
 PIECE_BYTES = 1  # report pieces of one formatting batch (BATCH_LINES lines, ~1 ms)
 WRITE_BYTES = 65536  # report bytes gathered per write (fewer, bigger writes)
+PRE_AUTH_GRACE = (
+    1.0  # past the session limit, unauthenticated sessions older than this go first
+)
+STALL_GRACE = 5.0  # ... then a session that made no progress for this long
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -95,6 +99,14 @@ def _peer_text(writer: asyncio.StreamWriter, peer: Peer) -> str:
     return f"[{peer}]:{port}" if peer.address.version == 6 else f"{peer}:{port}"
 
 
+class _NoAuth(Exception):
+    """The session did not authenticate within ``auth_timeout``."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class _Session:
     """One connection: greeting, the read/execute/write loop, the deadline."""
 
@@ -113,6 +125,16 @@ class _Session:
         self.hard_cancel = False
         self.conn: ServerConnection | None = None
         self.where = "?"
+        self.born = time.monotonic()
+        self.progress = self.born  # last time bytes came in or a drain completed
+
+    @property
+    def authenticated(self) -> bool:
+        return self.conn is not None and self.conn.state is State.READY
+
+    @property
+    def evicted(self) -> bool:
+        return self.hard_cancel
 
     def request_shutdown(self) -> None:
         self.shutdown_requested = True
@@ -144,6 +166,9 @@ class _Session:
                 self.where,
                 self.server.config.lifetime,
             )
+        except _NoAuth as exc:
+            service.count("TimedOut")
+            logger.info("%s no AUTH within %gs; closed", self.where, exc.limit)
         except RemoteProtocolError as exc:
             logger.warning("%s closed: %s", self.where, exc.reason)
         except ConnectionError as exc:
@@ -200,13 +225,30 @@ class _Session:
                 await self._say_goodbye()
                 return
             self.idle = True
-            data = await self.reader.read(READ_BYTES)
+            if conn.state is State.AWAIT_AUTH:
+                data = await self._read_before_auth()
+            else:
+                data = await self.reader.read(READ_BYTES)
             self.idle = False
+            self.progress = time.monotonic()
             if not data:
                 service.count("ReadEOF")
             conn.receive_data(data)
             if not await self._process(conn, client):
                 return
+
+    async def _read_before_auth(self) -> bytes:
+        """Read, but no later than ``auth_timeout`` after the connection came in."""
+        limit = self.server.config.auth_timeout
+        try:
+            async with asyncio.timeout_at(
+                asyncio.get_running_loop().time()
+                + limit
+                - (time.monotonic() - self.born)
+            ):
+                return await self.reader.read(READ_BYTES)
+        except TimeoutError:
+            raise _NoAuth(limit) from None
 
     async def _process(self, conn: ServerConnection, client: Client) -> bool:
         """Answer every complete line; False once the session is over."""
@@ -232,6 +274,7 @@ class _Session:
             writer.write(conn.send(reply))
             if writer.transport.get_write_buffer_size():  # else drain() has no work
                 await writer.drain()
+            self.progress = time.monotonic()
             return
         clock = time.perf_counter
         started = clock()
@@ -244,6 +287,7 @@ class _Session:
                 writer.write(b"".join(parts))
                 parts, size = [], 0
                 await writer.drain()  # suspends only while the peer is not reading
+                self.progress = time.monotonic()
             if clock() - started >= FORMAT_SLICE:
                 await asyncio.sleep(0)  # formatting is CPU: let others run
                 started = clock()
@@ -416,11 +460,44 @@ class MailqServer:
         self._auth_cache = (key, auth)
         return auth
 
+    def _make_room(self) -> bool:
+        """True if a new session may start, evicting a squatter if the limit is reached.
+
+        ZMailer refuses every connection past the limit, so 21 idle connections lock
+        everyone out for their whole lifetime. Past the limit we first close the oldest
+        session that has not authenticated after ``PRE_AUTH_GRACE`` seconds, else the one
+        that has made no progress (nothing read, no write drained) for the longest time,
+        if that is at least ``STALL_GRACE`` seconds; only then is the newcomer refused.
+        """
+        live = [s for s in self._sessions if not s.evicted]
+        if len(live) <= self.config.max_sessions:
+            return True
+        now = time.monotonic()
+        waiting = [
+            s for s in live if not s.authenticated and now - s.born >= PRE_AUTH_GRACE
+        ]
+        if waiting:
+            victim = min(waiting, key=lambda s: s.born)
+            why = "not authenticated"
+        else:
+            victim = min(live, key=lambda s: s.progress)
+            if now - victim.progress < STALL_GRACE:
+                return False
+            why = "no progress"
+        logger.info(
+            "%s closed to make room (%s for %.1fs)",
+            victim.where,
+            why,
+            now - (victim.born if why == "not authenticated" else victim.progress),
+        )
+        victim.cancel()
+        return True
+
     async def _on_connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.service.count("Connects")
-        if self._closing or len(self._sessions) > self.config.max_sessions:
+        if self._closing or not self._make_room():
             logger.info(
                 "connection refused: %d sessions open (limit %d + 1)",
                 len(self._sessions),
