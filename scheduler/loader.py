@@ -161,6 +161,9 @@ class Loader:
         self.hash_levels = hash_levels
         self.quarantined = 0
         self.inflight: set[int] = set()  # handed to load workers, not loaded yet
+        # while load workers run: numbers loaded here meanwhile (a worker's copy of
+        # such a file is stale: the message may be delivered and gone already)
+        self.taken: set[int] | None = None
         self._is_loaded = is_loaded
         self._counters = counters
         self._max_bytes = max_bytes
@@ -220,6 +223,8 @@ class Loader:
         entry = self.queue.pop(now)
         if entry is None or self._is_loaded(entry.number):
             return None
+        if self.taken is not None:
+            self.taken.add(entry.number)
         return self.load(entry, now)
 
     def load(self, entry: Entry, now: float) -> MessageLoaded | None:

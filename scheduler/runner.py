@@ -309,6 +309,7 @@ class Runner:
         if hashed + top < self._worker_min:
             return False
         entries = loader.take_ready(self.clock()) if top else []
+        loader.taken = set()
         self._workers = LoadWorkers(
             self._transport,
             self._queue,
@@ -333,6 +334,7 @@ class Runner:
         if workers.finished:
             self._workers = None
             self.loader.inflight.clear()
+            self.loader.taken = None
             if workers.failed:
                 self.rescan()  # what a dead worker did not deliver
         return False
@@ -384,6 +386,7 @@ class Runner:
         loader = self.loader
         inflight = loader.inflight
         is_loaded = self.core.is_loaded
+        taken = loader.taken if loader.taken is not None else set()
         handle = self.core.handle
         deadline = time.monotonic() + budget
         item = self._worker_item
@@ -395,7 +398,7 @@ class Runner:
                     break
             if inflight:
                 inflight.discard(item[1])
-            if not is_loaded(item[1]):
+            if not is_loaded(item[1]) and item[1] not in taken:
                 if len(item) == RECORD_LEN:
                     rec: Record = item  # type: ignore[assignment]
                     control: ControlFile = PreparedControl(rec)  # type: ignore[assignment]

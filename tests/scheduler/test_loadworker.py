@@ -17,7 +17,7 @@ from scheduler.config import load_config
 from scheduler.core import Scheduler
 from scheduler.counters import Counters
 from scheduler.events import Event, MessageLoaded
-from scheduler.loadworker import PreparedControl, is_record, prepare
+from scheduler.loadworker import LoadWorkers, PreparedControl, is_record, prepare
 from scheduler.runner import Runner
 from scheduler.vertexspecs import split_recipients
 from spool.controlfile import format_diagnostic, parse
@@ -183,3 +183,60 @@ def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
     assert [d.status for d in PreparedControl(rec).diagnostics] == [" "]
     assert split_recipients(PreparedControl(rec))[0][0].count == 1  # type: ignore[arg-type]
     assert not PreparedControl(prepare(t, q, 1, 1 << 20, (0.0, 1, good))).diagnostics  # type: ignore[arg-type]
+
+
+def workers_running(runner: Runner) -> bool:
+    return runner._workers is not None
+
+
+def workers_done(runner: Runner) -> bool:
+    """Every worker has written all its batches (they wait, unread, behind the gate)."""
+    assert runner._workers is not None
+    return all(st.done for st in runner._workers._streams)
+
+
+@pytest.mark.asyncio
+async def test_a_file_loaded_meanwhile_is_not_loaded_again_from_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 6)
+    gate = asyncio.Event()  # holds the workers' items back
+    original = LoadWorkers.next_item
+
+    def gated(self: LoadWorkers) -> Any:
+        return original(self) if gate.is_set() else None
+
+    monkeypatch.setattr(LoadWorkers, "next_item", gated)
+    (tmp_path / "conf").write_text(CONF)
+    counters = Counters.open(None)
+    core = Scheduler(
+        load_config(str(tmp_path / "conf"), {}), counters, start_time=int(time.time())
+    )
+    runner = Runner(core, po, hash_levels=1, counters=counters, worker_min_files=1)
+    runner.notify(made[1])  # e.g. a NEW datagram for a file the workers have too
+    task = asyncio.create_task(runner.run())
+    number = int(made[1].rpartition("/")[2])
+    try:
+        deadline = time.monotonic() + 30
+        while not core.is_loaded(number):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert workers_running(runner)  # loaded in-process while the workers run
+        while not workers_done(runner):  # the workers have read the file too
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert runner.kill_msg(str(number))  # completed: its files are removed
+        assert not po.control_path(made[1]).exists()
+        gate.set()
+        runner._wake.set()  # the gate, unlike a worker's batch, does not wake the loop
+        while workers_running(runner) or core.msgs < 5:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert not core.is_loaded(number)  # the worker's stale copy was skipped
+        assert core.msgs == 5
+    finally:
+        runner.stop()
+        await task
+        await runner.shutdown(1.0)
+        counters.close()
