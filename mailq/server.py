@@ -56,7 +56,7 @@ FORMAT_SLICE = 0.005  # seconds of report formatting before yielding to the loop
 PIECE_BYTES = 1  # report pieces of one formatting batch (BATCH_LINES lines, ~1 ms)
 WRITE_BYTES = 65536  # report bytes gathered per write (fewer, bigger writes)
 PRE_AUTH_GRACE = (
-    1.0  # past the session limit, unauthenticated sessions older than this go first
+    0.05  # past the session limit, unauthenticated sessions older than this go first
 )
 STALL_GRACE = 5.0  # ... then a session that made no progress for this long
 
@@ -145,6 +145,11 @@ class _Session:
         self.hard_cancel = True
         if self.task is not None:
             self.task.cancel()
+
+    def evict(self) -> None:
+        """Close the connection under the session (it then ends on EOF/lost)."""
+        self.hard_cancel = True
+        self.writer.transport.abort()
 
     async def run(self) -> None:
         service = self.server.service
@@ -490,7 +495,7 @@ class MailqServer:
             why,
             now - (victim.born if why == "not authenticated" else victim.progress),
         )
-        victim.cancel()
+        victim.evict()
         return True
 
     async def _on_connect(
