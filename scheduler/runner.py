@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -337,6 +339,7 @@ class Runner:
             self.loader.taken = None
             if workers.failed:
                 self.rescan()  # what a dead worker did not deliver
+            _release_free_memory()
         return False
 
     def _load_batch_now(self) -> bool:
@@ -550,3 +553,17 @@ class Runner:
 class _NoCounters:
     def incr(self, name: str, by: int = 1) -> None:
         pass
+
+
+def _release_free_memory() -> None:
+    """Hand the heap freed after a bulk load back to the OS (glibc ``malloc_trim``).
+
+    The batches streamed from the load workers are unpickled and dropped; without this
+    the freed pages stay in the process (about 100 bytes per queued message).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return
+    trim(0)
