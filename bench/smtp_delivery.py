@@ -30,20 +30,24 @@ from tests.smtpsink import ThreadedSmtpSink  # noqa: E402
 BODY = b"From: bench@example.com\nSubject: bench\n\n" + b"x" * 2000 + b"\n"
 
 
-def build(po: Postoffice, messages: int, rcpts: int) -> list[str]:
+def host_of(i: int, hosts: int) -> str:
+    return f"h{i % hosts}.example"
+
+
+def build(po: Postoffice, messages: int, rcpts: int, hosts: int) -> list[str]:
+    """Message i goes to host h<i % hosts>; the agents relay every host to the sink."""
     out = []
     for i in range(messages):
-        users = [
-            ("smtp", "sink.example", f"u{i}.{j}@sink.example") for j in range(rcpts)
-        ]
+        host = host_of(i, hosts)
+        users = [("smtp", host, f"u{i}.{j}@{host}") for j in range(rcpts)]
         out.append(
             submit(po, "bench@example.com", users, BODY, hash_levels=2, notify=False)
         )
     return out
 
 
-def run_direct(po: Postoffice, rels: list[str], port: int) -> float:
-    jobs = "".join(f"{r}\tsink.example\n" for r in rels) + "\n"
+def run_direct(po: Postoffice, rels: list[str], port: int, hosts: int) -> float:
+    jobs = "".join(f"{r}\t{host_of(i, hosts)}\n" for i, r in enumerate(rels)) + "\n"
     cmd = [
         sys.executable,
         "-m",
@@ -102,7 +106,10 @@ def run_daemon(po: Postoffice, port: int, sink: ThreadedSmtpSink, want: int) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument(
+        "--hosts", type=int, default=100, help="destinations, all routed to the sink"
+    )
     ap.add_argument("--rcpts", type=int, default=1)
     ap.add_argument("--mode", choices=["direct", "daemon", "both"], default="both")
     args = ap.parse_args()
@@ -110,16 +117,17 @@ def main() -> None:
     for mode in modes:
         with tempfile.TemporaryDirectory() as d, ThreadedSmtpSink() as sink:
             po = init_postoffice(Path(d) / "po")
-            rels = build(po, args.messages, args.rcpts)
+            rels = build(po, args.messages, args.rcpts, args.hosts)
             total = args.messages * args.rcpts
             os.sync()
             if mode == "direct":
-                elapsed = run_direct(po, rels, sink.port)
+                elapsed = run_direct(po, rels, sink.port, args.hosts)
             else:
                 elapsed = run_daemon(po, sink.port, sink, args.messages)
             got = len(sink.transactions)
             print(
-                f"{mode}: {args.messages} msgs x {args.rcpts} rcpts in {elapsed:.2f} s: "
+                f"{mode}: {args.messages} msgs x {args.rcpts} rcpts to {args.hosts} hosts, "
+                f"queue drained in {elapsed:.2f} s: "
                 f"{args.messages / elapsed:.0f} msgs/s, {total / elapsed:.0f} rcpts/s "
                 f"(sink got {got} transactions, {sink.sessions} sessions)"
             )
