@@ -40,6 +40,7 @@ from typing import Final
 
 from spool.controlfile import KNOWN_FLAGS, parse
 from spool.ids import message_number
+from spool.store import read_control
 
 from .model import RcptExtra
 from .vertexspecs import Split, VertexSpec, intern_name, split_recipients
@@ -72,7 +73,6 @@ _LEN: Final = struct.Struct("<Q")
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE: Final = 1 << 20
 _LOCKED: Final = b"\nr~"
-_READ_SIZE: Final = 1 << 16
 
 EntryTuple = tuple[float, int, str]
 """A scan entry ``(ctime, number, relpath)`` (:class:`scheduler.loader.Entry`)."""
@@ -133,20 +133,6 @@ def _wire(offsets: array[int] | int) -> bytes | int:
     return offsets if type(offsets) is int else offsets.tobytes()  # type: ignore[union-attr]
 
 
-def _read(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, _READ_SIZE)
-        if len(data) < _READ_SIZE:
-            return data
-        chunks = [data]
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def prepare(
     transport: str, queue: str, hash_levels: int, max_bytes: int, entry: EntryTuple
 ) -> Record | None:
@@ -156,7 +142,7 @@ def prepare(
     if hash_levels > 0 and not sep:
         return None  # to be moved into its hash directory
     try:
-        data = _read(transport + relpath)
+        data = read_control(transport + relpath)
         if len(data) > max_bytes or _LOCKED in data:
             return None
         control = parse(data, relpath)
