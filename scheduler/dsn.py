@@ -27,13 +27,12 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-from spool.submit import submit
-
 from mailq.timefmt import saytime_long
 from spool import controlfile, store
 from spool.controlfile import ControlFile, Diagnostic, Recipient
 from spool.ids import message_number, spool_id as make_spool_id
 from spool.layout import Postoffice
+from spool.submit import submit
 
 __all__ = [
     "DsnEntry",
