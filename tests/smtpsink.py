@@ -27,10 +27,11 @@ import asyncio
 import contextlib
 import fnmatch
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+
+from tests.threadloop import LoopThread
 
 __all__ = ["SmtpSink", "ThreadedSmtpSink", "Transaction"]
 
@@ -232,8 +233,7 @@ class ThreadedSmtpSink:
         self, rules: Mapping[str, str] | None = None, **kwargs: object
     ) -> None:
         self.sink = SmtpSink(rules, **kwargs)  # type: ignore[arg-type]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._loop = LoopThread()
 
     @property
     def port(self) -> int:
@@ -248,8 +248,8 @@ class ThreadedSmtpSink:
         return self.sink.sessions
 
     def __enter__(self) -> ThreadedSmtpSink:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.sink.start(), self._loop).result(10)
+        self._loop.start()
+        self._loop.run(self.sink.start())
         return self
 
     def __exit__(
@@ -258,7 +258,5 @@ class ThreadedSmtpSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        asyncio.run_coroutine_threadsafe(self.sink.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self._loop.run(self.sink.close())
+        self._loop.stop()

@@ -18,13 +18,13 @@ import ast
 import asyncio
 import contextlib
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from mailq.auth import new_challenge, verify
 from tests.recordings import RECORDINGS
+from tests.threadloop import LoopThread
 
 __all__ = [
     "TRANSCRIPTS",
@@ -224,8 +224,7 @@ class ThreadedReplayServer:
 
     def __init__(self, script: Script, unix_path: str | None = None) -> None:
         self.server = ReplayServer(script, unix_path)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._loop = LoopThread()
 
     @property
     def port(self) -> int:
@@ -236,8 +235,8 @@ class ThreadedReplayServer:
         return self.server.received
 
     def __enter__(self) -> ThreadedReplayServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
+        self._loop.start()
+        self._loop.run(self.server.start())
         return self
 
     def __exit__(
@@ -246,7 +245,5 @@ class ThreadedReplayServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self._loop.run(self.server.stop())
+        self._loop.stop()
