@@ -451,6 +451,7 @@ class _ThreadRun:
     """
 
     __slots__ = (
+        "alive",
         "attempts",
         "dead",
         "feedptr",
@@ -463,6 +464,7 @@ class _ThreadRun:
     )
 
     def __init__(self) -> None:
+        self.alive = True
         self.oldest_dirty = False
         self.proclist: list[Proc] = []
         self.attempts = 0
@@ -492,7 +494,6 @@ class Thread:
         "_oldest",
         "_r",
         "agenda_seq",
-        "alive",
         "chain_seq",
         "channel",
         "group",
@@ -518,7 +519,6 @@ class Thread:
         self._oldest: int | None = None
         self.agenda_seq = 0
         self.chain_seq = 0
-        self.alive = True
 
     @property
     def attempts(self) -> int:
@@ -622,6 +622,21 @@ class Thread:
                 return
             r = _run(self)
         r.unfed = value
+
+    @property
+    def alive(self) -> bool:
+        """False once removed from its group (a pending event may still name it)."""
+        r = self._r
+        return True if r is None else r.alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        r = self._r
+        if r is None:
+            if alive:
+                return
+            r = _run(self)
+        r.alive = alive
 
     @property
     def proclist(self) -> list[Proc]:

@@ -225,3 +225,7 @@ def test_thread_run_fields_allocate_only_when_set() -> None:
     th.thrkids += 1
     th.feedptr = 4
     assert (th.thrkids, th.feedptr, th.unfed, th._r is not None) == (1, 4, 0, True)
+    other, _ = make_thread(1)
+    assert other.alive
+    other.alive = False
+    assert (other.alive, other.thrkids, th.alive) == (False, 0, True)
