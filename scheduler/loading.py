@@ -98,7 +98,7 @@ class Loading(Operations):
             sys.intern(control.error_address),
             mtime,
             mtime_ns,
-            ints.setdefault(cdelta, cdelta),
+            cdelta,  # packed into the message's mtime int: nothing to share
             ints.setdefault(hdr, hdr),
         )
         if control.diagnostics and any(d.status == " " for d in control.diagnostics):

@@ -59,6 +59,23 @@ RcptExtra = tuple[frozenset[str], int, int]
 
 
 _NS = 1_000_000_000
+# Message._t: cdelta << _T_SHIFT | mtime * _NS + mtime_ns (mtime < 2**62 ns: year 2116)
+_T_SHIFT = 62
+_T_MASK = (1 << _T_SHIFT) - 1
+# Message._s: flags (6 bits) | live (24 bits) | held (the rest)
+_FLAGS_MASK = 63
+_LIVE_SHIFT = 6
+_LIVE_MASK = (1 << 24) - 1
+_HELD_SHIFT = 30
+_BELOW_HELD = (1 << _HELD_SHIFT) - 1
+# Vertex._s: state (4 bits) | waiting_for (2 bits) | attempts (24 bits) | lastfeed (rest)
+_STATE_MASK = 15
+_WAIT_SHIFT = 4
+_WAIT_MASK = 3
+_ATT_SHIFT = 6
+_ATT_MASK = (1 << 24) - 1
+_FEED_SHIFT = 30
+_BELOW_FEED = (1 << _FEED_SHIFT) - 1
 _prefixes: dict[str, str] = {}
 
 
@@ -83,13 +100,10 @@ class Message:
 
     __slots__ = (
         "_path",
+        "_s",
         "_t",
         "_v",
-        "cdelta",
-        "flags",
         "hdr",
-        "held",
-        "live",
         "number",
         "sender",
     )
@@ -106,21 +120,66 @@ class Message:
     ) -> None:
         if not 0 <= mtime_ns < _NS:
             raise ValueError(f"mtime_ns is the sub-second part, not {mtime_ns}")
+        if mtime < 0:
+            raise ValueError(f"mtime must not be negative, not {mtime}")
         self.number = number
-        self.flags = 0
         head, sep, name = relpath.rpartition("/")
         if name == str(number):
             self._path = _intern_prefix(head + sep)
-            self.flags = M_PATHNUM
+            # flags | live << _LIVE_SHIFT | held << _HELD_SHIFT, small (cached) while unfed
+            self._s = M_PATHNUM
         else:
             self._path = relpath
+            self._s = 0
         self.sender = sender
-        self._t = mtime * _NS + mtime_ns
-        self.cdelta = cdelta  # control-file ctime - message mtime (statistics log dt1)
+        # cdelta (control-file ctime - message mtime, statistics log dt1) rides in the
+        # spare high bits of the mtime int: cdelta << 62 | mtime * 1e9 + mtime_ns
+        self._t = (cdelta << _T_SHIFT) + mtime * _NS + mtime_ns
         self.hdr = hdr  # header offset shared by default by every recipient
         self._v: Vertex | tuple[Vertex, ...] = ()
-        self.live = 0  # vertices still holding recipients
-        self.held = 0  # vertices fed to a TA and not yet acknowledged
+
+    @property
+    def flags(self) -> int:
+        """``M_*`` bits."""
+        return self._s & _FLAGS_MASK
+
+    @flags.setter
+    def flags(self, flags: int) -> None:
+        if not 0 <= flags <= _FLAGS_MASK:
+            raise ValueError(f"message flags out of range: {flags}")
+        self._s = (self._s & ~_FLAGS_MASK) | flags
+
+    @property
+    def live(self) -> int:
+        """Vertices still holding recipients."""
+        return (self._s >> _LIVE_SHIFT) & _LIVE_MASK
+
+    @live.setter
+    def live(self, live: int) -> None:
+        if not 0 <= live <= _LIVE_MASK:
+            raise ValueError(f"live vertex count out of range: {live}")
+        s = self._s
+        self._s = (
+            s
+            - (((s >> _LIVE_SHIFT) & _LIVE_MASK) << _LIVE_SHIFT)
+            + (live << _LIVE_SHIFT)
+        )
+
+    @property
+    def held(self) -> int:
+        """Vertices fed to a TA and not yet acknowledged."""
+        return self._s >> _HELD_SHIFT
+
+    @held.setter
+    def held(self, held: int) -> None:
+        if held < 0:
+            raise ValueError(f"held vertex count out of range: {held}")
+        self._s = (self._s & _BELOW_HELD) | (held << _HELD_SHIFT)
+
+    @property
+    def cdelta(self) -> int:
+        """Control-file ctime - message mtime (statistics log dt1)."""
+        return self._t >> _T_SHIFT
 
     @property
     def relpath(self) -> str:
@@ -138,12 +197,12 @@ class Message:
     @property
     def mtime(self) -> int:
         """The message file's mtime (seconds)."""
-        return self._t // _NS
+        return (self._t & _T_MASK) // _NS
 
     @property
     def mtime_ns(self) -> int:
         """The sub-second part of the message file's mtime, in nanoseconds."""
-        return self._t % _NS
+        return (self._t & _T_MASK) % _NS
 
     @property
     def vertices(self) -> tuple[Vertex, ...]:
@@ -155,7 +214,9 @@ class Message:
         self._v = vertices[0] if len(vertices) == 1 else vertices
 
 
-_Extras = tuple[tuple[RcptExtra, ...] | None, str | None, str | None]
+if TYPE_CHECKING:
+    _Offs = array[int] | int
+    _Extras = tuple[_Offs, tuple[RcptExtra, ...] | None, str | None, str | None]
 
 
 class Vertex:
@@ -163,18 +224,15 @@ class Vertex:
 
     ``offsets`` of a single-recipient vertex are kept as one int (shown as a 1-tuple);
     the rarely set per-recipient ``extra`` and last TA diagnostic (``message``,
-    ``notary``) share one slot, None in the common case.
+    ``notary``) join the offsets in one tuple ``(offsets, extra, message, notary)`` only
+    once one of them is set.
     """
 
     __slots__ = (
         "_offs",
-        "_x",
-        "attempts",
-        "lastfeed",
+        "_s",
         "msg",
-        "state",
         "thread",
-        "waiting_for",
     )
 
     def __init__(
@@ -186,59 +244,116 @@ class Vertex:
         self.msg = msg
         self.thread: Thread | None = None
         # index order: descending quad (S49 keep)
-        self._offs = offsets
-        # (extra, message, notary) once any is set; None in the common case
-        self._x: _Extras | None = None if extra is None else (extra, None, None)
-        self.attempts = 0
-        self.lastfeed = 0
-        self.waiting_for = 0
-        self.state = 0
+        self._offs: _Offs | _Extras = (
+            offsets if extra is None else (offsets, extra, None, None)
+        )
+        # state | waiting_for << 4 | attempts << 6 | lastfeed << 30: small until fed
+        self._s = 0
+
+    @property
+    def state(self) -> int:
+        """``V_*`` bits."""
+        return self._s & _STATE_MASK
+
+    @state.setter
+    def state(self, state: int) -> None:
+        if not 0 <= state <= _STATE_MASK:
+            raise ValueError(f"vertex state out of range: {state}")
+        self._s = (self._s & ~_STATE_MASK) | state
+
+    @property
+    def waiting_for(self) -> int:
+        """The limit a held-back thread waits for (0: none; see ``_limit_hit``)."""
+        return (self._s >> _WAIT_SHIFT) & _WAIT_MASK
+
+    @waiting_for.setter
+    def waiting_for(self, wait: int) -> None:
+        if not 0 <= wait <= _WAIT_MASK:
+            raise ValueError(f"waiting_for out of range: {wait}")
+        self._s = (self._s & ~(_WAIT_MASK << _WAIT_SHIFT)) | (wait << _WAIT_SHIFT)
+
+    @property
+    def attempts(self) -> int:
+        return (self._s >> _ATT_SHIFT) & _ATT_MASK
+
+    @attempts.setter
+    def attempts(self, attempts: int) -> None:
+        if not 0 <= attempts <= _ATT_MASK:
+            raise ValueError(f"vertex attempts out of range: {attempts}")
+        s = self._s
+        self._s = (
+            s
+            - (((s >> _ATT_SHIFT) & _ATT_MASK) << _ATT_SHIFT)
+            + (attempts << _ATT_SHIFT)
+        )
+
+    @property
+    def lastfeed(self) -> int:
+        """When the vertex was last fed to a TA (0: never)."""
+        return self._s >> _FEED_SHIFT
+
+    @lastfeed.setter
+    def lastfeed(self, when: int) -> None:
+        if when < 0:
+            raise ValueError(f"lastfeed must not be negative: {when}")
+        self._s = (self._s & _BELOW_FEED) | (when << _FEED_SHIFT)
+
+    @property
+    def _raw(self) -> _Offs:
+        o = self._offs
+        return o[0] if type(o) is tuple else o  # type: ignore[return-value]
+
+    @_raw.setter
+    def _raw(self, offs: _Offs) -> None:
+        o = self._offs
+        self._offs = (offs, *o[1:]) if type(o) is tuple else offs
 
     @property
     def offsets(self) -> Sequence[int]:
         o = self._offs
+        if type(o) is tuple:
+            o = o[0]
         return (o,) if type(o) is int else o  # type: ignore[return-value]
 
     def clear_offsets(self) -> None:
-        self._offs = array("i")
+        self._raw = array("i")
         self.extra = None
 
     def _set(self, i: int, value: object) -> None:
-        x: list[object] = [None, None, None] if self._x is None else list(self._x)
+        o = self._offs
+        x: list[object] = list(o) if type(o) is tuple else [o, None, None, None]
         x[i] = value
-        self._x = None if x == [None, None, None] else tuple(x)  # type: ignore[assignment]
+        self._offs = x[0] if x[1:] == [None, None, None] else tuple(x)  # type: ignore[assignment]
+
+    def _get(self, i: int) -> object:
+        o = self._offs
+        return o[i] if type(o) is tuple else None
 
     @property
     def extra(self) -> tuple[RcptExtra, ...] | None:
         """Per-recipient data aligned with offsets, or None when all default."""
-        x = self._x
-        return None if x is None else x[0]
+        return self._get(1)  # type: ignore[return-value]
 
     @extra.setter
     def extra(self, extra: tuple[RcptExtra, ...] | None) -> None:
-        if extra is not None or self._x is not None:
-            self._set(0, extra)
+        self._set(1, extra)
 
     @property
     def message(self) -> str | None:
         """Last TA diagnostic text (SHOW THREAD field 10)."""
-        x = self._x
-        return None if x is None else x[1]
+        return self._get(2)  # type: ignore[return-value]
 
     @message.setter
     def message(self, text: str | None) -> None:
-        if text is not None or self._x is not None:
-            self._set(1, text)
+        self._set(2, text)
 
     @property
     def notary(self) -> str | None:
-        x = self._x
-        return None if x is None else x[2]
+        return self._get(3)  # type: ignore[return-value]
 
     @notary.setter
     def notary(self, text: str | None) -> None:
-        if text is not None or self._x is not None:
-            self._set(2, text)
+        self._set(3, text)
 
     @property
     def path(self) -> str:
@@ -272,15 +387,16 @@ class Vertex:
         return self.extra[index]
 
     def drop_index(self, index: int) -> None:
-        o = self._offs
+        o = self._raw
         if type(o) is int:
             if index not in (0, -1):
                 raise IndexError(index)
-            self._offs = array("i")
+            self._raw = array("i")
         else:
             del o[index]  # type: ignore[union-attr]
-        if self.extra is not None:
-            self.extra = self.extra[:index] + self.extra[index + 1 :]
+        extra = self.extra
+        if extra is not None:
+            self.extra = extra[:index] + extra[index + 1 :]
 
 
 class Proc:
@@ -327,29 +443,64 @@ class Proc:
         return STATE_NAMES[self.state]
 
 
-class Thread:
-    """One (clause, channel, host) (``ThreadView``)."""
+class _ThreadRun:
+    """A thread's run-time fields, allocated the first time one leaves its default.
+
+    Most threads of a large queue sit idle between retries: for them these stay unset
+    and the thread carries one None slot instead of ten.
+    """
 
     __slots__ = (
-        "_oldest",
-        "_oldest_dirty",
-        "agenda_seq",
         "alive",
         "attempts",
-        "chain_seq",
-        "channel",
         "dead",
         "feedptr",
-        "group",
-        "host",
-        "jobs",
-        "pending",
+        "oldest_dirty",
         "proclist",
-        "rcpts",
         "retry_floor",
         "retryindex",
         "thrkids",
         "unfed",
+    )
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.oldest_dirty = False
+        self.proclist: list[Proc] = []
+        self.attempts = 0
+        self.dead = 0
+        self.feedptr = 0
+        self.retry_floor = 0
+        self.retryindex = 0
+        self.thrkids = 0
+        self.unfed = 0
+
+
+def _run(th: Thread) -> _ThreadRun:
+    r = th._r
+    if r is None:
+        r = th._r = _ThreadRun()
+    return r
+
+
+class Thread:
+    """One (clause, channel, host) (``ThreadView``).
+
+    The fields a thread needs only while TAs work on it or a limit holds it back live in
+    an optional :class:`_ThreadRun` (``_r``), reached through properties.
+    """
+
+    __slots__ = (
+        "_oldest",
+        "_r",
+        "agenda_seq",
+        "chain_seq",
+        "channel",
+        "group",
+        "host",
+        "jobs",
+        "pending",
+        "rcpts",
         "vlist",
         "wakeup",
     )
@@ -360,23 +511,155 @@ class Thread:
         self.host = host
         self.jobs = 0
         self.rcpts = 0
-        self.attempts = 0
         self.wakeup = 0
-        self.retryindex = 0
-        self.retry_floor = 0
-        self.pending = ""
-        self.thrkids = 0
-        self.unfed = 0
+        self.pending = ""  # why the thread is held back (SHOW THREAD), empty if not
+        self._r: _ThreadRun | None = None
         # feed order; removed vertices linger until compacted
         self.vlist: list[Vertex] = []
-        self.dead = 0
-        self.feedptr = 0
-        self.proclist: list[Proc] = []
         self._oldest: int | None = None
-        self._oldest_dirty = False
         self.agenda_seq = 0
         self.chain_seq = 0
-        self.alive = True
+
+    @property
+    def attempts(self) -> int:
+        r = self._r
+        return 0 if r is None else r.attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.attempts = value
+
+    @property
+    def dead(self) -> int:
+        """Removed vertices still in ``vlist`` (compacted past 32)."""
+        r = self._r
+        return 0 if r is None else r.dead
+
+    @dead.setter
+    def dead(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.dead = value
+
+    @property
+    def feedptr(self) -> int:
+        """Next ``vlist`` index to feed."""
+        r = self._r
+        return 0 if r is None else r.feedptr
+
+    @feedptr.setter
+    def feedptr(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.feedptr = value
+
+    @property
+    def retry_floor(self) -> int:
+        """Earliest next retry a TA asked for (0: none)."""
+        r = self._r
+        return 0 if r is None else r.retry_floor
+
+    @retry_floor.setter
+    def retry_floor(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.retry_floor = value
+
+    @property
+    def retryindex(self) -> int:
+        r = self._r
+        return 0 if r is None else r.retryindex
+
+    @retryindex.setter
+    def retryindex(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.retryindex = value
+
+    @property
+    def thrkids(self) -> int:
+        """TAs working on the thread."""
+        r = self._r
+        return 0 if r is None else r.thrkids
+
+    @thrkids.setter
+    def thrkids(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.thrkids = value
+
+    @property
+    def unfed(self) -> int:
+        """Vertices still to feed in the current run."""
+        r = self._r
+        return 0 if r is None else r.unfed
+
+    @unfed.setter
+    def unfed(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.unfed = value
+
+    @property
+    def alive(self) -> bool:
+        """False once removed from its group (a pending event may still name it)."""
+        r = self._r
+        return True if r is None else r.alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        r = self._r
+        if r is None:
+            if alive:
+                return
+            r = _run(self)
+        r.alive = alive
+
+    @property
+    def proclist(self) -> list[Proc]:
+        """The TAs attached to the thread (allocates the run-time fields)."""
+        return _run(self).proclist
+
+    @proclist.setter
+    def proclist(self, procs: list[Proc]) -> None:
+        _run(self).proclist = procs
+
+    @property
+    def _oldest_dirty(self) -> bool:
+        r = self._r
+        return False if r is None else r.oldest_dirty
+
+    @_oldest_dirty.setter
+    def _oldest_dirty(self, dirty: bool) -> None:
+        r = self._r
+        if r is None:
+            if not dirty:
+                return
+            r = _run(self)
+        r.oldest_dirty = dirty
 
     @property
     def withhost(self) -> int:
@@ -403,7 +686,8 @@ class Thread:
             self._oldest_dirty = True
 
     def procs(self) -> Sequence[Proc]:
-        return self.proclist
+        r = self._r
+        return () if r is None else r.proclist
 
     def vertices(self) -> Iterator[Vertex]:
         for v in self.vlist:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
+
 from scheduler.config import Clause
 from scheduler.loading import split_recipients
 from scheduler.model import Group, Message, Thread, Vertex
@@ -141,3 +143,89 @@ def test_vertex_single_offset_and_diagnostic_slot() -> None:
     assert (one.message, one.notary) == ("deferred", "n")
     one.notary = None
     assert (one.message, one.notary) == ("deferred", None)
+
+
+def test_message_packed_fields_are_independent() -> None:
+    m = Message(7, "Q/I/7", "s@x", 1_800_000_000, 999_999_999, -42, 300)
+    assert (m.mtime, m.mtime_ns, m.cdelta, m.hdr) == (
+        1_800_000_000,
+        999_999_999,
+        -42,
+        300,
+    )
+    m.live = 3
+    m.held = 2
+    m.flags |= 1
+    assert (m.flags & 1, m.live, m.held) == (1, 3, 2)
+    m.live -= 1
+    m.held = 0
+    m.flags &= ~1
+    assert (m.flags, m.live, m.held, m.relpath) == (32, 2, 0, "Q/I/7")
+    m.held = 5_000_000
+    m.live = (1 << 24) - 1
+    assert (m.live, m.held, m.flags) == ((1 << 24) - 1, 5_000_000, 32)
+    with pytest.raises(ValueError, match="live vertex count"):
+        m.live = 1 << 24
+    with pytest.raises(ValueError, match="held vertex count"):
+        m.held = -1
+
+
+def test_vertex_packed_fields_are_independent() -> None:
+    m = Message(7, "Q/I/7", "s@x", 1000, 0, 0, -1)
+    v = Vertex(m, 5, None)
+    v.state = 1 | 8
+    v.waiting_for = 3
+    v.attempts = 1000
+    v.lastfeed = 1_800_000_123
+    assert (v.state, v.waiting_for, v.attempts, v.lastfeed) == (
+        9,
+        3,
+        1000,
+        1_800_000_123,
+    )
+    v.attempts -= 1
+    v.state &= ~8
+    v.waiting_for = 0
+    assert (v.state, v.waiting_for, v.attempts, v.lastfeed) == (
+        1,
+        0,
+        999,
+        1_800_000_123,
+    )
+    v.lastfeed = 0
+    assert (v.state, v.attempts, v.lastfeed) == (1, 999, 0)
+    with pytest.raises(ValueError, match="vertex state"):
+        v.state = 16
+
+
+def test_vertex_rare_fields_share_the_offsets_slot() -> None:
+    m = Message(7, "Q/I/7", "s@x", 1000, 0, 0, -1)
+    ex = ((frozenset({"NEVER"}), 9, 10), (frozenset({"SUCCESS"}), 11, 12))
+    v = Vertex(m, array("i", [40, 20]), ex)
+    assert list(v.offsets) == [40, 20]
+    assert v.rcpt_extra(1) == ex[1]
+    v.message = "4.0.0 later"
+    v.drop_index(0)
+    assert (list(v.offsets), v.extra, v.message) == ([20], ex[1:], "4.0.0 later")
+    v.extra = None
+    v.message = None
+    assert type(v._offs) is array
+    assert v.notary is None
+    v.notary = "x"
+    v.clear_offsets()
+    assert (list(v.offsets), v.extra, v.notary) == ([], None, "x")
+
+
+def test_thread_run_fields_allocate_only_when_set() -> None:
+    th, _ = make_thread(1)
+    th.unfed = 0
+    th.thrkids = 0
+    assert th._r is None
+    assert list(th.procs()) == []
+    th.thrkids += 1
+    th.feedptr = 4
+    assert (th.thrkids, th.feedptr, th.unfed, th._r is not None) == (1, 4, 0, True)
+    other, _ = make_thread(1)
+    assert other.alive
+    other.alive = False
+    assert (other.alive, other.thrkids, th.alive) == (False, 0, True)
