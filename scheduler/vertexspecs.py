@@ -44,7 +44,8 @@ def intern_name(raw: str) -> str:
     """Lower-case and intern a channel or host name (cached)."""
     name = _names.get(raw)
     if name is None:
-        name = sys.intern(raw.lower())
+        low = raw.lower()
+        name = sys.intern(raw if low == raw else low)  # one copy when already lower
         if len(_names) < 1_000_000:
             _names[raw] = name
     return name
