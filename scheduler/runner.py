@@ -74,7 +74,6 @@ DEEP_SCAN_INTERVAL: Final = 120.0
 SYSTEM_REFRESH: Final = 30.0
 MIN_SLEEP: Final = 0.01
 BULK_BUDGET: Final = 0.2
-_REMOVE_MESSAGE: Final = store.remove_message
 
 
 class Core(Protocol):
@@ -514,21 +513,9 @@ class Runner:
                 "%s kept: its DSN was not written; retried at a rescan", c.relpath
             )
             return
-        self._remove(c.relpath, c.mid)
+        store.remove_message(self.po, c.relpath, c.mid)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("completed %s", c.relpath)
-
-    def _remove(self, relpath: str, mid: str) -> None:
-        """``store.remove_message`` on str paths (pathlib costs ~8 us a join): unlink
-        the control file, then the message file; missing files are fine. A replaced
-        ``store.remove_message`` (a test seam) is called instead."""
-        if store.remove_message is not _REMOVE_MESSAGE:
-            store.remove_message(self.po, relpath, mid)
-            return
-        prefix, sep, _ = relpath.rpartition("/")
-        for path in (self._transport + relpath, self._queue + prefix + sep + mid):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
 
     def _dsn(self, relpath: str) -> bool:
         """Run the DSN pass; False if it failed (the message must then be kept)."""

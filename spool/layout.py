@@ -25,9 +25,14 @@ class Postoffice:
     """Paths of one postoffice (``$POSTOFFICE``)."""
 
     root: Path
+    transport_dir: str
+    queue_dir: str
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root))
+        # str forms for per-message hot paths (a pathlib join costs microseconds)
+        object.__setattr__(self, "transport_dir", os.fspath(self.root / "transport"))
+        object.__setattr__(self, "queue_dir", os.fspath(self.root / "queue"))
 
     @property
     def transport(self) -> Path:

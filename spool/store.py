@@ -199,8 +199,14 @@ def mark_diagnostic_reported(path: PathLike, offset: int) -> None:
 
 
 def remove_message(po: Postoffice, relpath: str, mid: str) -> None:
-    """Unlink the control file, then the message file; missing files are fine."""
-    for path in (po.control_path(relpath), po.message_path(relpath, mid)):
+    """Unlink the control file, then the message file; missing files are fine.
+
+    Built on ``str`` paths (the same files as ``control_path``/``message_path``): this
+    runs once per delivered message, and pathlib joins cost microseconds each.
+    """
+    prefix, sep, _ = relpath.rpartition("/")
+    message = f"{po.queue_dir}/{prefix}{sep}{mid}"
+    for path in (f"{po.transport_dir}/{relpath}", message):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
