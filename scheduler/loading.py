@@ -24,7 +24,7 @@ from spool.ids import message_number
 
 from .commands import AppendDiagnostic, MarkRecipient
 from .events import MessageGone, MessageLoaded, MessageReloaded
-from .model import M_DIAG, Message, Vertex
+from .model import M_DIAG, Message, PlainVertex, SoloMessage, Vertex
 from .operations import Operations
 from .state import (
     M_DROP,
@@ -92,15 +92,20 @@ class Loading(Operations):
         if len(ints) > 65536:
             ints.clear()
         cdelta = ctime - mtime
-        msg = Message(
-            number,
-            relpath,
-            sys.intern(control.error_address),
-            mtime,
-            mtime_ns,
-            cdelta,  # packed into the message's mtime int: nothing to share
-            ints.setdefault(hdr, hdr),
-        )
+        hdr = ints.setdefault(hdr, hdr)
+        sender = sys.intern(control.error_address)
+        msg: Message
+        if len(specs) == 1:  # most messages: the message is its own vertex
+            spec = specs[0]
+            offs = spec.offsets
+            if type(offs) is int:
+                offs = ints.setdefault(offs, offs)
+            msg = SoloMessage(
+                number, relpath, sender, mtime, mtime_ns, cdelta, hdr, offs, spec.extra
+            )
+        else:
+            # cdelta is packed into the message's mtime int: nothing to share
+            msg = Message(number, relpath, sender, mtime, mtime_ns, cdelta, hdr)
         if control.diagnostics and any(d.status == " " for d in control.diagnostics):
             msg.flags |= M_DIAG
             self._marked[msg] = self._now + self.config.params.global_report_interval
@@ -113,19 +118,12 @@ class Loading(Operations):
             return
         d = self._deltas
         d[STORED_MSGS] = d.get(STORED_MSGS, 0) + 1
-        if len(specs) == 1:
-            spec = specs[0]
-            offs = spec.offsets
-            if type(offs) is int:
-                offs = ints.setdefault(offs, offs)
-            v = Vertex(msg, offs, spec.extra)
-            msg._v = v
-            msg.live = 1
-            total = spec.count
+        if type(msg) is SoloMessage:
+            total = specs[0].count
             d[RECV_RCPTS] = d.get(RECV_RCPTS, 0) + total
             d[STORED_RCPTS] = d.get(STORED_RCPTS, 0) + total
             d[STORED_VERTICES] = d.get(STORED_VERTICES, 0) + 1
-            self._place(v, spec.channel, spec.host, total)
+            self._place(msg, specs[0].channel, specs[0].host, total)
             return
         vertices = []
         total = 0
@@ -133,7 +131,7 @@ class Loading(Operations):
             offs = spec.offsets
             if type(offs) is int:
                 offs = ints.setdefault(offs, offs)
-            vertices.append(Vertex(msg, offs, spec.extra))
+            vertices.append(PlainVertex(msg, offs, spec.extra))
             total += spec.count
         msg.vertices = tuple(vertices)
         msg.live = len(vertices)

@@ -31,8 +31,10 @@ __all__ = [
     "V_UNFED",
     "Group",
     "Message",
+    "PlainVertex",
     "Proc",
     "RcptExtra",
+    "SoloMessage",
     "Thread",
     "Vertex",
 ]
@@ -68,7 +70,7 @@ _LIVE_SHIFT = 6
 _LIVE_MASK = (1 << 24) - 1
 _HELD_SHIFT = 30
 _BELOW_HELD = (1 << _HELD_SHIFT) - 1
-# Vertex._s: state (4 bits) | waiting_for (2 bits) | attempts (24 bits) | lastfeed (rest)
+# Vertex._vs: state (4 bits) | waiting_for (2 bits) | attempts (24 bits) | lastfeed (rest)
 _STATE_MASK = 15
 _WAIT_SHIFT = 4
 _WAIT_MASK = 3
@@ -136,7 +138,7 @@ class Message:
         # spare high bits of the mtime int: cdelta << 62 | mtime * 1e9 + mtime_ns
         self._t = (cdelta << _T_SHIFT) + mtime * _NS + mtime_ns
         self.hdr = hdr  # header offset shared by default by every recipient
-        self._v: Vertex | tuple[Vertex, ...] = ()
+        self._v: PlainVertex | tuple[Vertex, ...] = ()
 
     @property
     def flags(self) -> int:
@@ -207,11 +209,12 @@ class Message:
     @property
     def vertices(self) -> tuple[Vertex, ...]:
         v = self._v
-        return (v,) if type(v) is Vertex else v  # type: ignore[return-value]
+        return (v,) if type(v) is PlainVertex else v  # type: ignore[return-value]
 
     @vertices.setter
     def vertices(self, vertices: tuple[Vertex, ...]) -> None:
-        self._v = vertices[0] if len(vertices) == 1 else vertices
+        first = vertices[0] if len(vertices) == 1 else None
+        self._v = first if isinstance(first, PlainVertex) else vertices
 
 
 if TYPE_CHECKING:
@@ -222,66 +225,66 @@ if TYPE_CHECKING:
 class Vertex:
     """One message x (channel, host): a ``SHOW THREAD`` row group (``VertexView``).
 
+    The behaviour lives here; the storage in the two concrete kinds: a
+    :class:`PlainVertex` is one of the vertices of a message with several, and a
+    :class:`SoloMessage` is a message with one vertex, both in one object (most
+    messages of a big queue: it saves an object per message).
+
     ``offsets`` of a single-recipient vertex are kept as one int (shown as a 1-tuple);
     the rarely set per-recipient ``extra`` and last TA diagnostic (``message``,
     ``notary``) join the offsets in one tuple ``(offsets, extra, message, notary)`` only
     once one of them is set.
     """
 
-    __slots__ = (
-        "_offs",
-        "_s",
-        "msg",
-        "thread",
-    )
-
-    def __init__(
-        self,
-        msg: Message,
-        offsets: array[int] | int,
-        extra: tuple[RcptExtra, ...] | None,
-    ) -> None:
-        self.msg = msg
-        self.thread: Thread | None = None
-        # index order: descending quad (S49 keep)
-        self._offs: _Offs | _Extras = (
-            offsets if extra is None else (offsets, extra, None, None)
-        )
+    if TYPE_CHECKING:
+        msg: Message
+        thread: Thread | None
+        _offs: _Offs | _Extras
         # state | waiting_for << 4 | attempts << 6 | lastfeed << 30: small until fed
-        self._s = 0
+        _vs: int
+    else:
+        __slots__ = ()
+
+    def _init_vertex(
+        self, offsets: array[int] | int, extra: tuple[RcptExtra, ...] | None
+    ) -> None:
+        self.thread = None
+        # index order: descending quad (S49 keep)
+        self._offs = offsets if extra is None else (offsets, extra, None, None)
+        self._vs = 0
 
     @property
     def state(self) -> int:
         """``V_*`` bits."""
-        return self._s & _STATE_MASK
+        return self._vs & _STATE_MASK
 
     @state.setter
     def state(self, state: int) -> None:
         if not 0 <= state <= _STATE_MASK:
             raise ValueError(f"vertex state out of range: {state}")
-        self._s = (self._s & ~_STATE_MASK) | state
+        self._vs = (self._vs & ~_STATE_MASK) | state
 
     @property
     def waiting_for(self) -> int:
         """The limit a held-back thread waits for (0: none; see ``_limit_hit``)."""
-        return (self._s >> _WAIT_SHIFT) & _WAIT_MASK
+        return (self._vs >> _WAIT_SHIFT) & _WAIT_MASK
 
     @waiting_for.setter
     def waiting_for(self, wait: int) -> None:
         if not 0 <= wait <= _WAIT_MASK:
             raise ValueError(f"waiting_for out of range: {wait}")
-        self._s = (self._s & ~(_WAIT_MASK << _WAIT_SHIFT)) | (wait << _WAIT_SHIFT)
+        self._vs = (self._vs & ~(_WAIT_MASK << _WAIT_SHIFT)) | (wait << _WAIT_SHIFT)
 
     @property
     def attempts(self) -> int:
-        return (self._s >> _ATT_SHIFT) & _ATT_MASK
+        return (self._vs >> _ATT_SHIFT) & _ATT_MASK
 
     @attempts.setter
     def attempts(self, attempts: int) -> None:
         if not 0 <= attempts <= _ATT_MASK:
             raise ValueError(f"vertex attempts out of range: {attempts}")
-        s = self._s
-        self._s = (
+        s = self._vs
+        self._vs = (
             s
             - (((s >> _ATT_SHIFT) & _ATT_MASK) << _ATT_SHIFT)
             + (attempts << _ATT_SHIFT)
@@ -290,13 +293,13 @@ class Vertex:
     @property
     def lastfeed(self) -> int:
         """When the vertex was last fed to a TA (0: never)."""
-        return self._s >> _FEED_SHIFT
+        return self._vs >> _FEED_SHIFT
 
     @lastfeed.setter
     def lastfeed(self, when: int) -> None:
         if when < 0:
             raise ValueError(f"lastfeed must not be negative: {when}")
-        self._s = (self._s & _BELOW_FEED) | (when << _FEED_SHIFT)
+        self._vs = (self._vs & _BELOW_FEED) | (when << _FEED_SHIFT)
 
     @property
     def _raw(self) -> _Offs:
@@ -397,6 +400,71 @@ class Vertex:
         extra = self.extra
         if extra is not None:
             self.extra = extra[:index] + extra[index + 1 :]
+
+
+class PlainVertex(Vertex):
+    """One of the vertices of a message that has several."""
+
+    __slots__ = (
+        "_offs",
+        "_vs",
+        "msg",
+        "thread",
+    )
+
+    def __init__(
+        self,
+        msg: Message,
+        offsets: array[int] | int,
+        extra: tuple[RcptExtra, ...] | None,
+    ) -> None:
+        self.msg = msg
+        self._init_vertex(offsets, extra)
+
+
+class SoloMessage(Message, Vertex):
+    """A message with a single vertex: the message is its own vertex (``msg`` is
+    itself, ``vertices`` is ``(self,)``)."""
+
+    __slots__ = (
+        "_offs",
+        "_vs",
+        "thread",
+    )
+
+    def __init__(
+        self,
+        number: int,
+        relpath: str,
+        sender: str,
+        mtime: int,
+        mtime_ns: int,
+        cdelta: int,
+        hdr: int,
+        offsets: array[int] | int,
+        extra: tuple[RcptExtra, ...] | None,
+    ) -> None:
+        Message.__init__(self, number, relpath, sender, mtime, mtime_ns, cdelta, hdr)
+        self._init_vertex(offsets, extra)
+        self.live = 1
+
+    @property
+    def msg(self) -> Message:
+        return self
+
+    @msg.setter
+    def msg(self, msg: Message) -> None:
+        if msg is not self:
+            raise ValueError("a SoloMessage is its own message")
+
+    @property
+    def vertices(self) -> tuple[Vertex, ...]:
+        return (self,)
+
+    @vertices.setter
+    def vertices(self, vertices: tuple[Vertex, ...]) -> None:
+        if vertices != (self,):
+            raise ValueError("a SoloMessage is its only vertex")
 
 
 class Proc:

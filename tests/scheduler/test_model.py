@@ -8,20 +8,20 @@ import pytest
 
 from scheduler.config import Clause
 from scheduler.loading import split_recipients
-from scheduler.model import Group, Message, Thread, Vertex
+from scheduler.model import Group, Message, PlainVertex, SoloMessage, Thread, Vertex
 from spool.controlfile import parse
 
-from .playbook import control_bytes
+from .playbook import Playbook, control_bytes
 
 
-def make_thread(n: int) -> tuple[Thread, list[Vertex]]:
+def make_thread(n: int) -> tuple[Thread, list[PlainVertex]]:
     g = Group(Clause(), "smtp", "", ("*/*", "smtp", ""))
     th = Thread(g, "smtp", "h")
     g.ring.append(th)
     vs = []
     for i in range(n):
         m = Message(i + 1, f"A/{i + 1}", "s@x", 1000 + i, 0, 0, -1)
-        v = Vertex(m, array("i", [10 * i]), None)
+        v = PlainVertex(m, array("i", [10 * i]), None)
         v.thread = th
         th.vlist.append(v)
         th.jobs += 1
@@ -120,8 +120,8 @@ def test_message_keeps_a_shared_prefix_and_one_time_int() -> None:
 
 def test_vertex_single_offset_and_diagnostic_slot() -> None:
     m = Message(1, "A/1", "s@x", 1000, 0, 0, 40)
-    one = Vertex(m, 120, None)
-    many = Vertex(m, array("i", [300, 200]), None)
+    one = PlainVertex(m, 120, None)
+    many = PlainVertex(m, array("i", [300, 200]), None)
     m.vertices = (one,)
     assert m.vertices == (one,)
     assert m._v is one
@@ -172,7 +172,7 @@ def test_message_packed_fields_are_independent() -> None:
 
 def test_vertex_packed_fields_are_independent() -> None:
     m = Message(7, "Q/I/7", "s@x", 1000, 0, 0, -1)
-    v = Vertex(m, 5, None)
+    v = PlainVertex(m, 5, None)
     v.state = 1 | 8
     v.waiting_for = 3
     v.attempts = 1000
@@ -201,7 +201,7 @@ def test_vertex_packed_fields_are_independent() -> None:
 def test_vertex_rare_fields_share_the_offsets_slot() -> None:
     m = Message(7, "Q/I/7", "s@x", 1000, 0, 0, -1)
     ex = ((frozenset({"NEVER"}), 9, 10), (frozenset({"SUCCESS"}), 11, 12))
-    v = Vertex(m, array("i", [40, 20]), ex)
+    v = PlainVertex(m, array("i", [40, 20]), ex)
     assert list(v.offsets) == [40, 20]
     assert v.rcpt_extra(1) == ex[1]
     v.message = "4.0.0 later"
@@ -229,3 +229,63 @@ def test_thread_run_fields_allocate_only_when_set() -> None:
     assert other.alive
     other.alive = False
     assert (other.alive, other.thrkids, th.alive) == (False, 0, True)
+
+
+def test_solo_message_is_its_own_vertex_with_independent_fields() -> None:
+    m = SoloMessage(9, "Q/I/9", "s@x", 1_800_000_000, 5, -3, 40, 120, None)
+    assert isinstance(m, Message)
+    assert isinstance(m, Vertex)
+    assert m.msg is m
+    assert m.vertices == (m,)
+    assert (m.live, m.held, m.flags, m.thread) == (1, 0, 32, None)
+    assert (list(m.offsets), m.path, m.sender, m.relpath) == (
+        [120],
+        "Q/I/9",
+        "s@x",
+        "Q/I/9",
+    )
+    # message bits (flags/live/held) and vertex bits (state/attempts/lastfeed) are
+    # packed into two different ints: changing one never moves the other
+    m.state = 1 | 2
+    m.attempts = 7
+    m.lastfeed = 1_800_000_050
+    m.held = 1
+    m.flags |= 1
+    assert (m.state, m.attempts, m.lastfeed) == (3, 7, 1_800_000_050)
+    assert (m.flags, m.live, m.held) == (33, 1, 1)
+    m.live = 0
+    m.state = 0
+    assert (m.state, m.attempts, m.live, m.held, m.mtime, m.mtime_ns, m.cdelta) == (
+        0,
+        7,
+        0,
+        1,
+        1_800_000_000,
+        5,
+        -3,
+    )
+    assert m.rcpt_extra(0) == (frozenset({"FAILURE"}), 40, -1)
+    m.message = "4.4.1 later"
+    assert (m.message, list(m.offsets)) == ("4.4.1 later", [120])
+    m.drop_index(0)
+    assert list(m.offsets) == []
+    m.vertices = (m,)
+    with pytest.raises(ValueError, match="its only vertex"):
+        m.vertices = ()
+
+
+def test_loading_makes_a_solo_message_only_for_one_vertex() -> None:
+    pb = Playbook('*/*\tinterval=1m\nsmtp/*\tqueueonly command="testta"\n')
+    pb.load("Q/I/1", [("smtp", "a.example", "u@a"), ("smtp", "A.example", "v@a")])
+    pb.load("Q/I/2", [("smtp", "a.example", "u@a"), ("smtp", "b.example", "v@b")])
+    solo = pb.sched._messages[1]
+    multi = pb.sched._messages[2]
+    assert type(solo) is SoloMessage
+    assert solo.vertices == (solo,)
+    assert len(solo.offsets) == 2
+    assert type(multi) is Message
+    assert [type(v) for v in multi.vertices] == [PlainVertex, PlainVertex]
+    assert all(v.msg is multi for v in multi.vertices)
+    th = pb.sched._threads[("smtp", "a.example")]
+    assert th.vlist == [solo, multi.vertices[0]]
+    assert (th.jobs, th.rcpts) == (2, 3)
