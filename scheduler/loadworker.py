@@ -299,7 +299,7 @@ class _Stream:
         assert proc.stdout is not None
         self.fd = proc.stdout.fileno()
         self.buf = bytearray()
-        self.batches: collections.deque[list[Item]] = collections.deque()
+        self.batches: collections.deque[bytes] = collections.deque()  # pickled
         self.items: list[Item] = []
         self.pos = 0
         self.done = False
@@ -398,7 +398,7 @@ class LoadWorkers:
                 if not st.batches and not st.done:
                     self._readable(st, notify=False)  # what arrived since the last poll
                 if st.batches:
-                    st.items, st.pos = st.batches.popleft(), 0
+                    st.items, st.pos = pickle.loads(st.batches.popleft()), 0
                 elif st.done:
                     self._streams.remove(st)
                     break
@@ -449,8 +449,10 @@ class LoadWorkers:
             end = pos + _LEN.size + size
             if len(buf) < end:
                 break
-            with memoryview(buf) as view:
-                stream.batches.append(pickle.loads(view[pos + _LEN.size : end]))
+            # kept pickled until the merge needs it: a daemon slower than its
+            # workers then holds compact bytes, not thousands of small objects
+            # scattered through the heap it is filling with the model
+            stream.batches.append(bytes(buf[pos + _LEN.size : end]))
             pos = end
         if pos:
             del buf[:pos]
