@@ -445,8 +445,10 @@ class SoloMessage(Message, Vertex):
         extra: tuple[RcptExtra, ...] | None,
     ) -> None:
         Message.__init__(self, number, relpath, sender, mtime, mtime_ns, cdelta, hdr)
-        self._init_vertex(offsets, extra)
-        self.live = 1
+        self._s += 1 << _LIVE_SHIFT  # live = 1
+        self.thread = None
+        self._offs = offsets if extra is None else (offsets, extra, None, None)
+        self._vs = 0
 
     @property
     def msg(self) -> Message:
