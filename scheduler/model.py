@@ -446,9 +446,7 @@ class SoloMessage(Message, Vertex):
     ) -> None:
         Message.__init__(self, number, relpath, sender, mtime, mtime_ns, cdelta, hdr)
         self._s += 1 << _LIVE_SHIFT  # live = 1
-        self.thread = None
-        self._offs = offsets if extra is None else (offsets, extra, None, None)
-        self._vs = 0
+        self._init_vertex(offsets, extra)
 
     @property
     def msg(self) -> Message:
