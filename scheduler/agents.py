@@ -18,8 +18,9 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+from .commands import StartAgent
 
 __all__ = [
     "MAX_LINE",
@@ -46,18 +47,8 @@ class AgentListener(Protocol):
     def agent_exited(self, proc: int, returncode: int) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AgentSpec:
-    """How to run one TA (the fields of ``commands.StartAgent`` the pool needs)."""
-
-    proc: int
-    argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-    uid: int | None = None
-    gid: int | None = None
-    nice: int = 0
-    channel: str = ""
-    host: str = ""
+AgentSpec = StartAgent
+"""How to run one TA: the core's :class:`~scheduler.commands.StartAgent` command itself."""
 
 
 class _Agent:

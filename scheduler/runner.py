@@ -36,7 +36,7 @@ from spool import store
 from spool.layout import Postoffice
 
 from . import commands as cmd
-from .agents import AgentPool, AgentSpec
+from .agents import AgentPool
 from .config import SchedulerConfig
 from .events import (
     AgentExited,
@@ -461,11 +461,7 @@ class Runner:
         if isinstance(c, cmd.WriteAgent):
             self.agents.write(c.proc, c.data)
         elif isinstance(c, cmd.StartAgent):
-            self.agents.start(
-                AgentSpec(
-                    c.proc, c.argv, c.env, c.uid, c.gid, c.nice, c.channel, c.host
-                )
-            )
+            self.agents.start(c)
         elif isinstance(c, cmd.RetireAgent):
             self.agents.retire(c.proc, c.kill_after)
         elif isinstance(c, cmd.MarkRecipient):
