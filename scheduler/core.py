@@ -15,8 +15,8 @@ Behaviour and every deliberate difference from ZMailer are documented in docs/sc
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .events import (
@@ -35,10 +35,7 @@ from .loading import Loading
 from .sweeps import Sweeps
 
 if TYPE_CHECKING:
-    from mailq.view import CounterBlock
-
     from .commands import Command
-    from .config import SchedulerConfig
     from .events import Event
 
 __all__ = ["Scheduler"]
@@ -47,27 +44,10 @@ __all__ = ["Scheduler"]
 class Scheduler(Loading, Sweeps):
     """ZMailer's scheduling decisions over an in-memory model (also a ``QueueView``)."""
 
-    def __init__(
-        self,
-        config: SchedulerConfig,
-        counters: CounterBlock,
-        *,
-        zenv: Mapping[str, str] = {},
-        start_time: int,
-        frozen: bool = False,
-        rng: random.Random | None = None,
-        retry_mode: str = "fixed",
-    ) -> None:
-        super().__init__(
-            config,
-            counters,
-            zenv=zenv,
-            start_time=start_time,
-            frozen=frozen,
-            rng=rng,
-            retry_mode=retry_mode,
-        )
-        self._handlers: dict[type, Callable[[Any], None]] = {
+    @cached_property
+    def _handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The handler of each event type (built on first use, then an instance attribute)."""
+        return {
             MessageLoaded: self._on_loaded,
             MessageReloaded: self._on_reloaded,
             MessageGone: self._on_gone,

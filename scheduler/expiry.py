@@ -104,7 +104,8 @@ class Expiry(ModelState):
                 th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
             )
         else:
-            w, ri = retry.fixed_thread_reschedule(
+            # the last TA left: the same rule as a deferral (one step, no S18)
+            w, ri = retry.fixed_reschedule(
                 th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
             )
             advanced = True

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 __all__ = [
     "c_div",
     "fixed_reschedule",
-    "fixed_thread_reschedule",
     "pick_index",
     "skew_adjust",
     "zm_reschedule",
@@ -83,19 +82,6 @@ def fixed_reschedule(
     if wakeup > now or not retries:
         return wakeup, retryindex
     return _advance(wakeup, now, interval, skew, retries, retryindex, rng)
-
-
-def fixed_thread_reschedule(
-    wakeup: int,
-    retryindex: int,
-    now: int,
-    interval: int,
-    skew: int,
-    retries: Sequence[int],
-    rng: random.Random,
-) -> tuple[int, int]:
-    """The last TA left the thread: the same rule as a deferral (one step, no S18)."""
-    return fixed_reschedule(wakeup, retryindex, now, interval, skew, retries, rng)
 
 
 def zm_reschedule(
