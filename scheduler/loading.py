@@ -39,7 +39,6 @@ from .vertexspecs import (
     Row,
     VertexSpec,
     intern_name,
-    pending_rows,
     split_recipients,
 )
 
@@ -51,7 +50,6 @@ __all__ = [
     "Row",
     "VertexSpec",
     "intern_name",
-    "pending_rows",
     "split_recipients",
 ]
 

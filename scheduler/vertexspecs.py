@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT
+from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT, SummaryRow as Row
 
 from .model import DEFAULT_NOTIFY, RcptExtra
 
@@ -32,7 +32,6 @@ __all__ = [
     "Split",
     "VertexSpec",
     "intern_name",
-    "pending_rows",
     "split_recipients",
 ]
 
@@ -51,11 +50,6 @@ def intern_name(raw: str) -> str:
     return name
 
 
-Row = tuple[int, str, str, str, frozenset[str], int, int]
-"""A pending recipient: ``(offset, channel, host, quad, notify, header_offset,
-dsn_offset)``; ``host`` is ``""`` when it could not be parsed."""
-
-
 @dataclass(slots=True)
 class VertexSpec:
     channel: str
@@ -67,28 +61,6 @@ class VertexSpec:
 
 Split = tuple[list[VertexSpec], list[Row], int]
 """``(vertex specs, recipients with a bad host, default header offset)``."""
-
-
-def pending_rows(control: ControlFile) -> list[Row]:
-    """The recipients with status ``' '`` and a usable host, and those without one, in
-    file order (from the parser's fast summary when it has one)."""
-    summary = getattr(control, "pending_summary", None)
-    if summary is not None:
-        rows: list[Row] = summary()
-        return rows
-    return [
-        (
-            r.offset,
-            r.channel,
-            r.host if r.host_ok else "",
-            r.quad,
-            r.notify,
-            r.header_offset,
-            r.dsn_offset,
-        )
-        for r in control.recipients
-        if r.status == " "
-    ]
 
 
 def _extra_for(rows: list[Row], hdr: int) -> tuple[RcptExtra, ...] | None:
@@ -126,7 +98,7 @@ def split_recipients(control: ControlFile) -> Split:
     prepared: Split | None = getattr(control, "prepared_split", None)
     if prepared is not None:
         return prepared
-    pending = pending_rows(control)
+    pending: list[Row] = control.pending_summary()
     bad: list[Row] = []
     for r in pending:
         if not r[2]:
