@@ -26,7 +26,7 @@ from spool.ids import message_number, spool_id
 from spool.submit import submit
 
 from . import libta
-from .libta import Job, JobContext, Outcome
+from .libta import JobContext, OneByOne, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +48,14 @@ def bounce_entry(rcpt: Recipient, now: int, taname: str) -> dsn.DsnEntry:
     )
 
 
-class ErrorMailAgent:
+class ErrorMailAgent(OneByOne):
     """Bounce every recipient it is given."""
-
-    batch = False
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self.taname = f"errormail[{os.getpid()}]"
 
-    def begin_job(self, job: Job) -> None:
-        return None
-
-    def deliver(
-        self, ctx: JobContext, recipients: Sequence[Recipient]
-    ) -> list[Outcome]:
-        return [self._one(ctx, r) for r in recipients]
-
-    def _one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
+    def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
         cf = ctx.control
         now = int(time.time())
         if cf.is_error_message or not cf.error_address:

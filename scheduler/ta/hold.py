@@ -40,7 +40,7 @@ from spool.errors import SpoolError
 from spool.submit import submit
 
 from . import libta
-from .libta import Job, JobContext, Outcome
+from .libta import JobContext, OneByOne, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,13 @@ def release_time(host: str, arrival: int) -> int | None:
     return None
 
 
-class HoldAgent:
+class HoldAgent(OneByOne):
     """Hold or release each recipient."""
-
-    batch = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
 
-    def begin_job(self, job: Job) -> None:
-        return None
-
-    def deliver(
-        self, ctx: JobContext, recipients: Sequence[Recipient]
-    ) -> list[Outcome]:
-        return [self._one(ctx, r) for r in recipients]
-
-    def _one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
+    def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
         now = int(self.clock())
         try:
             arrival = int(os.stat(ctx.message_path).st_mtime)

@@ -37,6 +37,7 @@ __all__ = [
     "AgentOptions",
     "Deliverer",
     "Job",
+    "OneByOne",
     "Outcome",
     "TaRuntime",
     "common_parser",
@@ -176,6 +177,24 @@ class Deliverer(Protocol):
     ) -> list[Outcome]:
         """Return one outcome per recipient, in order."""
         ...
+
+
+class OneByOne:
+    """Base of a :class:`Deliverer` that handles each recipient on its own (locked,
+    delivered and reported one at a time): subclasses write :meth:`deliver_one`."""
+
+    batch = False
+
+    def begin_job(self, job: Job) -> None:
+        return None
+
+    def deliver(
+        self, ctx: JobContext, recipients: Sequence[Recipient]
+    ) -> list[Outcome]:
+        return [self.deliver_one(ctx, r) for r in recipients]
+
+    def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
+        raise NotImplementedError
 
 
 def make_notary(rcpt: Recipient, outcome: Outcome, taname: str) -> str:

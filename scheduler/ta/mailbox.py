@@ -22,7 +22,7 @@ from pathlib import Path
 from spool.controlfile import Recipient
 
 from . import libta
-from .libta import Job, JobContext, Outcome
+from .libta import JobContext, OneByOne, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +93,15 @@ def make_maildir(folder: Path) -> None:
         (folder / sub).mkdir(mode=0o700, exist_ok=True)
 
 
-class MailboxAgent:
+class MailboxAgent(OneByOne):
     """The Maildir deliverer (one recipient at a time)."""
-
-    batch = False
 
     def __init__(self, root: Path, auto_create: bool) -> None:
         self.root = root
         self.auto_create = auto_create
         self.hostname = socket.gethostname()
 
-    def begin_job(self, job: Job) -> None:
-        return None
-
-    def deliver(
-        self, ctx: JobContext, recipients: Sequence[Recipient]
-    ) -> list[Outcome]:
-        return [self._one(ctx, r) for r in recipients]
-
-    def _one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
+    def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
         name = folder_name(rcpt.user)
         if name is None:
             diag = f"x-local; 550 (5.1.3 bad mailbox name {rcpt.user!r})"
