@@ -22,6 +22,7 @@ from .procs import pid_alive
 
 __all__ = [
     "append_diagnostic",
+    "fsync_dir",
     "lock_recipient",
     "mark_diagnostic_reported",
     "mark_recipient",
@@ -36,6 +37,15 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 _READ_SIZE = 1 << 16
+
+
+def fsync_dir(path: PathLike) -> None:
+    """fsync a directory, so that a file created or renamed in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_control(path: PathLike) -> bytes:

@@ -29,6 +29,7 @@ from .errors import CorruptControlFile, SubmitError
 from .ids import hash_prefix, message_number
 from .layout import Postoffice
 from .scan import make_hash_dirs
+from .store import fsync_dir
 
 __all__ = [
     "MAX_NAME_TRIES",
@@ -147,14 +148,6 @@ def build_control(
     return data
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 MAX_NAME_TRIES = 100
 """Names tried for one submission before giving up (``<inode>``, ``<inode>-<pid>``,
 ``<inode>-<pid>-1``, ...)."""
@@ -254,8 +247,8 @@ def _place(
         for path in (ctl_tmp, tmp):
             os.unlink(path)
         placed.remove(ctl_tmp)
-        _fsync_dir(msg_path.parent)
-        _fsync_dir(ctl_path.parent)
+        fsync_dir(msg_path.parent)
+        fsync_dir(ctl_path.parent)
         return prefix + name
     raise SubmitError(f"no free spool name for i-node {inode}")
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spool.controlfile import Recipient
+from spool.store import fsync_dir
 
 from . import libta
 from .libta import JobContext, OneByOne, Outcome
@@ -58,14 +59,6 @@ def delivery_bytes(sender: str, user: str, header: bytes, body: bytes) -> bytes:
     return head + header.rstrip(b"\n") + b"\n\n" + body
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_maildir(folder: Path, data: bytes) -> Path:
     """Write ``data`` into ``folder/tmp``, fsync, move it to ``folder/new``; return the path."""
     name = unique_name()
@@ -84,7 +77,7 @@ def write_maildir(folder: Path, data: bytes) -> Path:
     final = folder / "new" / name
     os.link(tmp, final)
     tmp.unlink()
-    _fsync_dir(folder / "new")
+    fsync_dir(folder / "new")
     return final
 
 
