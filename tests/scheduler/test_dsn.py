@@ -17,6 +17,8 @@ from spool.layout import Postoffice, init_postoffice
 from spool.scan import scan
 from spool.submit import submit
 
+from .ta.conftest import add_after_recipients
+
 MESSAGE = (
     b"From: Alice <alice@example.com>\n"
     b"To: bob@example.net\n"
@@ -36,18 +38,6 @@ def po(tmp_path: Path) -> Postoffice:
 def _cf(po: Postoffice, rel: str) -> ControlFile:
     path = po.control_path(rel)
     return controlfile.parse(path.read_bytes(), str(path))
-
-
-def _with_n_lines(po: Postoffice, rel: str, lines: dict[str, bytes]) -> None:
-    path = po.control_path(rel)
-    out = []
-    for raw in path.read_bytes().splitlines(keepends=True):
-        out.append(raw)
-        if raw.startswith(b"r"):
-            user = controlfile.parse_quad(raw[12:].decode().rstrip("\n"))[2]
-            if user in lines:
-                out.append(lines[user])
-    path.write_bytes(b"".join(out))
 
 
 def _d(po: Postoffice, rel: str, user: str, notary: str, message: str) -> None:
@@ -72,7 +62,7 @@ def test_failed_recipient_produces_a_full_dsn(po: Postoffice) -> None:
     rel = submit(
         po, "alice@example.com", ["bob@example.net", "carol@example.net"], MESSAGE
     )
-    _with_n_lines(
+    add_after_recipients(
         po,
         rel,
         {"bob@example.net": b"N NOTIFY=FAILURE ORCPT=rfc822;Bob+40example.net\n"},
@@ -146,7 +136,7 @@ def test_ret_hdrs_returns_headers_only(po: Postoffice) -> None:
 def test_each_d_line_counts_by_its_own_recipients_notify(po: Postoffice) -> None:
     """S54 fix: NOTIFY=NEVER on one recipient does not silence another's failure."""
     rel = submit(po, "alice@example.com", ["aa@example.net", "zz@example.net"], MESSAGE)
-    _with_n_lines(po, rel, {"zz@example.net": b"N NOTIFY=NEVER\n"})
+    add_after_recipients(po, rel, {"zz@example.net": b"N NOTIFY=NEVER\n"})
     for user in ("aa@example.net", "zz@example.net"):
         _d(po, rel, user, f"{user}\001failed\0015.0.0\001smtp; 550 (no)\001mx", "no")
     new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
@@ -175,7 +165,7 @@ def test_uncounted_and_empty_notaries_send_nothing(po: Postoffice) -> None:
 
 def test_success_notice_when_asked(po: Postoffice) -> None:
     rel = submit(po, "alice@example.com", ["bob@example.net"], MESSAGE)
-    _with_n_lines(po, rel, {"bob@example.net": b"N NOTIFY=SUCCESS\n"})
+    add_after_recipients(po, rel, {"bob@example.net": b"N NOTIFY=SUCCESS\n"})
     _d(
         po,
         rel,
