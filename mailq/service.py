@@ -39,6 +39,12 @@ __all__ = ["Client", "Service"]
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("mailq.audit")
 
+
+def _audit(client: Client, fmt: str, *args: object) -> None:
+    """One line of the audit log: who (user and peer), then what and its result."""
+    audit.info("user=%s peer=%s " + fmt, client.user, client.peer, *args)
+
+
 _C: Final = "SC.MQ2"
 
 
@@ -193,38 +199,26 @@ class Service:
     def _etrn(self, client: Client, rest: str, now: int) -> Reply:
         self.count("CommandETRN")  # counted before the rights check, as ZMailer does
         if not client.rights & Right.ETRN:
-            audit.info(
-                "user=%s peer=%s ETRN %r result=denied", client.user, client.peer, rest
-            )
+            _audit(client, "ETRN %r result=denied", rest)
             return Reply(replies.ETRN_DENIED)
         domain, extra = split_word(rest)
         domain = domain.lower()  # B16 fix
         started = self.ops.etrn(domain) if domain else 0
-        audit.info(
-            "user=%s peer=%s ETRN %r %r result=%d started",
-            client.user,
-            client.peer,
-            domain,
-            extra,
-            started,
-        )
+        _audit(client, "ETRN %r %r result=%d started", domain, extra, started)
         return Reply(replies.ETRN_STARTED if started > 0 else replies.ETRN_NOTHING)
 
     def _kill(self, client: Client, rest: str, now: int) -> Reply:
         if not client.rights & Right.KILL:
-            audit.info(
-                "user=%s peer=%s KILL %r result=denied", client.user, client.peer, rest
-            )
+            _audit(client, "KILL %r result=denied", rest)
             return Reply(replies.KILL_DENIED)
         what, args = split_word(rest)
         if what == "MSG":
             self.count("CommandKillMsg")
             ident, _ = split_word(args)
             found = bool(ident) and self.ops.kill_msg(ident)
-            audit.info(
-                "user=%s peer=%s KILL MSG %r result=%s",
-                client.user,
-                client.peer,
+            _audit(
+                client,
+                "KILL MSG %r result=%s",
                 ident,
                 "killed" if found else "not-found",
             )
@@ -234,23 +228,13 @@ class Service:
             channel, host = split_word(args)
             channel, host = _name_arg(channel), _name_arg(host)
             removed = self.ops.kill_thread(channel, host) if channel and host else 0
-            audit.info(
-                "user=%s peer=%s KILL THREAD %r %r result=%d recipients",
-                client.user,
-                client.peer,
-                channel,
-                host,
-                removed,
+            _audit(
+                client, "KILL THREAD %r %r result=%d recipients", channel, host, removed
             )
             return Reply(
                 replies.KILL_OK if removed > 0 else replies.KILL_NO_SUCH_THREAD
             )
-        audit.info(
-            "user=%s peer=%s KILL %r result=unknown-request",
-            client.user,
-            client.peer,
-            rest,
-        )
+        _audit(client, "KILL %r result=unknown-request", rest)
         return Reply(replies.KILL_UNKNOWN_REQUEST)
 
     def _requeue(self, client: Client, rest: str, now: int) -> Reply:
@@ -259,10 +243,9 @@ class Service:
             return self._unknown(client, "REQUEUE", rest)  # what old servers answered
         ident, _ = split_word(args)
         found = bool(ident) and self.ops.requeue_msg(ident)
-        audit.info(
-            "user=%s peer=%s REQUEUE MSG %r result=%s",
-            client.user,
-            client.peer,
+        _audit(
+            client,
+            "REQUEUE MSG %r result=%s",
             ident,
             "requeued" if found else "not-found",
         )
