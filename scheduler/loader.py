@@ -133,13 +133,6 @@ _LOCKED: Final = b"\nr~"
 """A recipient line locked by a TA (``r~<pid>``); only then is the lock sweep needed."""
 
 
-def _has_locks(control: ControlFile) -> bool:
-    fast = getattr(control, "has_locked_recipients", None)  # the spool's fast property
-    if isinstance(fast, bool):
-        return fast
-    return any(r.status == "~" for r in control.recipients)
-
-
 class _Reject(Exception):
     """The file cannot be loaded: quarantine it with this reason."""
 
@@ -277,7 +270,7 @@ class Loader:
             if len(data) > self._max_bytes:
                 raise _Reject(f"oversized control file ({len(data)} bytes)")
             control = parse(data, relpath)
-            if _LOCKED in data and _has_locks(control):
+            if _LOCKED in data and control.has_locked_recipients:
                 _, live = store.reset_stale_locks(path)
                 if live:
                     logger.info(
