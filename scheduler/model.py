@@ -13,7 +13,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar, overload
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Clause
@@ -551,50 +551,11 @@ def _run(th: Thread) -> _ThreadRun:
     return r
 
 
-_T = TypeVar("_T")
-
-
-class _RunField(Generic[_T]):
-    """A :class:`Thread` attribute kept in its optional :class:`_ThreadRun`: it reads as
-    ``default`` while the thread has none, and setting the default allocates none."""
-
-    __slots__ = ("default", "name")
-
-    def __init__(self, default: _T, name: str = "") -> None:
-        self.default = default
-        self.name = name
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        if not self.name:
-            self.name = name
-
-    @overload
-    def __get__(self, th: None, owner: type | None = None) -> _RunField[_T]: ...
-    @overload
-    def __get__(self, th: Thread, owner: type | None = None) -> _T: ...
-    def __get__(
-        self, th: Thread | None, owner: type | None = None
-    ) -> _T | _RunField[_T]:
-        if th is None:
-            return self
-        r = th._r
-        return self.default if r is None else getattr(r, self.name)
-
-    def __set__(self, th: Thread, value: _T) -> None:
-        r = th._r
-        if r is None:
-            if value == self.default:
-                return
-            r = th._r = _ThreadRun()
-        setattr(r, self.name, value)
-
-
 class Thread:
     """One (clause, channel, host) (``ThreadView``).
 
     The fields a thread needs only while TAs work on it or a limit holds it back live in
-    an optional :class:`_ThreadRun` (``_r``), reached through :class:`_RunField`
-    descriptors.
+    an optional :class:`_ThreadRun` (``_r``), reached through properties.
     """
 
     __slots__ = (
@@ -627,17 +588,123 @@ class Thread:
         self.agenda_seq = 0
         self.chain_seq = 0
 
-    # the run-time fields, kept in _r (see _RunField); ``_oldest_dirty``: the cached
-    # oldest mtime must be recomputed
-    attempts = _RunField(0)
-    dead = _RunField(0)  # removed vertices still in vlist (compacted past 32)
-    feedptr = _RunField(0)  # next vlist index to feed
-    retry_floor = _RunField(0)  # earliest next retry a TA asked for (0: none)
-    retryindex = _RunField(0)
-    thrkids = _RunField(0)  # TAs working on the thread
-    unfed = _RunField(0)  # vertices still to feed in the current run
-    alive = _RunField(True)  # False once removed from its group (events may name it)
-    _oldest_dirty = _RunField(False, "oldest_dirty")
+    @property
+    def attempts(self) -> int:
+        r = self._r
+        return 0 if r is None else r.attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.attempts = value
+
+    @property
+    def dead(self) -> int:
+        """Removed vertices still in ``vlist`` (compacted past 32)."""
+        r = self._r
+        return 0 if r is None else r.dead
+
+    @dead.setter
+    def dead(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.dead = value
+
+    @property
+    def feedptr(self) -> int:
+        """Next ``vlist`` index to feed."""
+        r = self._r
+        return 0 if r is None else r.feedptr
+
+    @feedptr.setter
+    def feedptr(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.feedptr = value
+
+    @property
+    def retry_floor(self) -> int:
+        """Earliest next retry a TA asked for (0: none)."""
+        r = self._r
+        return 0 if r is None else r.retry_floor
+
+    @retry_floor.setter
+    def retry_floor(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.retry_floor = value
+
+    @property
+    def retryindex(self) -> int:
+        r = self._r
+        return 0 if r is None else r.retryindex
+
+    @retryindex.setter
+    def retryindex(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.retryindex = value
+
+    @property
+    def thrkids(self) -> int:
+        """TAs working on the thread."""
+        r = self._r
+        return 0 if r is None else r.thrkids
+
+    @thrkids.setter
+    def thrkids(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.thrkids = value
+
+    @property
+    def unfed(self) -> int:
+        """Vertices still to feed in the current run."""
+        r = self._r
+        return 0 if r is None else r.unfed
+
+    @unfed.setter
+    def unfed(self, value: int) -> None:
+        r = self._r
+        if r is None:
+            if value == 0:
+                return
+            r = _run(self)
+        r.unfed = value
+
+    @property
+    def alive(self) -> bool:
+        """False once removed from its group (a pending event may still name it)."""
+        r = self._r
+        return True if r is None else r.alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        r = self._r
+        if r is None:
+            if alive:
+                return
+            r = _run(self)
+        r.alive = alive
 
     @property
     def proclist(self) -> list[Proc]:
@@ -647,6 +714,20 @@ class Thread:
     @proclist.setter
     def proclist(self, procs: list[Proc]) -> None:
         _run(self).proclist = procs
+
+    @property
+    def _oldest_dirty(self) -> bool:
+        r = self._r
+        return False if r is None else r.oldest_dirty
+
+    @_oldest_dirty.setter
+    def _oldest_dirty(self, dirty: bool) -> None:
+        r = self._r
+        if r is None:
+            if not dirty:
+                return
+            r = _run(self)
+        r.oldest_dirty = dirty
 
     @property
     def withhost(self) -> int:
