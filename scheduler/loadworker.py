@@ -2,7 +2,7 @@
 files, and stream compact batches to the daemon, which only feeds the decision core.
 
 The daemon's first (deep) scan hands a big queue (:data:`MIN_FILES` or more) to
-:class:`LoadWorkers`: the scan's entries, oldest ctime first, are cut into batches of
+:class:`scheduler.loadpool.LoadWorkers`: the scan's entries, oldest ctime first, are cut into batches of
 :data:`BATCH` files; worker ``w`` of ``n`` (``python -m scheduler.loadworker``) gets
 batches ``w, w + n, ...`` and writes each back as one length-prefixed pickle. The daemon
 takes the batches in order, so the queue is loaded in exactly the scan's order.
@@ -20,22 +20,13 @@ a few seconds before the daemon feeds it; nothing else touches a queued, unloade
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import collections
-import contextlib
-import fcntl
 import gc
-import logging
 import os
 import pickle
 import struct
-import subprocess
 import sys
-import tempfile
 from array import array
 from collections.abc import Callable, Sequence
-from operator import itemgetter
 from typing import Final
 
 from spool.controlfile import KNOWN_FLAGS, parse
@@ -47,31 +38,26 @@ from .vertexspecs import Split, VertexSpec, intern_name, split_recipients
 
 __all__ = [
     "BATCH",
+    "FRAME",
     "MIN_FILES",
     "RECORD_LEN",
     "EntryTuple",
     "Item",
     "Job",
-    "LoadWorkers",
     "PreparedControl",
     "Record",
-    "count_hashed",
-    "hash_dirs",
     "is_record",
     "prepare",
     "prepare_batch",
     "work",
 ]
 
-logger = logging.getLogger(__name__)
-
 BATCH: Final = 1000
 MIN_FILES: Final = 2000
 """Below this many queued files the daemon loads in-process (a worker costs ~0.1 s)."""
 
-_LEN: Final = struct.Struct("<Q")
-_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_PIPE_SIZE: Final = 1 << 20
+FRAME: Final = struct.Struct("<Q")
+"""The length prefix of each pickled batch a worker writes."""
 _LOCKED: Final = b"\nr~"
 
 EntryTuple = tuple[float, int, str]
@@ -235,7 +221,7 @@ def work(job: Job, write: Callable[[bytes], object]) -> None:
             transport, queue, hash_levels, max_bytes, items[i : i + batch]
         )
         blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-        write(_LEN.pack(len(blob)) + blob)
+        write(FRAME.pack(len(blob)) + blob)
 
 
 def main() -> int:
@@ -254,235 +240,6 @@ def main() -> int:
     except BrokenPipeError:
         return 0  # the daemon went away
     return 0
-
-
-def count_hashed(transport: str, dirs: Sequence[str]) -> int:
-    """How many control-file names the hash directories hold (no stat: a cheap size
-    estimate to decide whether workers pay off)."""
-    n = 0
-    for d in dirs:
-        try:
-            with os.scandir(transport + d) as it:
-                for entry in it:
-                    name = entry.name
-                    if "0" <= name[0] <= "9":
-                        n += 1
-                    elif len(name) == 1 and "A" <= name <= "Z":
-                        n += count_hashed(transport, [d + name + "/"])
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return n
-
-
-def hash_dirs(transport: str) -> list[str]:
-    """The one-letter ``A``-``Z`` directories of ``transport/`` (``"A/"`` ...)."""
-    try:
-        with os.scandir(transport) as it:
-            return sorted(
-                e.name + "/"
-                for e in it
-                if len(e.name) == 1
-                and "A" <= e.name <= "Z"
-                and e.is_dir(follow_symlinks=False)
-            )
-    except OSError:
-        return []
-
-
-class _Stream:
-    """One worker's output: batches in order, then EOF."""
-
-    __slots__ = ("batches", "buf", "done", "fd", "items", "pos", "proc")
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        assert proc.stdout is not None
-        self.fd = proc.stdout.fileno()
-        self.buf = bytearray()
-        self.batches: collections.deque[bytes] = collections.deque()  # pickled
-        self.items: list[Item] = []
-        self.pos = 0
-        self.done = False
-
-
-_KEY: Final = itemgetter(0, 2)
-"""``(ctime, relpath)``, the scan's order, of an entry or a record."""
-
-
-class LoadWorkers:
-    """The daemon's side: start the workers, collect their ordered streams and merge
-    them (:meth:`next_item`); ``on_ready`` is called whenever a batch arrives."""
-
-    def __init__(
-        self,
-        transport: str,
-        queue: str,
-        hash_levels: int,
-        max_bytes: int,
-        *,
-        entries: Sequence[EntryTuple] = (),
-        dirs: Sequence[str] = (),
-        workers: int,
-        on_ready: Callable[[], None],
-        batch: int = BATCH,
-    ) -> None:
-        self.failed = False  # a worker died: the caller should rescan
-        self._on_ready = on_ready
-        self._loop = asyncio.get_running_loop()
-        self._streams: list[_Stream] = []
-        self._merged: list[Item] = []  # merged items ready to hand out
-        self._pos = 0
-        n = max(1, workers)
-        for w in range(n):
-            job: Job = (
-                transport,
-                queue,
-                hash_levels,
-                max_bytes,
-                list(entries[w::n]),
-                list(dirs[w::n]),
-                batch,
-            )
-            if not job[4] and not job[5]:
-                continue
-            try:
-                stream = self._start(job)
-            except OSError as exc:
-                logger.warning("cannot start a load worker: %s", exc)
-                self.failed = True
-                continue
-            self._streams.append(stream)
-            self._loop.add_reader(stream.fd, self._readable, stream)
-        logger.info("startup load in %d worker process(es)", len(self._streams))
-
-    @staticmethod
-    def _start(job: Job) -> _Stream:
-        with tempfile.TemporaryFile() as f:  # no blocking write into a pipe
-            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.seek(0)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "scheduler.loadworker"],
-                stdin=f,
-                stdout=subprocess.PIPE,
-                start_new_session=True,  # a Ctrl-C on the terminal is the daemon's
-            )
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        with contextlib.suppress(
-            OSError
-        ):  # room for several batches: workers never wait
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        return _Stream(proc)
-
-    @property
-    def finished(self) -> bool:
-        """Every stream ended and was taken."""
-        return not self._streams and self._pos >= len(self._merged)
-
-    def next_item(self) -> Item | None:
-        """The oldest item of all streams; None while a stream waits for its next
-        batch (or when all are finished)."""
-        if self._pos >= len(self._merged) and not self._merge():
-            return None
-        item = self._merged[self._pos]
-        self._pos += 1
-        return item
-
-    def _merge(self) -> bool:
-        """Merge the streams' current batches up to the smallest of their last keys
-        (a run of sorted lists: timsort merges it in C). False: a stream must wait."""
-        live: list[_Stream] = []
-        for st in list(self._streams):
-            while st.pos >= len(st.items):
-                if not st.batches and not st.done:
-                    self._readable(st, notify=False)  # what arrived since the last poll
-                if st.batches:
-                    st.items, st.pos = pickle.loads(st.batches.popleft()), 0
-                elif st.done:
-                    self._streams.remove(st)
-                    break
-                else:
-                    return False
-            else:
-                live.append(st)
-        if not live:
-            return False
-        if len(live) == 1:
-            st = live[0]
-            merged = st.items[st.pos :] if st.pos else st.items
-            st.items, st.pos = [], 0
-        else:
-            bound = min(_KEY(st.items[-1]) for st in live)
-            merged = []
-            for st in live:
-                end = bisect.bisect_right(st.items, bound, st.pos, key=_KEY)
-                merged += st.items[st.pos : end]
-                st.pos = end
-            merged.sort(key=_KEY)
-        self._merged, self._pos = merged, 0
-        return bool(merged)
-
-    def _readable(self, stream: _Stream, notify: bool = True) -> None:
-        while True:
-            try:
-                chunk = os.read(stream.fd, 1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                logger.warning("load worker %d: %s", stream.proc.pid, exc)
-                chunk = b""
-            if not chunk:
-                self._frames(stream)
-                self._ended(stream)
-                break
-            stream.buf += chunk
-        self._frames(stream)
-        if notify:
-            self._on_ready()
-
-    def _frames(self, stream: _Stream) -> None:
-        buf = stream.buf
-        pos = 0
-        while len(buf) - pos >= _LEN.size:
-            (size,) = _LEN.unpack_from(buf, pos)
-            end = pos + _LEN.size + size
-            if len(buf) < end:
-                break
-            # kept pickled until the merge needs it: a daemon slower than its
-            # workers then holds compact bytes, not thousands of small objects
-            # scattered through the heap it is filling with the model
-            stream.batches.append(bytes(buf[pos + _LEN.size : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-
-    def _ended(self, stream: _Stream) -> None:
-        self._loop.remove_reader(stream.fd)
-        assert stream.proc.stdout is not None
-        stream.proc.stdout.close()
-        code = stream.proc.wait()
-        stream.done = True
-        if code or stream.buf:
-            self.failed = True
-            logger.warning(
-                "load worker %d exited with %d: the rest is loaded in-process",
-                stream.proc.pid,
-                code,
-            )
-
-    def close(self) -> None:
-        """Stop every worker still running (shutdown during the load)."""
-        for stream in self._streams:
-            if stream.done:
-                continue
-            self._loop.remove_reader(stream.fd)
-            with contextlib.suppress(ProcessLookupError):
-                stream.proc.kill()
-            stream.proc.wait()
-            assert stream.proc.stdout is not None
-            stream.proc.stdout.close()
-        self._streams.clear()
 
 
 if __name__ == "__main__":

@@ -50,16 +50,8 @@ from .events import (
     Tick,
 )
 from .loader import MAX_CONTROL_BYTES, CounterSink, Entry, Loader
-from .loadworker import (
-    MIN_FILES,
-    RECORD_LEN,
-    Item,
-    LoadWorkers,
-    PreparedControl,
-    Record,
-    count_hashed,
-    hash_dirs,
-)
+from .loadpool import LoadWorkers, count_hashed, hash_dirs
+from .loadworker import MIN_FILES, RECORD_LEN, Item, PreparedControl, Record
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile

@@ -17,7 +17,8 @@ from scheduler.config import load_config
 from scheduler.core import Scheduler
 from scheduler.counters import Counters
 from scheduler.events import Event, MessageLoaded
-from scheduler.loadworker import LoadWorkers, PreparedControl, is_record, prepare
+from scheduler.loadpool import LoadWorkers
+from scheduler.loadworker import PreparedControl, is_record, prepare
 from scheduler.runner import Runner
 from scheduler.vertexspecs import split_recipients
 from spool.controlfile import format_diagnostic, parse
