@@ -1,0 +1,1 @@
+"""``scheduler.conf`` in ZMailer syntax: lexer, values, parser, clauses and host globs."""
