@@ -3,7 +3,7 @@
     python bench/crash_harness.py [--messages 300] [--rcpts 3] [--kills 120]
                                   [--seconds 900] [--seed N] [--keep]
 
-A temporary postoffice; a loopback SMTP sink (``scheduler.sink.SmtpSink``) that records
+A temporary postoffice; a loopback SMTP sink (``scheduler.demo.sink.SmtpSink``) that records
 every accepted (Message-ID, recipient); ``mailq-scheduler serve`` whose ``smtp/*``
 clause relays everything to the sink (``smtp -F [127.0.0.1] -p PORT``, the real smtp
 agent). Messages are submitted
@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scheduler.sink import Delivery, SinkPolicy, SmtpSink
+from scheduler.demo.sink import Delivery, SinkPolicy, SmtpSink
 from spool.controlfile import parse
 from spool.errors import SpoolError
 from spool.layout import Postoffice, init_postoffice

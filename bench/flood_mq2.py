@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailq.auth import authenticator
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq.fakeview import FakeOps
+from mailq.protocol.auth import authenticator
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server.fakeview import FakeOps
 from tests.reliability.conftest import (
     AUTH_TEXT,
     FAT_HOST,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq.fakeview import FakeOps
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server.fakeview import FakeOps
 from tests.reliability.conftest import AUTH_TEXT, NOW, big_queue
 from tests.reliability.test_fuzz_protocol import (
     GOOD_AUTH,

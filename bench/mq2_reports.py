@@ -31,12 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailq.auth import authenticator
-from mailq.config import ServerConfig
-from mailq.connection import MultilineReply, ServerConnection
-from mailq.reports import thread_detail_report, threads2_report, threads_report
-from mailq.server import MailqServer
-from tests.mailq import fakeview
+from mailq.protocol.auth import authenticator
+from mailq.protocol.connection import MultilineReply, ServerConnection
+from mailq.server.config import ServerConfig
+from mailq.server.reports import thread_detail_report, threads2_report, threads_report
+from mailq.server.shell import MailqServer
+from tests.mailq.server import fakeview
 
 NOW = fakeview.START + 100
 

@@ -32,11 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailq.auth import authenticator
-from mailq.config import ServerConfig
-from mailq.listen import BACKLOG
-from mailq.server import MailqServer
-from tests.mailq import fakeview
+from mailq.protocol.auth import authenticator
+from mailq.server.config import ServerConfig
+from mailq.server.listeners import BACKLOG
+from mailq.server.shell import MailqServer
+from tests.mailq.server import fakeview
 
 SNMP_REPLY = (
     b"+OK until LF.LF\nKids: 2  Idle:  2  Msgs:   5  Thrds:   5  Rcpnts:    7  Uptime: 14 sec\n"

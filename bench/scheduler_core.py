@@ -20,12 +20,12 @@ import time
 import tracemalloc
 from collections import deque
 
-from scheduler.commands import StartAgent, WriteAgent
-from scheduler.config import parse_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.events import AgentLine, AgentStarted, MessageLoaded
+from scheduler.config.clauses import parse_config
+from scheduler.core.commands import StartAgent, WriteAgent
+from scheduler.core.events import AgentLine, AgentStarted, MessageLoaded
+from scheduler.core.scheduler import Scheduler
 from spool.controlfile import parse
+from spool.counters import Counters
 
 CONF = """\
 */*\tinterval=1m
@@ -150,7 +150,7 @@ def bench_dispatch(messages: int, hosts: int) -> None:
     done = 0
     t0 = time.perf_counter()
     now = START + 10
-    cmds = s.handle(__import__("scheduler.events").events.Tick(), now)
+    cmds = s.handle(__import__("scheduler.core.events").core.events.Tick(), now)
     work = deque(cmds)
     while work:
         c = work.popleft()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mailq.auth import authenticator
+from mailq.protocol.auth import authenticator
 from spool.ids import hash_prefix
 from spool.layout import init_postoffice
 

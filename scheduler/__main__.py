@@ -1,6 +1,6 @@
 """``python -m scheduler``: the ``mailq-scheduler`` command."""
 
-from .cli import main
+from scheduler.daemon.cli import main
 
 if __name__ == "__main__":
     main(prog_name="mailq-scheduler")

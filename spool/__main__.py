@@ -1,5 +1,5 @@
 """``python -m spool``: the ``mailq-spool`` command."""
 
-from .cli import main
+from spool.cli import main
 
 main()

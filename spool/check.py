@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .controlfile import ControlFile, parse
-from .errors import CorruptControlFile
-from .layout import Postoffice
-from .scan import scan, scan_queue
-from .store import read_control
+from spool.controlfile import ControlFile, parse
+from spool.errors import CorruptControlFile
+from spool.layout import Postoffice
+from spool.scan import scan, scan_queue
+from spool.store import read_control
 
 __all__ = ["ORPHAN_MIN_AGE", "Problem", "check_control", "check_postoffice"]
 

@@ -13,16 +13,15 @@ from typing import Any
 
 import click
 
-from mailq.timefmt import saytime
-
-from .check import ORPHAN_MIN_AGE, check_postoffice
-from .controlfile import ControlFile, parse
-from .errors import CorruptControlFile, SpoolError
-from .ids import message_number, spool_id
-from .layout import Postoffice, init_postoffice
-from .scan import scan
-from .store import quarantine, read_control
-from .submit import submit
+from spool.check import ORPHAN_MIN_AGE, check_postoffice
+from spool.controlfile import ControlFile, parse
+from spool.errors import CorruptControlFile, SpoolError
+from spool.ids import message_number, spool_id
+from spool.layout import Postoffice, init_postoffice
+from spool.scan import scan
+from spool.store import quarantine, read_control
+from spool.submit import submit
+from spool.timefmt import saytime
 
 __all__ = ["main"]
 

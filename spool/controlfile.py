@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from .ctlrecords import (
+from spool.ctlrecords import (
     DEFAULT_NOTIFY,
     FLAG_DELAY,
     FLAG_MIMESTRUCT,
@@ -31,9 +31,9 @@ from .ctlrecords import (
     recipient_of,
     utf8_value,
 )
-from .errors import CorruptControlFile
-from .fastparse import RcptIndex, find_run
-from .quads import format_quad, parse_host, parse_quad
+from spool.errors import CorruptControlFile
+from spool.fastparse import RcptIndex, find_run
+from spool.quads import format_quad, parse_host, parse_quad
 
 __all__ = [
     "DEFAULT_NOTIFY",

@@ -14,12 +14,19 @@ import mmap
 import os
 import struct
 import time
+from typing import Protocol
 
+from spool.errors import SpoolError
 from spool.procs import pid_alive
 
-from .errors import SchedulerError
-
-__all__ = ["COUNTER_NAMES", "MAGIC", "CounterFileError", "Counters", "format_line"]
+__all__ = [
+    "COUNTER_NAMES",
+    "MAGIC",
+    "CounterBlock",
+    "CounterFileError",
+    "Counters",
+    "format_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +183,18 @@ _SLOTS = tuple(n for n in COUNTER_NAMES if n)
 _INDEX = {name: _HEADER_SLOTS + i for i, name in enumerate(_SLOTS)}
 
 
-class CounterFileError(SchedulerError):
+class CounterBlock(Protocol):
+    """The ZMailer shared counter block (``SC.*``, ``SYS.*`` ...), persistent."""
+
+    def get(self, name: str) -> int: ...
+    def incr(self, name: str, by: int = 1) -> None: ...
+    def set(self, name: str, value: int) -> None: ...
+
+    def dump(self, now: int) -> list[str]:
+        """The ``SHOW COUNTERS`` / ``mailq -M`` body lines (MQ2-REF 9.7)."""
+
+
+class CounterFileError(SpoolError):
     """The counter file exists but is not ours (or is damaged)."""
 
     def __init__(self, path: str, reason: str) -> None:
@@ -195,7 +213,7 @@ def format_line(name: str, value: int) -> str:
 
 
 class Counters:
-    """The counter block; implements ``mailq.view.CounterBlock``."""
+    """The counter block; implements ``mailq.server.views.CounterBlock``."""
 
     def __init__(
         self, buf: mmap.mmap | bytearray, path: str | None, *, readonly: bool = False

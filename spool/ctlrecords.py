@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .quads import parse_host, parse_quad
+from spool.quads import parse_host, parse_quad
 
 __all__ = [
     "DEFAULT_NOTIFY",

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-from mailq.timefmt import saytime_long
 from spool import controlfile, store
 from spool.controlfile import ControlFile, Diagnostic, Recipient
 from spool.ids import message_number, spool_id as make_spool_id
 from spool.layout import Postoffice
 from spool.submit import submit
+from spool.timefmt import saytime_long
 
 __all__ = [
     "DsnEntry",

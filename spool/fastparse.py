@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .ctlrecords import (
+from spool.ctlrecords import (
     DEFAULT_NOTIFY,
     Recipient,
     SummaryRow,
@@ -18,7 +18,7 @@ from .ctlrecords import (
     notify_of,
     recipient_of,
 )
-from .quads import parse_quad
+from spool.quads import parse_quad
 
 __all__ = ["RcptIndex", "Run", "find_run"]
 

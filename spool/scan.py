@@ -7,8 +7,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .ids import hash_prefix, message_number
-from .layout import Postoffice
+from spool.ids import hash_prefix, message_number
+from spool.layout import Postoffice
 
 __all__ = [
     "HASH_DIR_MODE",

@@ -14,11 +14,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .controlfile import parse
-from .errors import SpoolError
-from .layout import Postoffice
-from .locking import APPEND_LOCK_OFFSET, range_lock
-from .procs import pid_alive
+from spool.controlfile import parse
+from spool.errors import SpoolError
+from spool.layout import Postoffice
+from spool.locking import APPEND_LOCK_OFFSET, range_lock
+from spool.procs import pid_alive
 
 __all__ = [
     "append_diagnostic",

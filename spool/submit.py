@@ -24,12 +24,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .controlfile import format_quad, format_recipient_line, parse
-from .errors import CorruptControlFile, SubmitError
-from .ids import hash_prefix, message_number
-from .layout import Postoffice
-from .scan import make_hash_dirs
-from .store import fsync_dir
+from spool.controlfile import format_quad, format_recipient_line, parse
+from spool.errors import CorruptControlFile, SubmitError
+from spool.ids import hash_prefix, message_number
+from spool.layout import Postoffice
+from spool.scan import make_hash_dirs
+from spool.store import fsync_dir
 
 __all__ = [
     "MAX_NAME_TRIES",

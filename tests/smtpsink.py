@@ -11,7 +11,7 @@ Usable as ``async with SmtpSink(...) as sink`` or, for subprocess tests, from a 
 ``with ThreadedSmtpSink(...) as sink``. ``sink.port`` is the bound port on 127.0.0.1,
 ``sink.transactions`` the accepted transactions, ``sink.sessions`` the connection count.
 
-Why this is not built on :mod:`scheduler.sink` (the demo's runtime sink): the two share
+Why this is not built on :mod:`scheduler.demo.sink` (the demo's runtime sink): the two share
 only line framing and dot-unstuffing. This one is scripted per recipient *pattern* with
 free reply texts, can ``drop`` the connection mid-transaction, switches to TLS mid-stream
 (``STARTTLS`` needs the shell, not a bytes-in/bytes-out core), toggles EHLO/DSN/PIPELINING,

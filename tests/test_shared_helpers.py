@@ -7,9 +7,9 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from mailq.auth import CHALLENGE_PREFIX, authenticator, new_challenge, verify
-from mailq.lines import stuff_line, stuff_lines, unstuff_line
-from mailq.timefmt import parse_duration, saytime, saytime_long
+from mailq.protocol.auth import CHALLENGE_PREFIX, authenticator, new_challenge, verify
+from mailq.protocol.lines import stuff_line, stuff_lines, unstuff_line
+from spool.timefmt import parse_duration, saytime, saytime_long
 
 # MQ2-REF 9.1: the reference table of saytime values.
 SAYTIME_TABLE = [

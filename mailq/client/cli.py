@@ -1,8 +1,8 @@
 """The ``mailq`` command: ZMailer's options and output, plus JSON, check and Prometheus modes.
 
-The click entry point (console script ``mailq = mailq.cli:main``).  Option parsing is in
-:mod:`mailq.cliopts`, the local spool reads in :mod:`mailq.localspool`, the sessions
-against the servers in :mod:`mailq.climodes`.  See docs/client.md.
+The click entry point (console script ``mailq = mailq.client.cli:main``).  Option parsing is in
+:mod:`mailq.client.options`, the local spool reads in :mod:`mailq.client.localspool`, the sessions
+against the servers in :mod:`mailq.client.modes`.  See docs/client.md.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from mailq import __version__
-from mailq.clienterrors import EX_OK
-from mailq.climodes import run
-from mailq.cliopts import (
+from mailq.client.errors import EX_OK
+from mailq.client.modes import run
+from mailq.client.options import (
     MailqCommand,
     build_options,
     split_credentials,

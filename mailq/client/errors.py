@@ -1,12 +1,12 @@
 """Errors of the MAILQ v2 client library, each with structured fields and an exit code.
 
-They live under the package root :class:`mailq.errors.MailqError`. Every error carries
+They live under the package root :class:`mailq.protocol.errors.MailqError`. Every error carries
 the ``sysexits`` code the ``mailq`` command exits with (docs/client.md, "Exit codes").
 """
 
 from __future__ import annotations
 
-from mailq.errors import MailqError
+from mailq.protocol.errors import MailqError
 
 __all__ = [
     "EX_NOPERM",

@@ -1,15 +1,15 @@
 """The MAILQ v2 client library: :class:`MailqClient` (asyncio) and a blocking wrapper.
 
-A thin shell over :class:`mailq.clientproto.ClientConnection`: it resolves and connects
+A thin shell over :class:`mailq.client.proto.ClientConnection`: it resolves and connects
 (stopping at the first address that answers, C1 fixed), reads the greeting, sends
-commands and returns typed results from :mod:`mailq.parse`.
+commands and returns typed results from :mod:`mailq.client.parse`.
 
     async with MailqClient() as mq:
         await mq.connect("127.0.0.1", 174)
         await mq.auth("nobody", "nobody")
         snmp = await mq.show_snmp()
 
-Errors: :mod:`mailq.clienterrors` (``ConnectError``, ``AuthError``/``AccessDenied``,
+Errors: :mod:`mailq.client.errors` (``ConnectError``, ``AuthError``/``AccessDenied``,
 ``ProtocolError``, ``CommandRefused``).
 """
 
@@ -24,24 +24,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from mailq.clienterrors import (
+from mailq.client.errors import (
     AccessDenied,
     AuthError,
     CommandRefused,
     ConnectError,
     ProtocolError,
 )
-from mailq.clientproto import (
-    NEED_DATA,
-    AccessRefused,
-    Body,
-    ClientConnection,
-    Closed,
-    Event,
-    Greeting,
-    Reply,
-)
-from mailq.parse import (
+from mailq.client.parse import (
     QueueShort,
     Snmp,
     ThreadDetail,
@@ -51,6 +41,16 @@ from mailq.parse import (
     parse_snmp,
     parse_thread_body,
     parse_threads2,
+)
+from mailq.client.proto import (
+    NEED_DATA,
+    AccessRefused,
+    Body,
+    ClientConnection,
+    Closed,
+    Event,
+    Greeting,
+    Reply,
 )
 
 __all__ = ["DEFAULT_PORT", "BlockingMailqClient", "MailqClient", "resolve_port"]

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from mailq.clienterrors import EX_OK, EX_UNAVAILABLE
-from mailq.clisink import Sink
-from mailq.output import LocalMessage, SpoolStatus, render_status
-from mailq.parse import parse_counters
+from mailq.client.errors import EX_OK, EX_UNAVAILABLE
+from mailq.client.output import LocalMessage, SpoolStatus, render_status
+from mailq.client.parse import parse_counters
+from mailq.client.sink import Sink
 from spool.procs import pid_alive
 
 __all__ = [
@@ -112,12 +112,12 @@ def print_local_counters(
     postoffice: str, zenv: dict[str, str], now: int, sink: Sink
 ) -> int:
     """``-M``: the scheduler's persistent counter block, read locally (never created):
-    ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-scheduler.counters`` (the
+    ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-spool.counters`` (the
     daemon's default; ZMailer's own ``.zmailer.SNMP.block`` has another format).
 
     Returns the exit status."""
     shared = zenv.get("SNMPSHAREDFILE")
-    path = Path(shared) if shared else Path(postoffice) / ".mailq-scheduler.counters"
+    path = Path(shared) if shared else Path(postoffice) / ".mailq-spool.counters"
     if not path.is_file():
         message = (
             f"{sink.argv0}: no counter file {path} (is the scheduler running here?)"
@@ -125,7 +125,7 @@ def print_local_counters(
         sink.error("counters", message, EX_UNAVAILABLE)
         return EX_UNAVAILABLE
     try:
-        from scheduler.counters import Counters
+        from spool.counters import Counters
 
         with Counters.open(str(path), readonly=True) as block:
             lines = block.dump(now)

@@ -2,7 +2,7 @@
 
 Default and verbose (``-v``) thread listings, ``-Q`` to ``-QQQQ``, ``-E``/``-K``,
 ``--check``, ``--prometheus``, several hosts in a row; ``-s`` and ``-M`` are read
-locally (:mod:`mailq.localspool`).  See docs/client.md.
+locally (:mod:`mailq.client.localspool`).  See docs/client.md.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from mailq.client import MailqClient
-from mailq.clienterrors import (
+from mailq.client.errors import (
     EX_OK,
     EX_REFUSED,
     EX_USAGE,
@@ -22,10 +21,10 @@ from mailq.clienterrors import (
     CommandRefused,
     ConnectError,
 )
-from mailq.cliopts import DEFAULT_HOST, Options
-from mailq.clisink import Sink
-from mailq.localspool import local_lookup, print_local_counters, print_status
-from mailq.output import (
+from mailq.client.library import MailqClient
+from mailq.client.localspool import local_lookup, print_local_counters, print_status
+from mailq.client.options import DEFAULT_HOST, Options
+from mailq.client.output import (
     UNKNOWN,
     CheckResult,
     ServerMetrics,
@@ -38,7 +37,8 @@ from mailq.output import (
     snmp_object,
     thread_object,
 )
-from mailq.parse import ThreadDetail
+from mailq.client.parse import ThreadDetail
+from mailq.client.sink import Sink
 
 __all__ = ["HostRun", "run"]
 

@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 
 import click
 
-from mailq.client import resolve_port
-from mailq.clienterrors import EX_USAGE
-from mailq.output import Thresholds
-from mailq.timefmt import parse_duration
-from scheduler.zenv import read_zenv, zconfig_path
+from mailq.client.errors import EX_USAGE
+from mailq.client.library import resolve_port
+from mailq.client.output import Thresholds
+from spool.timefmt import parse_duration
+from spool.zenv import read_zenv, zconfig_path
 
 __all__ = [
     "DEFAULT_HOST",
@@ -150,7 +150,7 @@ class Options:
 
 
 def _load_zenv(path: str | None) -> dict[str, str]:
-    """``-Z FILE``, else the daemon's choice (:func:`scheduler.zenv.zconfig_path`)."""
+    """``-Z FILE``, else the daemon's choice (:func:`spool.zenv.zconfig_path`)."""
     candidate = path or zconfig_path(os.environ)
     if candidate is None:
         return {}

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mailq.parse import QueueShort, Snmp, ThreadDetail, ThreadLine, ThreadRow
-from mailq.timefmt import saytime
+from mailq.client.parse import QueueShort, Snmp, ThreadDetail, ThreadLine, ThreadRow
+from spool.timefmt import saytime
 
 __all__ = [
     "MALFORMED",

@@ -9,7 +9,7 @@ Framing (MQ2-REF 4-6): two greeting lines (``version zmailer 2.0``, then the cha
 or ``550 NO ACCESS FOR YOU``), then single ``+``/``-`` lines or ``+OK until LF.LF``
 bodies ending at ``.``. Empty lines between replies (the KILL replies' extra LF, B2) are
 skipped. EOF is reported as :class:`Closed` between replies and as
-:class:`~mailq.clienterrors.ProtocolError` inside a line or a body (C3 fixed).
+:class:`~mailq.client.errors.ProtocolError` inside a line or a body (C3 fixed).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailq.auth import CHALLENGE_PREFIX, authenticator
-from mailq.clienterrors import ProtocolError
-from mailq.lines import unstuff_line
+from mailq.client.errors import ProtocolError
+from mailq.protocol.auth import CHALLENGE_PREFIX, authenticator
+from mailq.protocol.lines import unstuff_line
 
 __all__ = [
     "BODY_HEADER",

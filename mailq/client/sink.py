@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mailq.output import json_line
+from mailq.client.output import json_line
 
 __all__ = ["Sink"]
 

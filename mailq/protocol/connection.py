@@ -7,7 +7,7 @@ NUL truncates the line, and a line longer than ``max_line`` bytes is connection-
 (B10 fix). Before AUTH only ``AUTH``/``QUIT``/``EXIT`` are accepted; after ``QUIT`` or
 ``EXIT`` nothing more is read (B9 fix). AUTH failures are budgeted (A6 fix).
 
-The core never decides rights or formats reports; :mod:`mailq.service` does.
+The core never decides rights or formats reports; :mod:`mailq.server.service` does.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final
 
-from mailq import replies
-from mailq.commands import Right, parse_line, split_word
-from mailq.errors import LocalProtocolError, RemoteProtocolError
-from mailq.lines import BODY_END, BODY_START
-from mailq.states import TRANSITIONS, State
+from mailq.protocol import replies
+from mailq.protocol.commands import Right, parse_line, split_word
+from mailq.protocol.errors import LocalProtocolError, RemoteProtocolError
+from mailq.protocol.lines import BODY_END, BODY_START
+from mailq.protocol.states import TRANSITIONS, State
 
 __all__ = [
     "BATCH_LINES",

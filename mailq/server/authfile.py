@@ -25,8 +25,8 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from mailq.commands import Right, token_rights
-from mailq.errors import AuthFileError
+from mailq.protocol.commands import Right, token_rights
+from mailq.protocol.errors import AuthFileError
 
 __all__ = [
     "AclEntry",

@@ -15,7 +15,7 @@ DEFAULT_LISTEN: Final = "mailq"  # the services entry, else TCP port 174
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Settings of :class:`mailq.server.MailqServer`.
+    """Settings of :class:`mailq.server.shell.MailqServer`.
 
     * ``authfile``: path of ``scheduler.auth`` (re-read on each connection and AUTH).
     * ``max_sessions``: ZMailer refuses a connection when more than this many are open,

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from mailq.errors import ListenError
+from mailq.protocol.errors import ListenError
 
 __all__ = [
     "BACKLOG",

@@ -1,6 +1,6 @@
 """The MAILQ v2 report bodies as pure generators of lines (MQ2-REF 9.1-9.6).
 
-Each generator takes a :class:`~mailq.view.QueueView` and ``now`` (an integer time_t)
+Each generator takes a :class:`~mailq.server.views.QueueView` and ``now`` (an integer time_t)
 and yields body lines as ``str`` without their LF. Nothing here does I/O. Group and
 thread lists are snapshotted as lists of references when a report starts, so the
 scheduler may change its state between the chunks the server streams; a thread emptied
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from mailq.timefmt import saytime
-from mailq.view import GroupView, ProcView, QueueView, ThreadView
+from mailq.server.views import GroupView, ProcView, QueueView, ThreadView
+from spool.timefmt import saytime
 
 __all__ = [
     "format_thread_line",

@@ -1,6 +1,6 @@
 """Executing MAILQ v2 commands against the scheduler's views (MQ2-REF 8).
 
-:class:`Service` maps each event of a :class:`~mailq.connection.ServerConnection` to a
+:class:`Service` maps each event of a :class:`~mailq.protocol.connection.ServerConnection` to a
 reply: the AUTH procedure, the command table with the rights each command needs, the
 ``SC.MQ2*`` counters and the audit log of state-changing commands. It performs no I/O:
 the auth file is handed in by the shell, reports are lazy generators that the shell
@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from mailq import replies, reports
-from mailq.auth import verify
-from mailq.authfile import AuthFile, Peer
-from mailq.commands import BLANKS, Right, split_word
-from mailq.connection import (
+from mailq.protocol import replies
+from mailq.protocol.auth import verify
+from mailq.protocol.commands import BLANKS, Right, split_word
+from mailq.protocol.connection import (
     AuthAccepted,
     AuthRejected,
     AuthRequest,
@@ -32,7 +31,9 @@ from mailq.connection import (
     Reply,
     ServerReply,
 )
-from mailq.view import QueueOperations, QueueView
+from mailq.server import reports
+from mailq.server.authfile import AuthFile, Peer
+from mailq.server.views import QueueOperations, QueueView
 
 __all__ = ["Client", "Service"]
 

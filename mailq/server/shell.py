@@ -1,7 +1,7 @@
 """The asyncio shell of the MAILQ v2 server: listeners, sessions, streaming, shutdown.
 
-The shell reads bytes, feeds :class:`~mailq.connection.ServerConnection`, hands events
-to :class:`~mailq.service.Service` and writes what the connection serialises. Reports
+The shell reads bytes, feeds :class:`~mailq.protocol.connection.ServerConnection`, hands events
+to :class:`~mailq.server.service.Service` and writes what the connection serialises. Reports
 are formatted a batch of lines at a time and written in chunks of about 64 KiB with
 ``await writer.drain()`` after each (it suspends only while the peer's buffer is full);
 the session yields to the loop after every ``FORMAT_SLICE`` (5 ms) of formatting, so a
@@ -30,22 +30,22 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from mailq import replies
-from mailq.auth import new_challenge
-from mailq.authfile import AuthFile, IPPeer, Peer, UnixPeer, read_auth_file
-from mailq.config import ServerConfig
-from mailq.connection import (
+from mailq.protocol import replies
+from mailq.protocol.auth import new_challenge
+from mailq.protocol.connection import (
     Greeting,
     MultilineReply,
     Reply,
     ServerConnection,
     ServerReply,
 )
-from mailq.errors import AuthFileError, RemoteProtocolError
-from mailq.listen import BACKLOG, bind_listeners, describe_socket
-from mailq.service import Client, Service
-from mailq.states import State
-from mailq.view import QueueOperations, QueueView
+from mailq.protocol.errors import AuthFileError, RemoteProtocolError
+from mailq.protocol.states import State
+from mailq.server.authfile import AuthFile, IPPeer, Peer, UnixPeer, read_auth_file
+from mailq.server.config import ServerConfig
+from mailq.server.listeners import BACKLOG, bind_listeners, describe_socket
+from mailq.server.service import Client, Service
+from mailq.server.views import QueueOperations, QueueView
 
 __all__ = ["MailqServer", "ServerConfig"]
 
@@ -362,7 +362,7 @@ class MailqServer:
             logger.info("MAILQ v2 listening on %s", describe_socket(sock))
         problems = []
         with contextlib.suppress(OSError):
-            from mailq.authfile import check_auth_file_permissions
+            from mailq.server.authfile import check_auth_file_permissions
 
             problems = check_auth_file_permissions(self.config.authfile)
         for problem in problems:

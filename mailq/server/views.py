@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from spool.counters import CounterBlock
+
 __all__ = [
     "CounterBlock",
     "GroupView",
@@ -162,17 +164,6 @@ class GroupView(Protocol):
 
     def threads(self) -> Sequence[ThreadView]:
         """The group's threads in ring order (from the pickup pointer)."""
-
-
-class CounterBlock(Protocol):
-    """The ZMailer shared counter block (``SC.*``, ``SYS.*`` ...), persistent."""
-
-    def get(self, name: str) -> int: ...
-    def incr(self, name: str, by: int = 1) -> None: ...
-    def set(self, name: str, value: int) -> None: ...
-
-    def dump(self, now: int) -> list[str]:
-        """The ``SHOW COUNTERS`` / ``mailq -M`` body lines (MQ2-REF 9.7)."""
 
 
 class QueueView(Protocol):

@@ -18,12 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from mailq.timefmt import saytime
-
-from .confparse import UNSET, RawClause, RawParams, build
-from .errors import ConfigError, ConfigProblem
-from .zenv import read_zenv
-from .zglob import compile_glob
+from scheduler.config.globs import compile_glob
+from scheduler.config.parser import UNSET, RawClause, RawParams, build
+from scheduler.errors import ConfigError, ConfigProblem
+from spool.timefmt import saytime
+from spool.zenv import read_zenv
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import ConfigProblem
+from scheduler.errors import ConfigProblem
 
 __all__ = ["Kind", "Token", "tokenize"]
 

@@ -1,8 +1,8 @@
 """The scheduler.conf clause builder (SCHED-REF 1.3-1.6).  Pure: no I/O.
 
-Tokens (:mod:`scheduler.conflex`) become raw clauses and ``PARAM`` values with
-ZMailer's "unset" markers; values are read by :mod:`scheduler.confvalues`.
-:mod:`scheduler.config` resolves the result into its frozen configuration.
+Tokens (:mod:`scheduler.config.lexer`) become raw clauses and ``PARAM`` values with
+ZMailer's "unset" markers; values are read by :mod:`scheduler.config.values`.
+:mod:`scheduler.config.clauses` resolves the result into its frozen configuration.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .conflex import Kind, Token, tokenize
-from .confvalues import original_interval, parse_time, selector_warnings
-from .errors import ConfigProblem
-from .zenv import expand
+from scheduler.config.lexer import Kind, Token, tokenize
+from scheduler.config.values import original_interval, parse_time, selector_warnings
+from scheduler.errors import ConfigProblem
+from spool.zenv import expand
 
 __all__ = [
     "FILL_FIELDS",

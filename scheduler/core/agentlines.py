@@ -7,15 +7,19 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from spool.controlfile import format_diagnostic
-from spool.ids import message_number
-
-from .commands import AppendDiagnostic, ReloadMessage, RetireAgent
-from .events import AgentExited, AgentLine, AgentStarted, AgentStartFailed
-from .feeding import Feeding
-from .model import ERROR, FINISH, M_REQUEUE, STUFF, Proc, Vertex
-from .state import M_DROP, SENT_RCPTS, TA_ACTIVE, TA_IDLE, TA_PROCS, V_KILLED
-from .taproto import (
+from scheduler.core.commands import AppendDiagnostic, ReloadMessage, RetireAgent
+from scheduler.core.events import AgentExited, AgentLine, AgentStarted, AgentStartFailed
+from scheduler.core.feeding import Feeding
+from scheduler.core.model import ERROR, FINISH, M_REQUEUE, STUFF, Proc, Vertex
+from scheduler.core.state import (
+    M_DROP,
+    SENT_RCPTS,
+    TA_ACTIVE,
+    TA_IDLE,
+    TA_PROCS,
+    V_KILLED,
+)
+from scheduler.core.taproto import (
     FINAL_STATUSES,
     Garbage,
     Hungry,
@@ -24,6 +28,8 @@ from .taproto import (
     parse_line,
     parse_retryat,
 )
+from spool.controlfile import format_diagnostic
+from spool.ids import message_number
 
 __all__ = ["AgentLines"]
 
@@ -34,7 +40,7 @@ class AgentLines(Feeding):
     """TA output lines, diagnostics and process lifecycle."""
 
     stats_enabled: bool = True
-    """Emit a :class:`~scheduler.commands.StatLog` per final report; a runner whose
+    """Emit a :class:`~scheduler.core.commands.StatLog` per final report; a runner whose
     ``scheduler.stats`` logger is off sets it False (the line is not built at all)."""
 
     def _on_line(self, ev: AgentLine) -> None:

@@ -3,16 +3,15 @@
 The shell (runner) turns what happens in the world into these: a control file was read and
 parsed, a transport agent (TA) printed a line or exited, the clock moved on. The core never
 reads a clock, a file or a pipe itself. ``proc`` numbers are assigned by the core in
-:class:`scheduler.commands.StartAgent` and name one TA process for its whole life.
+:class:`scheduler.core.commands.StartAgent` and name one TA process for its whole life.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.config.clauses import SchedulerConfig
 from spool.controlfile import ControlFile
-
-from .config import SchedulerConfig
 
 __all__ = [
     "AgentExited",
@@ -48,7 +47,7 @@ class MessageLoaded:
 
 @dataclass(frozen=True, slots=True)
 class MessageReloaded:
-    """Answer to :class:`~scheduler.commands.ReloadMessage` (``#resync``, REQUEUE)."""
+    """Answer to :class:`~scheduler.core.commands.ReloadMessage` (``#resync``, REQUEUE)."""
 
     relpath: str
     control: ControlFile

@@ -3,11 +3,11 @@ expire the vertex (S20, S21, S23); a TA leaving a thread reschedules it."""
 
 from __future__ import annotations
 
-from . import retry
-from .commands import AppendDiagnostic, MarkRecipient
-from .dsn import expiry_diagnostic
-from .model import V_EXPIRING, V_FED, Thread, Vertex
-from .state import SENT_RCPTS, ModelState
+from scheduler.core import retry
+from scheduler.core.commands import AppendDiagnostic, MarkRecipient
+from scheduler.core.model import V_EXPIRING, V_FED, Thread, Vertex
+from scheduler.core.state import SENT_RCPTS, ModelState
+from spool.dsn import expiry_diagnostic
 
 __all__ = ["Expiry"]
 

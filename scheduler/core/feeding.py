@@ -4,10 +4,10 @@ idle pool."""
 
 from __future__ import annotations
 
-from .agenda import Agenda
-from .commands import WriteAgent
-from .expiry import Expiry
-from .model import (
+from scheduler.core.agenda import Agenda
+from scheduler.core.commands import WriteAgent
+from scheduler.core.expiry import Expiry
+from scheduler.core.model import (
     FINISH,
     IDLE,
     LARVA,
@@ -19,7 +19,7 @@ from .model import (
     Thread,
     Vertex,
 )
-from .state import TA_ACTIVE, TA_IDLE, V_KILLED
+from scheduler.core.state import TA_ACTIVE, TA_IDLE, V_KILLED
 
 __all__ = ["Feeding"]
 

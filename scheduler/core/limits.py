@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .commands import StartAgent
-from .config import expand_command
-from .feeding import Feeding
-from .model import LARVA, STUFF, Proc, Thread
-from .state import TA_ACTIVE, TA_FORKS, TA_IDLE, TA_PROCS, TICK
+from scheduler.config.clauses import expand_command
+from scheduler.core.commands import StartAgent
+from scheduler.core.feeding import Feeding
+from scheduler.core.model import LARVA, STUFF, Proc, Thread
+from scheduler.core.state import TA_ACTIVE, TA_FORKS, TA_IDLE, TA_PROCS, TICK
 
 if TYPE_CHECKING:
-    from .config import Clause
+    from scheduler.config.clauses import Clause
 
 
 __all__ = ["Limits"]

@@ -19,14 +19,11 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from spool.controlfile import format_diagnostic
-from spool.ids import message_number
-
-from .commands import AppendDiagnostic, MarkRecipient
-from .events import MessageGone, MessageLoaded, MessageReloaded
-from .model import M_DIAG, Message, PlainVertex, SoloMessage, Vertex
-from .operations import Operations
-from .state import (
+from scheduler.core.commands import AppendDiagnostic, MarkRecipient
+from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
+from scheduler.core.model import M_DIAG, Message, PlainVertex, SoloMessage, Vertex
+from scheduler.core.operations import Operations
+from scheduler.core.state import (
     M_DROP,
     RECV_MSGS,
     RECV_RCPTS,
@@ -35,12 +32,9 @@ from .state import (
     STORED_VERTICES,
     TICK,
 )
-from .vertexspecs import (
-    Row,
-    VertexSpec,
-    intern_name,
-    split_recipients,
-)
+from scheduler.core.vertexspecs import Row, VertexSpec, intern_name, split_recipients
+from spool.controlfile import format_diagnostic
+from spool.ids import message_number
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile

@@ -1,11 +1,11 @@
 """The scheduler's in-memory model (SCHED-REF §2): messages, vertices, threads, groups, TAs.
 
-The objects satisfy :mod:`mailq.view`'s Protocols directly, so the MAILQ v2 reports walk live
+The objects satisfy :mod:`mailq.server.views`'s Protocols directly, so the MAILQ v2 reports walk live
 state. Memory matters (one vertex per message x destination, a million recipients): every
 class is slotted, a vertex keeps its recipient offsets in an ``array('i')`` and per-recipient
 DSN data only when it differs from the message default, and no ControlFile is kept.
 
-Counts that reports need are maintained by :mod:`scheduler.core` as events happen.
+Counts that reports need are maintained by :mod:`scheduler.core.scheduler` as events happen.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Clause
+    from scheduler.config.clauses import Clause
 
 __all__ = [
     "DEFAULT_NOTIFY",

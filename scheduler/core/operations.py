@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from .agenda import Agenda
-from .agentlines import AgentLines
-from .commands import Command
-from .config import fallback_clause
-from .events import ConfigChanged, ShutdownRequested
-from .limits import Limits
-from .model import M_REQUEUE, V_FED, V_UNFED, Vertex
-from .state import SHUTDOWN_KILL_AFTER
+from scheduler.config.clauses import fallback_clause
+from scheduler.core.agenda import Agenda
+from scheduler.core.agentlines import AgentLines
+from scheduler.core.commands import Command
+from scheduler.core.events import ConfigChanged, ShutdownRequested
+from scheduler.core.limits import Limits
+from scheduler.core.model import M_REQUEUE, V_FED, V_UNFED, Vertex
+from scheduler.core.state import SHUTDOWN_KILL_AFTER
 
 __all__ = ["Operations"]
 

@@ -2,8 +2,8 @@
 
 :class:`Scheduler` never reads a clock, a file or a pipe. The runner calls
 ``handle(event, now)`` and executes the returned commands in order; it asks
-``next_wakeup()`` when to send the next :class:`~scheduler.events.Tick`. The object is also
-the :class:`mailq.view.QueueView` the MAILQ v2 reports read, and offers the operations
+``next_wakeup()`` when to send the next :class:`~scheduler.core.events.Tick`. The object is also
+the :class:`mailq.server.views.QueueView` the MAILQ v2 reports read, and offers the operations
 (ETRN, KILL MSG, KILL THREAD, REQUEUE), each returning its result and the commands to run.
 
 The decisions live in mixins named by their job (:mod:`.state`, :mod:`.expiry`,
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .events import (
+from scheduler.core.events import (
     AgentExited,
     AgentLine,
     AgentStarted,
@@ -31,12 +31,12 @@ from .events import (
     ShutdownRequested,
     Tick,
 )
-from .loading import Loading
-from .sweeps import Sweeps
+from scheduler.core.loading import Loading
+from scheduler.core.sweeps import Sweeps
 
 if TYPE_CHECKING:
-    from .commands import Command
-    from .events import Event
+    from scheduler.core.commands import Command
+    from scheduler.core.events import Event
 
 __all__ = ["Scheduler"]
 

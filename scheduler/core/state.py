@@ -15,12 +15,10 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from spool.ids import spool_id
-
-from .agenda import Agenda
-from .commands import Command, CompleteMessage, ReloadMessage, StatLog
-from .config import fallback_clause
-from .model import (
+from scheduler.config.clauses import fallback_clause
+from scheduler.core.agenda import Agenda
+from scheduler.core.commands import Command, CompleteMessage, ReloadMessage, StatLog
+from scheduler.core.model import (
     M_DIAG,
     M_DONE,
     M_KILLED,
@@ -33,11 +31,11 @@ from .model import (
     Thread,
     Vertex,
 )
+from spool.ids import spool_id
 
 if TYPE_CHECKING:
-    from mailq.view import CounterBlock
-
-    from .config import Clause, SchedulerConfig
+    from scheduler.config.clauses import Clause, SchedulerConfig
+    from spool.counters import CounterBlock
 
 __all__ = ["ModelState"]
 

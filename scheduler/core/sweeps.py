@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from .agentlines import AgentLines
-from .commands import RunDsnPass
-from .events import Tick
-from .limits import Limits
-from .model import IDLE, Thread
-from .state import EXPIRY_SWEEP, IDLE_SWEEP, REPORT_SWEEP, STUCK_SECONDS
+from scheduler.core.agentlines import AgentLines
+from scheduler.core.commands import RunDsnPass
+from scheduler.core.events import Tick
+from scheduler.core.limits import Limits
+from scheduler.core.model import IDLE, Thread
+from scheduler.core.state import EXPIRY_SWEEP, IDLE_SWEEP, REPORT_SWEEP, STUCK_SECONDS
 
 __all__ = ["Sweeps"]
 

@@ -1,6 +1,6 @@
 """Pending recipients of a control file grouped into vertex specifications (pure; no
 scheduler state), shared by the core's loading and the startup load workers
-(:mod:`scheduler.loadworker`), which import only this and the spool parser.
+(:mod:`scheduler.daemon.loadworker`), which import only this and the spool parser.
 
 * Only recipients with status ``' '`` are kept.
 * Channel and host are lower-cased (and interned: a million recipients share a few
@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from scheduler.core.model import DEFAULT_NOTIFY, RcptExtra
 from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT, SummaryRow as Row
-
-from .model import DEFAULT_NOTIFY, RcptExtra
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -93,7 +92,7 @@ def _descending(rows: list[Row]) -> list[Row]:
 def split_recipients(control: ControlFile) -> Split:
     """Return ``(vertex specs, recipients with a bad host, default header offset)``.
 
-    A control object prepared elsewhere (:class:`scheduler.loadworker.PreparedControl`)
+    A control object prepared elsewhere (:class:`scheduler.daemon.loadworker.PreparedControl`)
     carries its split already in ``prepared_split``."""
     prepared: Split | None = getattr(control, "prepared_split", None)
     if prepared is not None:

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
-from .commands import StartAgent
+from scheduler.core.commands import StartAgent
 
 __all__ = [
     "MAX_LINE",
@@ -48,7 +48,7 @@ class AgentListener(Protocol):
 
 
 AgentSpec = StartAgent
-"""How to run one TA: the core's :class:`~scheduler.commands.StartAgent` command itself."""
+"""How to run one TA: the core's :class:`~scheduler.core.commands.StartAgent` command itself."""
 
 
 class _Agent:

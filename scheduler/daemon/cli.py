@@ -11,9 +11,14 @@ import sys
 
 import click
 
-from .config import SchedulerConfig, default_config, format_effective, load_config
-from .errors import ConfigError
-from .zenv import read_zenv
+from scheduler.config.clauses import (
+    SchedulerConfig,
+    default_config,
+    format_effective,
+    load_config,
+)
+from scheduler.errors import ConfigError
+from spool.zenv import read_zenv
 
 __all__ = ["check_config", "main"]
 
@@ -56,10 +61,10 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
     click.echo(format_effective(config), nl=False)
 
 
-from .demo import demo  # noqa: E402 - registered after the group is defined
+from scheduler.demo.run import demo  # noqa: E402 - registered after the group is defined
 
 main.add_command(demo)
 
-from .serve import serve  # noqa: E402 - registered after the group is defined
+from scheduler.daemon.serve import serve  # noqa: E402 - registered after the group is defined
 
 main.add_command(serve)

@@ -22,14 +22,13 @@ import stat
 from collections.abc import Callable
 from typing import Final, NamedTuple, Protocol
 
+from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
 from spool import store
 from spool.controlfile import ControlFile, parse
 from spool.errors import SpoolError
 from spool.ids import message_number
 from spool.layout import Postoffice
 from spool.scan import hash_into_place, scan
-
-from .events import MessageGone, MessageLoaded, MessageReloaded
 
 __all__ = [
     "KNOWN_FLAGS",

@@ -1,4 +1,4 @@
-"""The daemon's side of the startup load (:mod:`scheduler.loadworker` is the workers'):
+"""The daemon's side of the startup load (:mod:`scheduler.daemon.loadworker` is the workers'):
 start the worker processes, read their length-prefixed batches without blocking, and merge
 the ordered streams for the runner. Kept apart so that a worker process does not import
 asyncio and subprocess machinery it never uses."""
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Final
 
-from .loadworker import BATCH, FRAME, EntryTuple, Item, Job
+from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
 
 __all__ = ["LoadWorkers", "count_hashed", "hash_dirs"]
 
@@ -135,7 +135,7 @@ class LoadWorkers:
             pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.seek(0)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "scheduler.loadworker"],
+                [sys.executable, "-m", "scheduler.daemon.loadworker"],
                 stdin=f,
                 stdout=subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the terminal is the daemon's

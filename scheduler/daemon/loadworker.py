@@ -2,8 +2,8 @@
 files, and stream compact batches to the daemon, which only feeds the decision core.
 
 The daemon's first (deep) scan hands a big queue (:data:`MIN_FILES` or more) to
-:class:`scheduler.loadpool.LoadWorkers`: the scan's entries, oldest ctime first, are cut into batches of
-:data:`BATCH` files; worker ``w`` of ``n`` (``python -m scheduler.loadworker``) gets
+:class:`scheduler.daemon.loadpool.LoadWorkers`: the scan's entries, oldest ctime first, are cut into batches of
+:data:`BATCH` files; worker ``w`` of ``n`` (``python -m scheduler.daemon.loadworker``) gets
 batches ``w, w + n, ...`` and writes each back as one length-prefixed pickle. The daemon
 takes the batches in order, so the queue is loaded in exactly the scan's order.
 
@@ -11,7 +11,7 @@ A worker never changes a file. It prepares only the plain case: a file already i
 hash directory (or no hashing), readable, not oversized, parsed without error, with its
 ``i`` and ``l`` lines, known format bits, no ETRN, no ``~``-locked recipient line, every
 host usable, and its message file present. Anything else comes back as the bare scan
-entry and the daemon loads it itself (:meth:`scheduler.loader.Loader.load`), which
+entry and the daemon loads it itself (:meth:`scheduler.daemon.loader.Loader.load`), which
 quarantines, hashes, resets stale locks and runs ETRNs as usual. A worker that dies
 leaves its missing batches to the daemon the same way. A file is read by a worker up to
 a few seconds before the daemon feeds it; nothing else touches a queued, unloaded file
@@ -29,12 +29,11 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from scheduler.core.model import RcptExtra
+from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
 from spool.controlfile import KNOWN_FLAGS, parse
 from spool.ids import message_number
 from spool.store import read_control
-
-from .model import RcptExtra
-from .vertexspecs import Split, VertexSpec, intern_name, split_recipients
 
 __all__ = [
     "BATCH",
@@ -61,7 +60,7 @@ FRAME: Final = struct.Struct("<Q")
 _LOCKED: Final = b"\nr~"
 
 EntryTuple = tuple[float, int, str]
-"""A scan entry ``(ctime, number, relpath)`` (:class:`scheduler.loader.Entry`)."""
+"""A scan entry ``(ctime, number, relpath)`` (:class:`scheduler.daemon.loader.Entry`)."""
 
 SpecTuple = tuple[str, str, "bytes | int", "tuple[RcptExtra, ...] | None", int]
 """``(channel, host, offsets, extra, count)``: offsets an int or an ``array('i')``'s

@@ -1,9 +1,9 @@
 """The asyncio shell around the decision core (DESIGN.md 2; SCHED-REF 4.1).
 
-The :class:`Runner` owns the clock, the TA subprocesses (:mod:`scheduler.agents`), the
-spool calls and the loading of control files (:mod:`scheduler.loader`). It turns what
-happens into :mod:`scheduler.events`, feeds them to ``Scheduler.handle(event, now)`` one
-at a time, and executes the returned :mod:`scheduler.commands` in order. Its timer is
+The :class:`Runner` owns the clock, the TA subprocesses (:mod:`scheduler.daemon.agents`), the
+spool calls and the loading of control files (:mod:`scheduler.daemon.loader`). It turns what
+happens into :mod:`scheduler.core.events`, feeds them to ``Scheduler.handle(event, now)`` one
+at a time, and executes the returned :mod:`scheduler.core.commands` in order. Its timer is
 the core's ``next_wakeup()`` (so threads run on time, not at 10 s ticks), the next
 rescan (top level every ``scan_interval`` s, A-Z subdirectories every
 ``deep_scan_interval`` s) and the next delayed (locked) file.
@@ -15,7 +15,7 @@ loads for up to ``bulk_budget`` seconds instead, with the garbage collector off;
 objects loaded are moved out of the collector's sight (``gc.freeze``) until the queue is
 empty, when they are handed back (``gc.unfreeze``). The loop stays responsive: MAILQ v2
 sessions are answered between passes.
-The runner also implements ``mailq.view.QueueOperations`` for the MAILQ v2 server.
+The runner also implements ``mailq.server.views.QueueOperations`` for the MAILQ v2 server.
 """
 
 from __future__ import annotations
@@ -32,13 +32,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from spool import store
-from spool.layout import Postoffice
-
-from . import commands as cmd
-from .agents import AgentPool
-from .config import SchedulerConfig
-from .events import (
+from scheduler.config.clauses import SchedulerConfig
+from scheduler.core import commands as cmd
+from scheduler.core.events import (
     AgentExited,
     AgentLine,
     AgentStarted,
@@ -49,9 +45,18 @@ from .events import (
     ShutdownRequested,
     Tick,
 )
-from .loader import MAX_CONTROL_BYTES, CounterSink, Entry, Loader
-from .loadpool import LoadWorkers, count_hashed, hash_dirs
-from .loadworker import MIN_FILES, RECORD_LEN, Item, PreparedControl, Record
+from scheduler.daemon.agents import AgentPool
+from scheduler.daemon.loader import MAX_CONTROL_BYTES, CounterSink, Entry, Loader
+from scheduler.daemon.loadpool import LoadWorkers, count_hashed, hash_dirs
+from scheduler.daemon.loadworker import (
+    MIN_FILES,
+    RECORD_LEN,
+    Item,
+    PreparedControl,
+    Record,
+)
+from spool import store
+from spool.layout import Postoffice
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -69,7 +74,7 @@ BULK_BUDGET: Final = 0.2
 
 
 class Core(Protocol):
-    """What the runner needs of ``scheduler.core.Scheduler``."""
+    """What the runner needs of ``scheduler.core.scheduler.Scheduler``."""
 
     def handle(self, event: Event, now: float) -> list[cmd.Command]: ...
     def next_wakeup(self) -> float | None: ...
@@ -130,7 +135,7 @@ class Runner:
         self._load_budget = load_budget
         self._bulk_budget = bulk_budget
         self._frozen = False  # gc.freeze() done by a bulk pass, not yet undone
-        # The startup load of a big queue runs in worker processes (scheduler.loadworker)
+        # The startup load of a big queue runs in worker processes (scheduler.daemon.loadworker)
         if load_workers is None:
             load_workers = 2 if (os.cpu_count() or 1) >= 2 else 1
         self._load_workers = load_workers
@@ -281,7 +286,7 @@ class Runner:
 
     def _start_workers(self) -> bool:
         """The first scan of a big spool: the hash directories are scanned and their
-        files prepared by load workers (scheduler.loadworker); the top level is scanned
+        files prepared by load workers (scheduler.daemon.loadworker); the top level is scanned
         here (its files are hashed in-process, or with no hashing also handed over).
         False: a small spool, to be scanned and loaded in-process."""
         if self._load_workers <= 0:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from .daemon import DaemonOptions, inherited_sockets, run_daemon
-from .zenv import read_zenv
+from scheduler.daemon.wiring import DaemonOptions, inherited_sockets, run_daemon
+from spool.zenv import read_zenv
 
 __all__ = ["serve"]
 
@@ -131,7 +131,7 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
     "--counters",
     metavar="PATH|none",
     help="Counter block file (default: ZENV SNMPSHAREDFILE, else "
-    "$POSTOFFICE/.mailq-scheduler.counters); 'none' keeps the counters in memory.",
+    "$POSTOFFICE/.mailq-spool.counters); 'none' keeps the counters in memory.",
 )
 @click.option("--max-sessions", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--session-lifetime", type=click.FloatRange(min=1), default=90.0)

@@ -23,17 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailq.server import MailqServer, ServerConfig
+from mailq.server.shell import MailqServer, ServerConfig
+from scheduler.config.clauses import SchedulerConfig, default_config, load_config
+from scheduler.core.scheduler import Scheduler
+from scheduler.daemon import pidfile
+from scheduler.daemon.notify import NotifySocket, notify_address
+from scheduler.daemon.runner import Runner
+from scheduler.errors import ConfigError, SchedulerError
+from spool.counters import Counters
+from spool.dsn import run_dsn_pass
 from spool.layout import Postoffice
-
-from . import pidfile
-from .config import SchedulerConfig, default_config, load_config
-from .core import Scheduler
-from .counters import Counters
-from .dsn import run_dsn_pass
-from .errors import ConfigError, SchedulerError
-from .notify import NotifySocket, notify_address
-from .runner import Runner
 
 __all__ = [
     "COUNTER_FILE",
@@ -46,7 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "TCP:mailq"  # the 'mailq' tcp service, else 174 (MQ2-REF 2)
-COUNTER_FILE = ".mailq-scheduler.counters"
+COUNTER_FILE = ".mailq-spool.counters"
 """The default counter block, in the postoffice (never ZMailer's ``.zmailer.SNMP.block``,
 whose format differs and which ZMailer's router and smtpserver may still write)."""
 
@@ -74,7 +73,7 @@ def counter_path(
     option: str | None, zenv: Mapping[str, str], postoffice: Path
 ) -> str | None:
     """Where the counter block lives: ``--counters PATH`` (``none``: in memory, None
-    returned), else ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-scheduler.counters``.
+    returned), else ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-spool.counters``.
     """
     if option:
         return None if option.lower() == "none" else option

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from scheduler.demo.sink import SinkPolicy
 from spool import controlfile, store
 from spool.layout import Postoffice
 from spool.submit import submit
-
-from .sink import SinkPolicy
 
 __all__ = [
     "ACCEPTING_DOMAINS",

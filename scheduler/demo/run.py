@@ -1,8 +1,8 @@
 """``mailq-scheduler demo``: a scheduler with a realistic queue on loopback, in one command.
 
-It builds a temporary postoffice with a few hundred messages (:mod:`scheduler.demoqueue`),
+It builds a temporary postoffice with a few hundred messages (:mod:`scheduler.demo.queue`),
 writes a ``scheduler.conf`` that routes every ``smtp`` thread to a loopback SMTP sink
-(:mod:`scheduler.sink`) which accepts mail for some domains and defers others, writes a
+(:mod:`scheduler.demo.sink`) which accepts mail for some domains and defers others, writes a
 ``scheduler.auth``, starts the daemon (``python -m scheduler serve``) with its MAILQ v2
 listeners handed over by socket activation (``LISTEN_FDS``; so the printed port is the one
 it serves), prints the ``mailq`` commands to try, trickles new messages in, and on Ctrl-C
@@ -31,12 +31,11 @@ from typing import Final
 
 import click
 
+from scheduler.demo import queue as demoqueue
+from scheduler.demo.sink import Delivery, SmtpSink
 from spool.ids import message_number, spool_id
 from spool.layout import Postoffice, init_postoffice
-
-from . import demoqueue
-from .sink import Delivery, SmtpSink
-from .zenv import ZENV_NAMES
+from spool.zenv import ZENV_NAMES
 
 __all__ = [
     "ACTIVATE_WRAPPER",
@@ -174,7 +173,7 @@ def demo_zenv(paths: DemoPaths) -> dict[str, str]:
         "MAILBIN": str(paths.root / "bin"),
         "MAILBOX": str(paths.mailboxes),
         "LOGDIR": str(paths.root),
-        "SNMPSHAREDFILE": str(paths.postoffice / ".mailq-scheduler.counters"),
+        "SNMPSHAREDFILE": str(paths.postoffice / ".mailq-spool.counters"),
     }
 
 

@@ -2,7 +2,7 @@
 
 Recipients on the ``error`` channel are addresses the router could not handle; the host
 field names the reason (for example ``nosuchuser``) and the user field is the address.
-For each one the agent builds an RFC 3464 bounce with :func:`scheduler.dsn.build_dsn`,
+For each one the agent builds an RFC 3464 bounce with :func:`spool.dsn.build_dsn`,
 submits it into the spool from the null sender to the message's error address (postmaster
 for pipes and files), and reports ``ok3`` ("done, no success DSN wanted": the recipient's
 outcome *is* the bounce). A message that is itself a bounce is never bounced again
@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from scheduler import dsn
+from scheduler.ta import libta
+from scheduler.ta.libta import JobContext, OneByOne, Outcome
+from spool import dsn
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.ids import message_number, spool_id
 from spool.submit import submit
-
-from . import libta
-from .libta import JobContext, OneByOne, Outcome
 
 log = logging.getLogger(__name__)
 

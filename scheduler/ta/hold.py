@@ -34,13 +34,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from mailq.timefmt import parse_duration
+from scheduler.ta import libta
+from scheduler.ta.libta import JobContext, OneByOne, Outcome
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.submit import submit
-
-from . import libta
-from .libta import JobContext, OneByOne, Outcome
+from spool.timefmt import parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from scheduler.ta import libta
+from scheduler.ta.libta import JobContext, OneByOne, Outcome
 from spool.controlfile import Recipient
 from spool.store import fsync_dir
-
-from . import libta
-from .libta import JobContext, OneByOne, Outcome
 
 log = logging.getLogger(__name__)
 

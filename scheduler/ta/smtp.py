@@ -26,10 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.ta import libta
+from scheduler.ta.libta import Job, JobContext, Outcome
 from spool.controlfile import Recipient
-
-from . import libta
-from .libta import Job, JobContext, Outcome
 
 log = logging.getLogger(__name__)
 

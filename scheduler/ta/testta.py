@@ -37,10 +37,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from scheduler.ta import libta
+from scheduler.ta.libta import Job, JobContext, Outcome
 from spool.controlfile import Recipient
-
-from . import libta
-from .libta import Job, JobContext, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from mailq.auth import authenticator
+from mailq.protocol.auth import authenticator
 from spool.layout import Postoffice, init_postoffice
-
-from .recorded import DIAG, PLACES, REF, adapted_config, recorded_files
+from tests.e2e.recorded import DIAG, PLACES, REF, adapted_config, recorded_files
 
 STARTUP_TIMEOUT = 30.0
 ADMIN, ADMIN_PW = "admin", "adminpw"

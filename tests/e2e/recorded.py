@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tests.recordings import RECORDINGS
 
 if TYPE_CHECKING:
-    from .conftest import DaemonProc
+    from tests.e2e.conftest import DaemonProc
 
 __all__ = ["DIAG", "PLACES", "REF", "adapted_config", "recorded_files", "tried_once"]
 

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from .conftest import DaemonFactory, DaemonProc, files_gone, wait_until
+from tests.e2e.conftest import DaemonFactory, DaemonProc, files_gone, wait_until
 
 OK_RULES = {"TESTTA_RULES": "*@ok.example=ok;*=deferred"}
 
@@ -47,7 +47,7 @@ def test_counters_survive_a_restart(daemon_factory: DaemonFactory) -> None:
     wait_until(lambda: snmp(d)["Msgs"] == (3, 2, 1), what="first counts")
     assert snmp(d)["Rcpnts"] == (3, 2, 1)
     assert d.stop() == 0
-    block = d.po.root / ".mailq-scheduler.counters"
+    block = d.po.root / ".mailq-spool.counters"
     assert block.is_file()
     assert not (d.po.root / ".zmailer.SNMP.block").exists()
     first = local_counters(d)
@@ -73,7 +73,7 @@ def test_counters_none_keeps_them_in_memory(daemon_factory: DaemonFactory) -> No
     wait_until(lambda: files_gone(d.po, relpath), what="delivery")
     wait_until(lambda: snmp(d)["Msgs"] == (1, 1, 0), what="counts")
     assert d.stop() == 0
-    assert not (d.po.root / ".mailq-scheduler.counters").exists()
+    assert not (d.po.root / ".mailq-spool.counters").exists()
     d.start()
     assert snmp(d)["Msgs"] == (0, 0, 0)
     assert d.stop() == 0
@@ -89,4 +89,4 @@ def test_counters_option_names_the_file(daemon_factory: DaemonFactory) -> None:
     wait_until(lambda: snmp(d)["Msgs"] == (1, 1, 0), what="counts")
     assert d.stop() == 0
     assert path.is_file()
-    assert not (d.po.root / ".mailq-scheduler.counters").exists()
+    assert not (d.po.root / ".mailq-spool.counters").exists()

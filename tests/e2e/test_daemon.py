@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from spool.submit import notify_scheduler
-
-from .conftest import TESTTA_CONF, DaemonFactory, files_gone, wait_until
+from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, files_gone, wait_until
 
 OK_RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler import demoqueue
-from scheduler.demo import TRY_MARKER, DemoPaths, demo_auth, demo_config
-from scheduler.sink import Delivery, SinkPolicy, SmtpSession, SmtpSink, Verdict
+from scheduler.demo import queue as demoqueue
+from scheduler.demo.run import TRY_MARKER, DemoPaths, demo_auth, demo_config
+from scheduler.demo.sink import Delivery, SinkPolicy, SmtpSession, SmtpSink, Verdict
 from spool import controlfile
 from spool.ids import message_number, spool_id
 from spool.layout import init_postoffice
@@ -200,7 +200,7 @@ def test_write_message_backdates_and_appends_history(tmp_path: Path) -> None:
 
 
 def test_demo_config_routes_smtp_through_the_sink(tmp_path: Path) -> None:
-    from scheduler.config import parse_config
+    from scheduler.config.clauses import parse_config
 
     paths = DemoPaths(tmp_path)
     text = demo_config(paths, 2525)

@@ -27,8 +27,7 @@ from subprocess import PIPE
 import pytest
 
 from spool.ids import spool_id
-
-from .conftest import (
+from tests.e2e.conftest import (
     RECORDED_PO,
     DaemonProc,
     fed_first,
@@ -38,7 +37,7 @@ from .conftest import (
     start_recorded_daemon,
     wait_until,
 )
-from .recorded import REF, tried_once
+from tests.e2e.recorded import REF, tried_once
 
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="recordings not available")
 

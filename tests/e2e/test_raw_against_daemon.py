@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from mailq.auth import authenticator
+from mailq.protocol.auth import authenticator
 from spool.ids import spool_id
-
-from .conftest import (
+from tests.e2e.conftest import (
     DaemonProc,
     fed_first,
     mask_volatile,
@@ -36,7 +35,7 @@ from .conftest import (
     start_recorded_daemon,
     wait_until,
 )
-from .recorded import REF, tried_once
+from tests.e2e.recorded import REF, tried_once
 
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="recordings not available")
 

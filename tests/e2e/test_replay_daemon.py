@@ -10,9 +10,15 @@ import time
 import pytest
 
 from spool.layout import Postoffice
-
-from .conftest import DaemonFactory, DaemonProc, wait_until
-from .recorded import DIAG, PLACES, REF, adapted_config, recorded_files, tried_once
+from tests.e2e.conftest import DaemonFactory, DaemonProc, wait_until
+from tests.e2e.recorded import (
+    DIAG,
+    PLACES,
+    REF,
+    adapted_config,
+    recorded_files,
+    tried_once,
+)
 
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="recordings not available")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import email
 from email.message import Message
 
+from tests.e2e.conftest import DaemonFactory, DaemonProc, files_gone, wait_until
 from tests.smtpsink import ThreadedSmtpSink, Transaction
-
-from .conftest import DaemonFactory, DaemonProc, files_gone, wait_until
 
 CONF = """\
 */*\tinterval=2 idlemax=30s expiry=5d retries="1 1 1 1 1" skew=1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.demo import ACTIVATE_WRAPPER
+from scheduler.demo.run import ACTIVATE_WRAPPER
 from spool.layout import init_postoffice
 
 GREETING = b"version zmailer 2.0\n"

@@ -14,9 +14,9 @@ from typing import Protocol
 
 import pytest_asyncio
 
-from mailq.auth import authenticator
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq.fakeview import (
+from mailq.protocol.auth import authenticator
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server.fakeview import (
     FakeCounters,
     FakeGroup,
     FakeOps,

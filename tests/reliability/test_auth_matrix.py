@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from mailq.auth import CHALLENGE_PREFIX, authenticator, new_challenge
-from mailq.authfile import IPPeer, UnixPeer, parse_auth_file
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq.fakeview import FakeOps
+from mailq.protocol.auth import CHALLENGE_PREFIX, authenticator, new_challenge
+from mailq.server.authfile import IPPeer, UnixPeer, parse_auth_file
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server.fakeview import FakeOps
 from tests.reliability.conftest import (
     ADMIN,
     ADMIN_PASSWORD,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mailq.server import MailqServer, ServerConfig
-from scheduler.events import MessageLoaded
-from scheduler.loader import Entry, Loader
+from mailq.server.shell import MailqServer, ServerConfig
+from scheduler.core.events import MessageLoaded
+from scheduler.daemon.loader import Entry, Loader
 from spool import store
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
@@ -33,7 +33,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures used by the daemon tes
     short_root,
     wait_until,
 )
-from tests.mailq.fakeview import FakeOps
+from tests.mailq.server.fakeview import FakeOps
 from tests.reliability.conftest import PASSWORD, USER, StartServer, big_queue
 
 MESSAGE = b"Subject: t\n\nbody\n"

@@ -25,11 +25,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from scheduler.config import load_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.dsn import run_dsn_pass
-from scheduler.runner import Runner
+from scheduler.config.clauses import load_config
+from scheduler.core.scheduler import Scheduler
+from scheduler.daemon.runner import Runner
 from scheduler.ta.libta import (
     AgentOptions,
     Job,
@@ -40,6 +38,8 @@ from scheduler.ta.libta import (
 )
 from spool import store
 from spool.controlfile import Recipient, format_diagnostic, parse
+from spool.counters import Counters
+from spool.dsn import run_dsn_pass
 from spool.errors import SpoolError, SubmitError
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit

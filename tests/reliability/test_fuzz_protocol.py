@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from mailq.auth import authenticator
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq.fakeview import FakeOps
+from mailq.protocol.auth import authenticator
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server.fakeview import FakeOps
 from tests.reliability.conftest import AUTH_TEXT, NOW, PASSWORD, USER, big_queue
 
 MAX_LINE = 256  # small, so the limit is reached often

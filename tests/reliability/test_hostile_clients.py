@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from mailq.server import MailqServer
+from mailq.server.shell import MailqServer
 from tests.reliability.conftest import (
     FAT_HOST,
     PASSWORD,
@@ -142,7 +142,7 @@ def _loris_socket(handle: ServerHandle) -> socket.socket:
 
 
 async def _loris_login(sock: socket.socket) -> None:
-    from mailq.auth import authenticator
+    from mailq.protocol.auth import authenticator
 
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
@@ -256,7 +256,7 @@ async def test_dribbling_writer_without_newline_is_cut_at_the_lifetime(
 async def test_over_long_line_closes_and_memory_stays_bounded(
     mq_server: StartServer, authenticated: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "mailq.server")
+    caplog.set_level(logging.WARNING, "mailq.server.shell")
     handle = await mq_server()
     client = await (handle.login() if authenticated else handle.connect())
     if not authenticated:

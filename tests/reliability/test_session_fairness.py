@@ -13,9 +13,8 @@ import asyncio
 
 import pytest
 
-from mailq import server as server_module
-
-from .conftest import RawClient, StartServer
+from mailq.server import shell as server_module
+from tests.reliability.conftest import RawClient, StartServer
 
 pytestmark = pytest.mark.asyncio
 

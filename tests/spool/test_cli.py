@@ -14,8 +14,7 @@ from spool import store
 from spool.cli import main
 from spool.controlfile import format_diagnostic, parse
 from spool.layout import Postoffice
-
-from .golden import recorded
+from tests.spool.golden import recorded
 
 MESSAGE = b"From: a@b\nSubject: hi\n\nbody\n"
 

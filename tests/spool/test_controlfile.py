@@ -5,8 +5,7 @@ import pytest
 from spool import controlfile as cfm
 from spool.controlfile import parse
 from spool.errors import CorruptControlFile
-
-from .golden import ALL_RUNS, recorded
+from tests.spool.golden import ALL_RUNS, recorded
 
 
 @pytest.mark.parametrize("run", ALL_RUNS)

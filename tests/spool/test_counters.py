@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.counters import COUNTER_NAMES, MAGIC, CounterFileError, Counters
+from spool.counters import COUNTER_NAMES, MAGIC, CounterFileError, Counters
 from tests.recordings import RECORDINGS
 
 TRANSCRIPTS = RECORDINGS
@@ -74,7 +74,7 @@ def test_persists_across_reopen_and_processes(tmp_path: Path) -> None:
         c.set("SC.StoredMessages-G", 3)
         assert c.magic == MAGIC
     code = (
-        "import sys; from scheduler.counters import Counters\n"
+        "import sys; from spool.counters import Counters\n"
         "c = Counters.open(sys.argv[1]); c.incr('SC.TransmittedMessages', 2)\n"
         "print(c.get('SC.ReceivedMessages')); c.close()\n"
     )

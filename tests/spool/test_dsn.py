@@ -10,14 +10,12 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler import dsn
-from spool import controlfile, store
+from spool import controlfile, dsn, store
 from spool.controlfile import ControlFile
 from spool.layout import Postoffice, init_postoffice
 from spool.scan import scan
 from spool.submit import submit
-
-from .ta.conftest import add_after_recipients
+from tests.scheduler.ta.conftest import add_after_recipients
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\n"

@@ -13,8 +13,7 @@ from hypothesis import given, strategies as st
 from spool import controlfile as cfm
 from spool.controlfile import ControlFile, SummaryRow
 from spool.errors import CorruptControlFile
-
-from .golden import ALL_RUNS, recorded
+from tests.spool.golden import ALL_RUNS, recorded
 
 
 def _outcome(

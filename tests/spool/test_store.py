@@ -9,8 +9,7 @@ import pytest
 from spool import controlfile as cfm, store
 from spool.errors import SpoolError
 from spool.layout import Postoffice
-
-from .golden import recorded
+from tests.spool.golden import recorded
 
 
 def _put(po: Postoffice, name: str, data: bytes) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.zenv import (
+from spool.zenv import (
     DEFAULT_ZCONFIGS,
     expand,
     parse_zenv,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from mailq.auth import new_challenge, verify
+from mailq.protocol.auth import new_challenge, verify
 from tests.recordings import RECORDINGS
 from tests.threadloop import LoopThread
 

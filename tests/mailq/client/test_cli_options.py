@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mailq.cli import main, split_credentials, verbosity
-from tests.mailq.replayserver import (
+from mailq.client.cli import main, split_credentials, verbosity
+from tests.mailq.client.replayserver import (
     TRANSCRIPTS,
     Exchange,
     Script,
@@ -132,14 +132,14 @@ def test_local_counters_missing_file(tmp_path: Path) -> None:
         main, ["-M", "-P", str(tmp_path)], prog_name="mailq", env=ENV
     )
     assert result.exit_code == 69
-    assert f"no counter file {tmp_path}/.mailq-scheduler.counters" in result.stderr
-    assert not (tmp_path / ".mailq-scheduler.counters").exists()
+    assert f"no counter file {tmp_path}/.mailq-spool.counters" in result.stderr
+    assert not (tmp_path / ".mailq-spool.counters").exists()
     assert not (tmp_path / ".zmailer.SNMP.block").exists()
 
 
 def test_local_counters_dump(tmp_path: Path) -> None:
-    counters = pytest.importorskip("scheduler.counters")
-    block = counters.Counters.open(str(tmp_path / ".mailq-scheduler.counters"))
+    counters = pytest.importorskip("spool.counters")
+    block = counters.Counters.open(str(tmp_path / ".mailq-spool.counters"))
     block.incr("SC.MQ2Connects", 3)
     result = CliRunner().invoke(
         main,
@@ -158,7 +158,7 @@ def test_local_counters_dump(tmp_path: Path) -> None:
 
 
 def test_local_counters_from_zenv_snmpsharedfile(tmp_path: Path) -> None:
-    counters = pytest.importorskip("scheduler.counters")
+    counters = pytest.importorskip("spool.counters")
     shared = tmp_path / "elsewhere.counters"
     with counters.Counters.open(str(shared)) as block:
         block.incr("SC.MQ2Connects", 5)
@@ -306,7 +306,7 @@ def test_json_default_mode_schema() -> None:
 
 
 def test_json_verbose_adds_local_fields(tmp_path: Path) -> None:
-    from tests.mailq.test_cli_transcripts import build_postoffice
+    from tests.mailq.client.test_cli_transcripts import build_postoffice
 
     po = build_postoffice(tmp_path)
     with ThreadedReplayServer(_default_script()) as srv:

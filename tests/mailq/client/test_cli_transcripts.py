@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailq.cli import main
-from tests.mailq.replayserver import (
+from mailq.client.cli import main
+from tests.mailq.client.replayserver import (
     TRANSCRIPTS,
     Exchange,
     Script,

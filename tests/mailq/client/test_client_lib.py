@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from mailq.client import BlockingMailqClient, MailqClient, order_addresses, resolve_port
-from mailq.clienterrors import (
+from mailq.client.errors import (
     AccessDenied,
     AuthError,
     CommandRefused,
     ConnectError,
     ProtocolError,
 )
-from tests.mailq.replayserver import (
+from mailq.client.library import (
+    BlockingMailqClient,
+    MailqClient,
+    order_addresses,
+    resolve_port,
+)
+from tests.mailq.client.replayserver import (
     TRANSCRIPTS,
     Exchange,
     ReplayServer,

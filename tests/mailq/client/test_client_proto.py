@@ -7,9 +7,17 @@ import contextlib
 import pytest
 from hypothesis import given, strategies as st
 
-from mailq.auth import authenticator
-from mailq.clienterrors import ProtocolError
-from mailq.clientproto import (
+from mailq.client.errors import ProtocolError
+from mailq.client.parse import (
+    parse_counters,
+    parse_queue_short,
+    parse_saytime,
+    parse_snmp,
+    parse_thread_body,
+    parse_thread_row,
+    parse_threads2,
+)
+from mailq.client.proto import (
     NEED_DATA,
     AccessRefused,
     Body,
@@ -19,17 +27,9 @@ from mailq.clientproto import (
     Greeting,
     Reply,
 )
-from mailq.parse import (
-    parse_counters,
-    parse_queue_short,
-    parse_saytime,
-    parse_snmp,
-    parse_thread_body,
-    parse_thread_row,
-    parse_threads2,
-)
-from mailq.timefmt import saytime
-from tests.mailq.replayserver import TRANSCRIPTS
+from mailq.protocol.auth import authenticator
+from spool.timefmt import saytime
+from tests.mailq.client.replayserver import TRANSCRIPTS
 
 RAW = TRANSCRIPTS / "raw"
 

@@ -1,4 +1,4 @@
-"""The mailq client finds its ZENV file as the daemon does (scheduler.zenv)."""
+"""The mailq client finds its ZENV file as the daemon does (spool.zenv)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import scheduler.zenv
-from mailq.cli import main
+import spool.zenv
+from mailq.client.cli import main
 
 
 def _status(env: dict[str, str | None]) -> str:
@@ -20,7 +20,7 @@ def _status(env: dict[str, str | None]) -> str:
 @pytest.fixture
 def defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     first, second = tmp_path / "etc-zmailer.conf", tmp_path / "etc-mail.conf"
-    monkeypatch.setattr(scheduler.zenv, "DEFAULT_ZCONFIGS", (str(first), str(second)))
+    monkeypatch.setattr(spool.zenv, "DEFAULT_ZCONFIGS", (str(first), str(second)))
     return first, second
 
 

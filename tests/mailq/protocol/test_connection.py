@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mailq import replies
-from mailq.commands import Right
-from mailq.connection import (
+from mailq.protocol import replies
+from mailq.protocol.commands import Right
+from mailq.protocol.connection import (
     AuthAccepted,
     AuthRejected,
     AuthRequest,
@@ -25,9 +25,9 @@ from mailq.connection import (
     Reply,
     ServerConnection,
 )
-from mailq.errors import LocalProtocolError, RemoteProtocolError
-from mailq.lines import unstuff_line
-from mailq.states import State
+from mailq.protocol.errors import LocalProtocolError, RemoteProtocolError
+from mailq.protocol.lines import unstuff_line
+from mailq.protocol.states import State
 
 CHALLENGE = "220 MAILQ-V2-CHALLENGE: 1700000000.5123.1.00"
 

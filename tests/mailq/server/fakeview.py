@@ -1,4 +1,4 @@
-"""Fake implementations of the ``mailq.view`` Protocols, and the recorded queues.
+"""Fake implementations of the ``mailq.server.views`` Protocols, and the recorded queues.
 
 ``main_run()`` rebuilds the scheduler state of the transcripts' main run (README §3:
 five messages, five threads, the offsets, expiries, wakeups, last feeds, attempts and

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mailq.authfile import (
+from mailq.protocol.commands import Right
+from mailq.protocol.errors import AuthFileError
+from mailq.server.authfile import (
     IPPeer,
     UnixPeer,
     check_auth_file_permissions,
@@ -15,8 +17,6 @@ from mailq.authfile import (
     parse_auth_file,
     read_auth_file,
 )
-from mailq.commands import Right
-from mailq.errors import AuthFileError
 
 LOOP = IPPeer.from_host("127.0.0.1")
 

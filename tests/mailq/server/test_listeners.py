@@ -1,4 +1,4 @@
-"""Listener specs and the sockets they bind (``mailq.listen``), over real sockets."""
+"""Listener specs and the sockets they bind (``mailq.server.listeners``), over real sockets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailq.errors import ListenError
-from mailq.listen import (
+from mailq.protocol.errors import ListenError
+from mailq.server.listeners import (
     DEFAULT_PORT,
     ListenSpec,
     bind_listeners,

@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mailq.commands import Right
-from mailq.connection import AuthAccepted, Greeting, MultilineReply, ServerConnection
-from mailq.lines import BODY_END, BODY_START, stuff_lines
-from mailq.reports import (
+from mailq.protocol.commands import Right
+from mailq.protocol.connection import (
+    AuthAccepted,
+    Greeting,
+    MultilineReply,
+    ServerConnection,
+)
+from mailq.protocol.lines import BODY_END, BODY_START, stuff_lines
+from mailq.server.reports import (
     format_thread_line,
     short_report,
     snmp_report,
@@ -20,7 +25,7 @@ from mailq.reports import (
     threads_report,
     trailer_lines,
 )
-from tests.mailq.fakeview import (
+from tests.mailq.server.fakeview import (
     FakeCounters,
     FakeProc,
     FakeQueue,

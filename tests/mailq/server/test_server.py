@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from mailq.auth import authenticator
-from mailq.errors import ListenError
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq import fakeview
-from tests.mailq.fakeview import FakeOps, FakeQueue
+from mailq.protocol.auth import authenticator
+from mailq.protocol.errors import ListenError
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server import fakeview
+from tests.mailq.server.fakeview import FakeOps, FakeQueue
 
 ADMIN = (
     "admin:adminpw:ALL:[127.0.0.0]/8 [ipv6.0::1]/128\nnobody:nobody:SNMP QQ TT ETRN:\n"
@@ -307,7 +307,7 @@ async def test_internal_error_closes_without_leaking(
     await peer.auth()
     peer.writer.write(b"ETRN x\n")
     assert await peer.reader.read() == b""
-    assert any(r.exc_info for r in caplog.records if r.name == "mailq.server")
+    assert any(r.exc_info for r in caplog.records if r.name == "mailq.server.shell")
     other = await Peer.open(srv.addresses[0])
     await other.greet()
     assert await other.auth() == b"+OK\n"

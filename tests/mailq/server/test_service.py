@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from mailq import replies
-from mailq.auth import authenticator
-from mailq.authfile import IPPeer, parse_auth_file
-from mailq.commands import Right
-from mailq.connection import (
+from mailq.protocol import replies
+from mailq.protocol.auth import authenticator
+from mailq.protocol.commands import Right
+from mailq.protocol.connection import (
     AuthAccepted,
     AuthRejected,
     AuthRequest,
@@ -24,9 +23,10 @@ from mailq.connection import (
     Reply,
     ServerReply,
 )
-from mailq.service import Client, Service
-from tests.mailq import fakeview
-from tests.mailq.fakeview import FakeOps, FakeQueue
+from mailq.server.authfile import IPPeer, parse_auth_file
+from mailq.server.service import Client, Service
+from tests.mailq.server import fakeview
+from tests.mailq.server.fakeview import FakeOps, FakeQueue
 
 NOW = 1795312216
 PEER = IPPeer.from_host("127.0.0.1")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from mailq.auth import authenticator
-from mailq.server import MailqServer, ServerConfig
-from tests.mailq import fakeview
-from tests.mailq.fakeview import FakeOps, FakeQueue
+from mailq.protocol.auth import authenticator
+from mailq.server.shell import MailqServer, ServerConfig
+from tests.mailq.server import fakeview
+from tests.mailq.server.fakeview import FakeOps, FakeQueue
 
 RAW = fakeview.REFERENCE / "raw"
 STANDARD_AUTH = (fakeview.REFERENCE / "configs/scheduler.auth").read_text()

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import scheduler.ta
-from scheduler import config as config_mod
-from scheduler.config import (
+from scheduler.config import clauses as config_mod
+from scheduler.config.clauses import (
     Clause,
     SchedulerConfig,
     default_config,

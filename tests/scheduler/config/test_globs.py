@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler.zglob import compile_glob, zglob
+from scheduler.config.globs import compile_glob, zglob
 
 
 def reference_zglob(p: str, s: str) -> bool:

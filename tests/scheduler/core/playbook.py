@@ -14,8 +14,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mailq.view import CounterBlock
-from scheduler.commands import (
+from mailq.server.views import CounterBlock
+from scheduler.config.clauses import parse_config
+from scheduler.core.commands import (
     AppendDiagnostic,
     Command,
     CompleteMessage,
@@ -25,10 +26,7 @@ from scheduler.commands import (
     StatLog,
     WriteAgent,
 )
-from scheduler.config import parse_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.events import (
+from scheduler.core.events import (
     AgentExited,
     AgentLine,
     AgentStarted,
@@ -36,7 +34,9 @@ from scheduler.events import (
     MessageLoaded,
     Tick,
 )
+from scheduler.core.scheduler import Scheduler
 from spool.controlfile import parse
+from spool.counters import Counters
 
 __all__ = ["START", "Playbook", "Rcpt", "control_bytes"]
 

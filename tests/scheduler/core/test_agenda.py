@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from scheduler.agenda import Agenda
+from scheduler.core.agenda import Agenda
 
 
 class Item:

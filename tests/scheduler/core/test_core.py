@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.commands import ReloadMessage, RetireAgent, RunDsnPass
-from scheduler.config import parse_config
-from scheduler.events import (
+from scheduler.config.clauses import parse_config
+from scheduler.core.commands import ReloadMessage, RetireAgent, RunDsnPass
+from scheduler.core.events import (
     AgentStartFailed,
     ConfigChanged,
     MessageLoaded,
@@ -17,8 +17,7 @@ from scheduler.events import (
 )
 from spool.controlfile import parse
 from spool.ids import spool_id
-
-from .playbook import START, Playbook, control_bytes
+from tests.scheduler.core.playbook import START, Playbook, control_bytes
 
 CONF = """\
 */*\tinterval=1m

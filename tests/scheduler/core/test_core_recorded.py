@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from scheduler.commands import Command, StartAgent, WriteAgent
-from scheduler.config import load_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.events import AgentLine, AgentStarted, MessageLoaded, Tick
+from scheduler.config.clauses import load_config
+from scheduler.core.commands import Command, StartAgent, WriteAgent
+from scheduler.core.events import AgentLine, AgentStarted, MessageLoaded, Tick
+from scheduler.core.scheduler import Scheduler
 from spool.controlfile import parse
+from spool.counters import Counters
 from tests.recordings import RECORDINGS
 
 REF = RECORDINGS

@@ -10,11 +10,10 @@ from __future__ import annotations
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from scheduler.commands import Command, StartAgent, WriteAgent
-from scheduler.config import parse_config
-from scheduler.events import AgentStartFailed, ConfigChanged, ShutdownRequested
-
-from .playbook import START, Playbook
+from scheduler.config.clauses import parse_config
+from scheduler.core.commands import Command, StartAgent, WriteAgent
+from scheduler.core.events import AgentStartFailed, ConfigChanged, ShutdownRequested
+from tests.scheduler.core.playbook import START, Playbook
 
 CONF = """\
 */*\tinterval=1m

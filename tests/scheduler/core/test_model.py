@@ -6,12 +6,18 @@ from array import array
 
 import pytest
 
-from scheduler.config import Clause
-from scheduler.loading import split_recipients
-from scheduler.model import Group, Message, PlainVertex, SoloMessage, Thread, Vertex
+from scheduler.config.clauses import Clause
+from scheduler.core.loading import split_recipients
+from scheduler.core.model import (
+    Group,
+    Message,
+    PlainVertex,
+    SoloMessage,
+    Thread,
+    Vertex,
+)
 from spool.controlfile import parse
-
-from .playbook import Playbook, control_bytes
+from tests.scheduler.core.playbook import Playbook, control_bytes
 
 
 def make_thread(n: int) -> tuple[Thread, list[PlainVertex]]:

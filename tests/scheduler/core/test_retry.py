@@ -7,9 +7,8 @@ import random
 
 import pytest
 
-from scheduler import retry
-
-from .playbook import Playbook
+from scheduler.core import retry
+from tests.scheduler.core.playbook import Playbook
 
 R6 = (1, 1, 2, 3, 5, 8)
 

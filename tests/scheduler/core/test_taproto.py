@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler.taproto import (
+from scheduler.core.taproto import (
     STATUSES,
     Debug,
     Garbage,

@@ -1,4 +1,4 @@
-"""AgentPool: real TA subprocesses over pipes (scheduler/agents.py)."""
+"""AgentPool: real TA subprocesses over pipes (scheduler/daemon/agents.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.agents import MAX_LINE, AgentPool, AgentSpec
+from scheduler.daemon.agents import MAX_LINE, AgentPool, AgentSpec
 
 # A tiny TA: "#hungry" at start; each job line is answered "<job> done" + "#hungry";
 # an empty line or EOF ends it.
@@ -85,7 +85,7 @@ async def test_job_round_trip_then_retire(
 ) -> None:
     rec = Recorder()
     pool = AgentPool(rec, cwd=tmp_path)
-    caplog.set_level(logging.INFO, logger="scheduler.agents")
+    caplog.set_level(logging.INFO, logger="scheduler.daemon.agents")
     pool.start(
         AgentSpec(proc=1, argv=script(tmp_path, "echo", ECHO_TA), channel="smtp")
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from scheduler.cli import main
+from scheduler.daemon.cli import main
 from tests.recordings import RECORDINGS
 
 CONFIGS = RECORDINGS / "configs"

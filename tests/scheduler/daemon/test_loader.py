@@ -1,4 +1,4 @@
-"""Scanning, the pre-schedule queue and loading control files (scheduler/loader.py)."""
+"""Scanning, the pre-schedule queue and loading control files (scheduler/daemon/loader.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler.events import MessageGone, MessageLoaded, MessageReloaded
-from scheduler.loader import LOCK_RETRY, Entry, Loader, PreScheduleQueue
+from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
+from scheduler.daemon.loader import LOCK_RETRY, Entry, Loader, PreScheduleQueue
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 

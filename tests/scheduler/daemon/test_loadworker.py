@@ -1,4 +1,4 @@
-"""The startup load in worker processes (scheduler.loadworker) against in-process loading:
+"""The startup load in worker processes (scheduler.daemon.loadworker) against in-process loading:
 same messages, same order, same model; odd files left to the daemon; a dead worker."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from scheduler.commands import Command
-from scheduler.config import load_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.events import Event, MessageLoaded
-from scheduler.loadpool import LoadWorkers
-from scheduler.loadworker import PreparedControl, is_record, prepare
-from scheduler.runner import Runner
-from scheduler.vertexspecs import split_recipients
+from scheduler.config.clauses import load_config
+from scheduler.core.commands import Command
+from scheduler.core.events import Event, MessageLoaded
+from scheduler.core.scheduler import Scheduler
+from scheduler.core.vertexspecs import split_recipients
+from scheduler.daemon.loadpool import LoadWorkers
+from scheduler.daemon.loadworker import PreparedControl, is_record, prepare
+from scheduler.daemon.runner import Runner
 from spool.controlfile import format_diagnostic, parse
+from spool.counters import Counters
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 

@@ -1,4 +1,4 @@
-"""The NEW-datagram notify socket (scheduler/notify.py)."""
+"""The NEW-datagram notify socket (scheduler/daemon/notify.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from scheduler.notify import NotifySocket, notify_address, parse_notification
+from scheduler.daemon.notify import NotifySocket, notify_address, parse_notification
 
 
 @pytest.mark.parametrize(

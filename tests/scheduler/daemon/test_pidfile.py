@@ -1,4 +1,4 @@
-"""The scheduler pid file (scheduler/pidfile.py)."""
+"""The scheduler pid file (scheduler/daemon/pidfile.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.pidfile import (
+from scheduler.daemon.pidfile import (
     PidFileError,
     SchedulerRunning,
     acquire,

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from scheduler.config import load_config
-from scheduler.core import Scheduler
-from scheduler.counters import Counters
-from scheduler.dsn import run_dsn_pass
-from scheduler.notify import NotifySocket
-from scheduler.runner import Runner
+from scheduler.config.clauses import load_config
+from scheduler.core.scheduler import Scheduler
+from scheduler.daemon.notify import NotifySocket
+from scheduler.daemon.runner import Runner
+from spool.counters import Counters
+from spool.dsn import run_dsn_pass
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 

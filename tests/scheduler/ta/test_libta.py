@@ -17,8 +17,7 @@ from scheduler.ta.libta import (
 from spool.controlfile import Recipient
 from spool.layout import Postoffice
 from spool.submit import submit
-
-from .conftest import MESSAGE, control, statuses
+from tests.scheduler.ta.conftest import MESSAGE, control, statuses
 
 
 class Exploding:

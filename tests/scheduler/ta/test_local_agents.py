@@ -14,8 +14,7 @@ from scheduler.ta.mailbox import folder_name
 from spool.layout import Postoffice
 from spool.scan import scan
 from spool.submit import submit
-
-from .conftest import MESSAGE, control, run_ta, statuses
+from tests.scheduler.ta.conftest import MESSAGE, control, run_ta, statuses
 
 
 def _local(po: Postoffice, *users: str) -> str:

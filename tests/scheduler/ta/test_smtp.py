@@ -14,9 +14,14 @@ import pytest
 from scheduler.ta import smtp
 from spool.layout import Postoffice
 from spool.submit import submit
+from tests.scheduler.ta.conftest import (
+    MESSAGE,
+    add_after_recipients,
+    control,
+    run_ta,
+    statuses,
+)
 from tests.smtpsink import SmtpSink, ThreadedSmtpSink
-
-from .conftest import MESSAGE, add_after_recipients, control, run_ta, statuses
 
 RULES = {
     "*@fail.example": "550 5.1.1 <{rcpt}>... User unknown",

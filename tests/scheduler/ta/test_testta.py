@@ -14,8 +14,13 @@ from scheduler.ta.libta import format_report, parse_job_line
 from spool import store
 from spool.layout import Postoffice
 from spool.submit import submit
-
-from .conftest import MESSAGE, add_after_recipients, control, run_ta, statuses
+from tests.scheduler.ta.conftest import (
+    MESSAGE,
+    add_after_recipients,
+    control,
+    run_ta,
+    statuses,
+)
 
 RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
 
