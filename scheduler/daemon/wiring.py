@@ -31,7 +31,7 @@ from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.runner import Runner
 from scheduler.errors import ConfigError, SchedulerError
 from spool.counters import Counters
-from spool.dsn import run_dsn_pass
+from spool.dsnpass import run_dsn_pass
 from spool.layout import Postoffice
 
 __all__ = [

@@ -39,7 +39,7 @@ from scheduler.ta.libta import (
 from spool import store
 from spool.controlfile import Recipient, format_diagnostic, parse
 from spool.counters import Counters
-from spool.dsn import run_dsn_pass
+from spool.dsnpass import run_dsn_pass
 from spool.errors import SpoolError, SubmitError
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit

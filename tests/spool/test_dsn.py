@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from spool import controlfile, dsn, store
+from spool import controlfile, dsn, dsnpass, store
 from spool.controlfile import ControlFile
 from spool.layout import Postoffice, init_postoffice
 from spool.scan import scan
@@ -73,7 +73,7 @@ def test_failed_recipient_produces_a_full_dsn(po: Postoffice) -> None:
         notary,
         "smtp; 550 (5.1.1 <bob@example.net>... User unknown)",
     )
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     assert _new_messages(po, rel) == [new]
     # the d line is marked reported on disk
@@ -108,7 +108,7 @@ def test_failed_recipient_produces_a_full_dsn(po: Postoffice) -> None:
     assert inner["Subject"] == "dsn test"
     assert inner.get_payload().strip() == "The body."
     # a second pass finds nothing new
-    assert dsn.run_dsn_pass(po, rel, now=NOW + 1, hostname="mx.test") is None
+    assert dsnpass.run_dsn_pass(po, rel, now=NOW + 1, hostname="mx.test") is None
     assert _new_messages(po, rel) == [new]
 
 
@@ -123,7 +123,7 @@ def test_ret_hdrs_returns_headers_only(po: Postoffice) -> None:
         "bob@example.net\001failed\0015.0.0\001smtp; 550 (no)\001",
         "no",
     )
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     returned = _report(po, new).get_payload()[2]
     assert returned.get_content_type() == "text/rfc822-headers"
@@ -137,7 +137,7 @@ def test_each_d_line_counts_by_its_own_recipients_notify(po: Postoffice) -> None
     add_after_recipients(po, rel, {"zz@example.net": b"N NOTIFY=NEVER\n"})
     for user in ("aa@example.net", "zz@example.net"):
         _d(po, rel, user, f"{user}\001failed\0015.0.0\001smtp; 550 (no)\001mx", "no")
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     per_rcpt = _report(po, new).get_payload()[1].get_payload()[1:]
     assert [p["Final-Recipient"] for p in per_rcpt] == ["rfc822; aa@example.net"]
@@ -156,7 +156,7 @@ def test_uncounted_and_empty_notaries_send_nothing(po: Postoffice) -> None:
         "ok",
     )
     _d(po, rel, "eve@example.net", "", "nothing")
-    assert dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test") is None
+    assert dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test") is None
     assert _new_messages(po, rel) == []
     assert [d.status for d in _cf(po, rel).diagnostics] == ["+", "+"]
 
@@ -171,7 +171,7 @@ def test_success_notice_when_asked(po: Postoffice) -> None:
         "bob@example.net\001delivered\0012.0.0\001smtp; 250 ok\001mx",
         "ok",
     )
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     msg = _report(po, new)
     assert msg["Subject"] == "Returned mail: see the transcript [DELIVERED-OK(1)]"
@@ -188,7 +188,7 @@ def test_failure_of_a_bounce_is_never_bounced(po: Postoffice) -> None:
         "no",
     )
     assert (
-        dsn.run_dsn_pass(
+        dsnpass.run_dsn_pass(
             po, rel, now=NOW, hostname="mx.test", store_error_on_error=True
         )
         is None
@@ -231,7 +231,7 @@ def test_expiry_d_line_and_its_dsn(po: Postoffice) -> None:
     )
     assert bare.endswith(b"\texpired after 5 days\n")
     store.append_diagnostic(po.control_path(rel), line)
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     per_rcpt = _report(po, new).get_payload()[1].get_payload()[1]
     assert per_rcpt["Final-Recipient"] == "rfc822; c2@example.net"
@@ -292,6 +292,6 @@ def test_unreadable_message_file_still_reports(po: Postoffice) -> None:
     # moved away, not unlinked: a freed inode would be reused by the DSN's own files
     mpath = po.message_path(rel, _cf(po, rel).mid)
     os.rename(mpath, po.root / "moved-away")
-    new = dsn.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+    new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     assert _report(po, new).get_payload()[2].get_content_type() == "text/rfc822-headers"

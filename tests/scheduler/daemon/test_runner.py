@@ -18,7 +18,7 @@ from scheduler.core.scheduler import Scheduler
 from scheduler.daemon.notify import NotifySocket
 from scheduler.daemon.runner import Runner
 from spool.counters import Counters
-from spool.dsn import run_dsn_pass
+from spool.dsnpass import run_dsn_pass
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 
