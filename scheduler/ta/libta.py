@@ -292,6 +292,7 @@ class TaRuntime:
                 if not chunk:
                     if pending:  # a last line without its LF
                         self._say(self._answer(pending) or b"")
+                    self._idle()
                     return 0
                 *lines, pending = (pending + chunk).split(b"\n")
                 if not self._serve(lines):
@@ -321,11 +322,22 @@ class TaRuntime:
     def _answer(self, line: bytes) -> bytes | None:
         """The reply to one input line (``#hungry`` after each job); None: exit."""
         if line.rstrip(b"\r") == b"#idle":
+            self._idle()
             return b"#hungry\n"
         job = parse_job_line(line, self.options.host)
         if job is None:
+            self._idle()
             return None
         return self.process(job) + b"#hungry\n"
+
+    def _idle(self) -> None:
+        """Tell a deliverer that keeps connections open (``idle()``) to close them."""
+        idle = getattr(self.deliverer, "idle", None)
+        if idle is not None:
+            try:
+                idle()
+            except Exception:  # closing politely must never kill the agent
+                log.exception("idle hook failed")
 
     def _say(self, data: bytes) -> None:
         if data:

@@ -1,77 +1,68 @@
 """The smtp transport agent: ``python -m scheduler.ta.smtp [options] [host]``.
 
-Delivers all recipients of one message for the job's host in one SMTP transaction (one
-per distinct ``m`` header block), to the host's A/AAAA addresses (``getaddrinfo``, tried
-in order; ``[ip]`` literals), to a relay (``-F``) or by a route map. EHLO (HELO fallback),
-STARTTLS when offered (opportunistic; required with ``--require-tls``), PIPELINING, SIZE,
-8BITMIME and the DSN parameters. Replies: 2xx ok, 4xx deferred, 5xx error; diagnostics
-read like ZMailer's (``smtp; 550 (5.1.1 <x@y>... User unknown)``).
+For each job it finds where the thread's host takes mail (:mod:`scheduler.ta.dns`:
+MX by preference, implicit MX, null MX, address literals, the router's ``(mx1 mx2)``
+lists; or a relay ``-F`` / a route map), tries each MX's IPv6 then IPv4 addresses until
+one greets with 2xx, and delivers every recipient of the message in one transaction per
+``m`` header block. The session stays open while the scheduler keeps feeding jobs for
+the same host (``RSET`` between messages) and ends with ``QUIT`` at ``#idle``, at the end,
+or when the host changes.
 
-On a connection failure every recipient of the job is reported ``deferred`` with
-ZMailer's text ``smtp; 500 (connect to H [ip|port|localip|localport]: reason)``, and the
-last one ``deferall``, so the scheduler stops feeding this host and defers the rest of the
-thread with the same diagnostic, as ZMailer's smtp does.
+ESMTP: EHLO (HELO fallback), STARTTLS (opportunistic; ``--require-tls`` or a
+``--tls-policy`` file make it mandatory, ``verify`` also checks the certificate against
+the MX name), PIPELINING, SIZE (too big: permanent 5.3.4 before MAIL), 8BITMIME and
+SMTPUTF8 (needed but absent: permanent 5.6.3 / 5.6.7), DSN parameters from the control
+file. Time-outs per RFC 5321 4.5.3.2, configurable (``--timeouts``).
+
+Replies: 2xx ok, 4xx deferred, 5xx error; diagnostics read like ZMailer's
+(``smtp; 550 (5.1.1 <x@y>... User unknown)``). A success for a recipient that asked
+NOTIFY=SUCCESS is ``ok3`` when the server took the DSN duty (it offered DSN), else
+``ok2`` with action ``relayed``, as ZMailer's smtp reports. When no host can be reached
+every recipient is deferred with ZMailer's text ``smtp; 500 (connect to H
+[ip|port|localip|localport]: reason)``, the last one ``deferall``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import logging
 import re
 import socket
-import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.ta import libta
+from scheduler.ta.dns import destinations
+from scheduler.ta.dns.destinations import Hop, Unroutable
+from scheduler.ta.dns.resolver import Resolver, load_config
 from scheduler.ta.libta import Job, JobContext, Outcome
+from scheduler.ta.smtpsession import (
+    SmtpFailure,
+    SmtpSession,
+    Timeouts,
+    TlsPolicy,
+    open_session,
+)
+from scheduler.ta.smtpwire import Reply, message_bytes
 from spool.controlfile import Recipient
+
+__all__ = [
+    "Settings",
+    "SmtpAgent",
+    "load_route_map",
+    "load_tls_policy",
+    "main",
+    "message_bytes",
+    "route_for",
+    "split_hostport",
+]
 
 log = logging.getLogger(__name__)
 
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _NOTIFY_ORDER = ("SUCCESS", "FAILURE", "DELAY")
-
-
-class SmtpFailure(Exception):
-    """The session failed as a whole: every undecided recipient gets ``outcome``."""
-
-    def __init__(self, outcome: Outcome, connect: bool = False) -> None:
-        super().__init__(outcome.diagnostic)
-        self.outcome = outcome
-        self.connect = connect
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    code: int
-    lines: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(line for line in self.lines if line)
-
-    def diagnostic(self) -> str:
-        return f"smtp; {self.code} ({self.text})"
-
-    def dsn_status(self) -> str:
-        m = _ENHANCED.match(self.text)
-        if m and m.group(1)[0] == str(self.code)[0]:
-            return m.group(1)
-        return f"{str(self.code)[0]}.0.0"
-
-    def outcome(self, remote: str, ok_action: str = "") -> Outcome:
-        diag = self.diagnostic()
-        if 200 <= self.code < 300:
-            return Outcome(
-                "ok", self.dsn_status(), diag, remote_mta=remote, action=ok_action
-            )
-        if 500 <= self.code < 600:
-            return Outcome("error", self.dsn_status(), diag, remote_mta=remote)
-        return Outcome("deferred", self.dsn_status(), diag, remote_mta=remote)
 
 
 @dataclass(slots=True)
@@ -82,7 +73,10 @@ class Settings:
     routes: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     require_tls: bool = False
     tls_ca: str | None = None
-    timeout: float = 300.0
+    tls_policy: dict[str, str] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    resolver: Resolver | None = None
+    reuse: bool = True
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
@@ -98,197 +92,74 @@ def split_hostport(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def load_route_map(path: str) -> dict[str, tuple[str, int | None]]:
-    """Lines ``domain relayhost[:port]``; ``#`` comments; ``.domain`` matches subdomains."""
-    routes: dict[str, tuple[str, int | None]] = {}
+def _read_map(path: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
         if len(words) != 2:
-            raise ValueError(f"{path}:{number}: expected 'domain relayhost[:port]'")
-        routes[words[0].lower()] = split_hostport(words[1])
-    return routes
+            raise ValueError(f"{path}:{number}: expected 'domain {what}'")
+        out[words[0].lower()] = words[1]
+    return out
 
 
-def route_for(host: str, settings: Settings) -> tuple[str, int]:
-    """Where to connect for mail to ``host``: route map, relay, or the host itself."""
+def load_route_map(path: str) -> dict[str, tuple[str, int | None]]:
+    """Lines ``domain relayhost[:port]``; ``#`` comments; ``.domain`` matches subdomains."""
+    return {
+        k: split_hostport(v) for k, v in _read_map(path, "relayhost[:port]").items()
+    }
+
+
+def load_tls_policy(path: str) -> dict[str, str]:
+    """Lines ``domain may|encrypt|verify``; ``.domain`` matches subdomains."""
+    policy = _read_map(path, "may|encrypt|verify")
+    for domain, level in policy.items():
+        if level not in ("may", "encrypt", "verify"):
+            raise ValueError(f"{path}: bad TLS level {level!r} for {domain}")
+    return policy
+
+
+def _by_domain(table: dict[str, object], host: str) -> object | None:
     low = host.lower()
-    route = settings.routes.get(low)
-    if route is None:
-        for domain, target in settings.routes.items():
-            if domain.startswith(".") and low.endswith(domain):
-                route = target
-                break
+    if low in table:
+        return table[low]
+    for domain, value in table.items():
+        if domain.startswith(".") and low.endswith(domain):
+            return value
+    return None
+
+
+def route_for(host: str, settings: Settings) -> tuple[str, int] | None:
+    """The explicit next hop for ``host`` (route map, then relay), or None (use DNS)."""
+    route = _by_domain(settings.routes, host)  # type: ignore[arg-type]
     if route is None and settings.relay:
         route = split_hostport(settings.relay)
     if route is None:
-        route = (host, None)
+        return None
+    assert isinstance(route, tuple)
     return route[0], route[1] or settings.port
 
 
-def connect_label(target: str) -> str:
-    return target[1:-1] if target.startswith("[") and target.endswith("]") else target
+def tls_level(host: str, settings: Settings) -> str:
+    level = _by_domain(settings.tls_policy, host)  # type: ignore[arg-type]
+    if isinstance(level, str):
+        return level
+    return "verify" if settings.require_tls else "may"
 
 
-def open_connection(
-    target: str, port: int, timeout: float
-) -> tuple[socket.socket, str]:
-    """Try every address of ``target`` in order; raise :class:`SmtpFailure` (connect)."""
-    name = connect_label(target)
+def _relay_hops(target: str) -> list[Hop]:
+    """Hops for an explicit relay: a literal, else the system's name lookup."""
+    literal = destinations.literal_address(target)
+    if literal is not None:
+        return [Hop(target[1:-1], (literal,))]
     try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(target, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        diag = f"smtp; 500 (DNS lookup of {name} failed: {exc.strerror})"
-        raise SmtpFailure(Outcome("deferred", "4.4.3", diag), connect=True) from exc
-    last = ""
-    for family, kind, proto, _, addr in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(addr)
-        except OSError as exc:
-            local = _local(sock)
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            ip = str(addr[0])
-            last = f"connect to {name} [{ip}|{port}|{local}]: {reason}"
-            sock.close()
-            continue
-        return sock, str(addr[0])
-    diag = f"smtp; 500 ({last})"
-    raise SmtpFailure(Outcome("deferred", "4.4.1", diag, remote_mta=name), connect=True)
-
-
-def _local(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getsockname()[:2]
-    except OSError:
-        return "|"
-    return f"{host}|{port}"
-
-
-class SmtpSession:
-    """A blocking SMTP client session on one socket."""
-
-    def __init__(
-        self, sock: socket.socket, remote: str, settings: Settings, host: str
-    ) -> None:
-        self.sock = sock
-        self.remote = remote
-        self.settings = settings
-        self.host = host
-        self.file = sock.makefile("rb")
-        self.extensions: dict[str, str] = {}
-        self.tls = False
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise self._lost(exc) from exc
-
-    def _lost(self, exc: BaseException) -> SmtpFailure:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        diag = f"smtp; 500 (connection to {self.remote} lost: {reason})"
-        return SmtpFailure(Outcome("deferred", "4.4.2", diag, remote_mta=self.remote))
-
-    def reply(self) -> Reply:
-        lines: list[str] = []
-        try:
-            while True:
-                raw = self.file.readline(4096)
-                if not raw:
-                    raise ConnectionError("connection closed by the server")
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if len(text) < 3 or not text[:3].isdigit():
-                    raise ConnectionError(f"bad reply line {text[:80]!r}")
-                lines.append(text[4:])
-                if text[3:4] != "-":
-                    return Reply(int(text[:3]), tuple(lines))
-        except (OSError, ConnectionError) as exc:
-            raise self._lost(exc) from exc
-
-    def command(self, line: str) -> Reply:
-        self.send(line.encode("utf-8", "surrogateescape") + b"\r\n")
-        return self.reply()
-
-    def fail_unless(self, reply: Reply, ok: int) -> None:
-        if reply.code // 100 != ok:
-            raise SmtpFailure(reply.outcome(self.remote))
-
-    def greet(self) -> None:
-        self.fail_unless(self.reply(), 2)
-        self.ehlo()
-        if "STARTTLS" in self.extensions:
-            self.starttls()
-        elif self.settings.require_tls:
-            diag = f"smtp; 500 ({self.remote} does not offer STARTTLS, TLS required)"
-            raise SmtpFailure(
-                Outcome("deferred", "4.7.0", diag, remote_mta=self.remote)
-            )
-
-    def ehlo(self) -> None:
-        reply = self.command(f"EHLO {self.settings.heloname}")
-        if reply.code // 100 == 2:
-            self.extensions = {}
-            for line in reply.lines[1:]:
-                word, _, rest = line.partition(" ")
-                self.extensions[word.upper()] = rest
-            return
-        reply = self.command(f"HELO {self.settings.heloname}")
-        self.fail_unless(reply, 2)
-        self.extensions = {}
-
-    def starttls(self) -> None:
-        reply = self.command("STARTTLS")
-        if reply.code != 220:
-            if self.settings.require_tls:
-                diag = reply.diagnostic()
-                raise SmtpFailure(
-                    Outcome("deferred", "4.7.0", diag, remote_mta=self.remote)
-                )
-            return
-        ctx = ssl.create_default_context(cafile=self.settings.tls_ca)
-        if not self.settings.require_tls:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        try:
-            self.file.close()
-            self.sock = ctx.wrap_socket(
-                self.sock, server_hostname=connect_label(self.host)
-            )
-        except (ssl.SSLError, OSError) as exc:
-            diag = f"smtp; 500 (TLS negotiation with {self.remote} failed: {exc})"
-            raise SmtpFailure(
-                Outcome("deferred", "4.7.0", diag, remote_mta=self.remote)
-            ) from exc
-        self.file = self.sock.makefile("rb")
-        self.tls = True
-        self.ehlo()
-
-    def quit(self) -> None:
-        with contextlib.suppress(SmtpFailure):
-            self.command("QUIT")
-
-
-def message_bytes(header: bytes, body: bytes) -> bytes:
-    """The DATA payload: headers + empty line + body, CRLF line ends, dot-stuffed."""
-    text = header.rstrip(b"\n") + b"\n\n" + body
-    lines = text.replace(b"\r\n", b"\n").split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
-    return b"\r\n".join(stuffed) + b"\r\n"
-
-
-def _xtext_safe(text: str) -> str:
-    return "".join(
-        c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in text
-    )
+        raise Unroutable(
+            False, "4.4.3", f"lookup of {target} failed: {exc.strerror}"
+        ) from exc
+    return [Hop(target, tuple(dict.fromkeys(str(i[4][0]) for i in infos)))]
 
 
 class SmtpAgent:
@@ -298,38 +169,67 @@ class SmtpAgent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.resolver = settings.resolver or Resolver(load_config())
+        self.session: SmtpSession | None = None
+        self.session_key: str = ""
 
     def begin_job(self, job: Job) -> None:
         return None
+
+    def idle(self) -> None:
+        """No more work for now: end the open session politely."""
+        if self.session is not None:
+            self.session.quit()
+            self.session.close()
+            self.session = None
 
     def deliver(
         self, ctx: JobContext, recipients: Sequence[Recipient]
     ) -> list[Outcome]:
         host = ctx.job.host or recipients[0].host
-        results: dict[int, Outcome] = {}
-        target, port = route_for(host, self.settings)
         try:
-            sock, _address = open_connection(target, port, self.settings.timeout)
+            session = self._session_for(host)
+        except Unroutable as exc:
+            return _all_unroutable(exc, len(recipients))
         except SmtpFailure as exc:
             log.info("%s: %s", ctx.relpath, exc.outcome.diagnostic)
-            outs = [exc.outcome] * len(recipients)
-            last = exc.outcome
-            outs[-1] = Outcome(
-                "deferall", last.dsn_status, last.diagnostic, remote_mta=last.remote_mta
-            )
-            return outs
-        session = SmtpSession(sock, connect_label(target), self.settings, target)
+            return _all_failed(exc.outcome, len(recipients), deferall=exc.connect)
+        results: dict[int, Outcome] = {}
         try:
-            session.greet()
             for group in _by_header(recipients):
                 results.update(self._transaction(session, ctx, group))
-            session.quit()
         except SmtpFailure as exc:
             for r in recipients:
                 results.setdefault(r.offset, exc.outcome)
-        finally:
             session.close()
+            self.session = None
+        if not self.settings.reuse:
+            self.idle()
         return [results[r.offset] for r in recipients]
+
+    def _session_for(self, host: str) -> SmtpSession:
+        key = host.lower()
+        old = self.session
+        if old is not None and key == self.session_key:
+            if old.reset():
+                return old
+            old.close()
+        elif old is not None:
+            self.idle()
+        self.session = None
+        route = route_for(host, self.settings)
+        if route is not None:
+            hops, port = _relay_hops(route[0]), route[1]
+        else:
+            hops = self.loop.run_until_complete(destinations.plan(host, self.resolver))
+            port = self.settings.port
+        policy = TlsPolicy(tls_level(host, self.settings), self.settings.tls_ca)
+        session = open_session(
+            hops, port, self.settings.heloname, self.settings.timeouts, policy
+        )
+        self.session, self.session_key = session, key
+        return session
 
     def _transaction(
         self, s: SmtpSession, ctx: JobContext, rcpts: list[Recipient]
@@ -341,29 +241,20 @@ class SmtpAgent:
             else b""
         )
         payload = message_bytes(header, ctx.message_body())
-        mail = f"MAIL FROM:<{_sender(ctx)}>"
-        if "SIZE" in s.extensions:
-            mail += f" SIZE={len(payload)}"
-        if "8BITMIME" in s.extensions and any(b > 127 for b in payload):
-            mail += " BODY=8BITMIME"
+        sender = _sender(ctx)
+        refusal = _refuse(s, payload, sender, rcpts)
+        if refusal is not None:
+            return {r.offset: refusal for r in rcpts}
         dsn = "DSN" in s.extensions
-        if dsn and cf.ret:
-            mail += f" RET={cf.ret.upper()}"
-        if dsn and cf.envid:
-            mail += f" ENVID={cf.envid}"
-        cmds = [mail] + [_rcpt_cmd(r, dsn) for r in rcpts]
+        cmds = [_mail_cmd(s, ctx, sender, payload, rcpts, dsn)]
+        cmds += [_rcpt_cmd(r, dsn) for r in rcpts]
         if "PIPELINING" in s.extensions:
-            s.send(
-                ("\r\n".join([*cmds, "DATA"]) + "\r\n").encode(
-                    "utf-8", "surrogateescape"
-                )
-            )
-            replies = [s.reply() for _ in cmds]
-            data_reply: Reply | None = s.reply()
+            replies = s.pipeline([*cmds, "DATA"])
+            data_reply: Reply | None = replies.pop()
         else:
-            replies = [s.command(mail)]
+            replies = [s.command(cmds[0], s.timeouts.mail)]
             if replies[0].code // 100 == 2:
-                replies += [s.command(c) for c in cmds[1:]]
+                replies += [s.command(c, s.timeouts.rcpt) for c in cmds[1:]]
             data_reply = None
         return self._finish(s, rcpts, replies, data_reply, payload, dsn)
 
@@ -377,10 +268,7 @@ class SmtpAgent:
         dsn: bool,
     ) -> dict[int, Outcome]:
         if replies[0].code // 100 != 2:
-            if data_reply is not None and data_reply.code == 354:
-                s.send(b".\r\n")
-                s.reply()
-            s.command("RSET")
+            s.abandon(data_reply)
             return {r.offset: replies[0].outcome(s.remote) for r in rcpts}
         out: dict[int, Outcome] = {}
         accepted: list[Recipient] = []
@@ -389,21 +277,89 @@ class SmtpAgent:
                 accepted.append(r)
             else:
                 out[r.offset] = reply.outcome(s.remote)
-        if data_reply is None and accepted:
-            data_reply = s.command("DATA")
         if not accepted:
-            if data_reply is not None and data_reply.code == 354:
-                s.send(b".\r\n")
-                s.reply()
-            s.command("RSET")
+            s.abandon(data_reply)
             return out
-        assert data_reply is not None
+        if data_reply is None:
+            data_reply = s.command("DATA", s.timeouts.data)
         if data_reply.code != 354:
             return out | {r.offset: data_reply.outcome(s.remote) for r in accepted}
-        s.send(payload + b".\r\n")
-        final = s.reply()
-        action = "" if dsn else "relayed"
-        return out | {r.offset: final.outcome(s.remote, action) for r in accepted}
+        final = s.send_data(payload)
+        for r in accepted:
+            outcome = final.outcome(s.remote)
+            if outcome.status == "ok" and "SUCCESS" in r.notify:
+                if dsn:  # the server took the success-DSN duty: ZMailer's ok3
+                    outcome = Outcome("ok3", outcome.dsn_status, outcome.diagnostic,
+                                      remote_mta=s.remote)  # fmt: skip
+                else:
+                    outcome = Outcome("ok", outcome.dsn_status, outcome.diagnostic,
+                                      remote_mta=s.remote, action="relayed")  # fmt: skip
+            out[r.offset] = outcome
+        return out
+
+
+def _all_failed(outcome: Outcome, n: int, deferall: bool) -> list[Outcome]:
+    outs = [outcome] * n
+    if deferall and outcome.status == "deferred":
+        outs[-1] = Outcome(
+            "deferall",
+            outcome.dsn_status,
+            outcome.diagnostic,
+            remote_mta=outcome.remote_mta,
+        )
+    return outs
+
+
+def _all_unroutable(exc: Unroutable, n: int) -> list[Outcome]:
+    if exc.permanent:
+        code = "556" if exc.status == "5.1.10" else "550"
+        diag = f"smtp; {code} ({exc.status} {exc.reason})"
+        return [Outcome("error", exc.status, diag)] * n
+    diag = f"smtp; 400 ({exc.status} {exc.reason})"
+    return _all_failed(Outcome("deferred", exc.status, diag), n, deferall=True)
+
+
+def _refuse(
+    s: SmtpSession, payload: bytes, sender: str, rcpts: list[Recipient]
+) -> Outcome | None:
+    """A permanent failure decided before MAIL (size, 8-bit, UTF-8), or None."""
+    ext = s.extensions
+    limit = ext.get("SIZE", "").strip()
+    if limit.isdigit() and 0 < int(limit) < len(payload):
+        diag = (f"smtp; 552 (5.3.4 message size {len(payload)} exceeds the limit "
+                f"{limit} of {s.remote})")  # fmt: skip
+        return Outcome("error", "5.3.4", diag, remote_mta=s.remote)
+    if not (sender.isascii() and all(r.user.isascii() for r in rcpts)):
+        if "SMTPUTF8" not in ext:
+            diag = f"smtp; 553 (5.6.7 {s.remote} does not offer SMTPUTF8 for a UTF-8 address)"
+            return Outcome("error", "5.6.7", diag, remote_mta=s.remote)
+    elif not payload.isascii() and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
+        diag = f"smtp; 554 (5.6.3 {s.remote} does not offer 8BITMIME for 8-bit content)"
+        return Outcome("error", "5.6.3", diag, remote_mta=s.remote)
+    return None
+
+
+def _mail_cmd(
+    s: SmtpSession,
+    ctx: JobContext,
+    sender: str,
+    payload: bytes,
+    rcpts: list[Recipient],
+    dsn: bool,
+) -> str:
+    cf = ctx.control
+    mail = f"MAIL FROM:<{sender}>"
+    if "SIZE" in s.extensions:
+        mail += f" SIZE={len(payload)}"
+    if not payload.isascii() and "8BITMIME" in s.extensions:
+        mail += " BODY=8BITMIME"
+    if not (sender.isascii() and all(r.user.isascii() for r in rcpts)):
+        mail += " SMTPUTF8"
+    if dsn and cf.ret:
+        mail += f" RET={cf.ret.upper()}"
+    if dsn and cf.envid:
+        mail += f" ENVID={cf.envid}"
+    return mail
 
 
 def _by_header(rcpts: Sequence[Recipient]) -> list[list[Recipient]]:
@@ -420,6 +376,12 @@ def _sender(ctx: JobContext) -> str:
     if cf.sender is not None and cf.sender[0].lower() != "error":
         return cf.sender[2] or cf.error_address
     return cf.error_address
+
+
+def _xtext_safe(text: str) -> str:
+    return "".join(
+        c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in text
+    )
 
 
 def _rcpt_cmd(r: Recipient, dsn: bool) -> str:
@@ -441,6 +403,26 @@ def _rcpt_cmd(r: Recipient, dsn: bool) -> str:
     return cmd
 
 
+_TIMEOUT_KEYS = re.compile(
+    r"^(connect|greeting|mail|rcpt|data|block|dot)=(\d+(\.\d+)?)$"
+)
+
+
+def parse_timeouts(text: str | None, every: float | None) -> Timeouts:
+    """``--timeout S`` sets every phase; ``--timeouts greeting=300,dot=600`` each one."""
+    t = Timeouts()
+    if every is not None:
+        t = Timeouts(*([every] * 7))
+    for item in (text or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        m = _TIMEOUT_KEYS.match(item)
+        if not m:
+            raise ValueError(f"bad time-out {item!r} (want phase=seconds)")
+        setattr(t, m.group(1), float(m.group(2)))
+    return t
+
+
 def parser() -> argparse.ArgumentParser:
     p = libta.common_parser("smtp", "SMTP transport agent.")
     p.add_argument("-h", "--helo", dest="helo", default=None, help="HELO/EHLO name")
@@ -453,11 +435,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--route-map", default=None, help="file of 'domain relayhost[:port]'"
     )
+    p.add_argument("--resolver", default=None, help="DNS server HOST:PORT to ask")
     p.add_argument("--require-tls", action="store_true")
     p.add_argument(
-        "--tls-ca", default=None, help="CA file for --require-tls verification"
+        "--tls-policy", default=None, help="file of 'domain may|encrypt|verify'"
     )
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--tls-ca", default=None, help="CA file for certificate checks")
+    p.add_argument("--timeout", type=float, default=None, help="every time-out (s)")
+    p.add_argument(
+        "--timeouts", default=None, help="per phase: greeting=300,mail=300,..."
+    )
+    p.add_argument("--no-reuse", action="store_true", help="one session per message")
     return p
 
 
@@ -467,8 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = libta.options_from(args, "smtp")
     try:
         routes = load_route_map(args.route_map) if args.route_map else {}
+        policy = load_tls_policy(args.tls_policy) if args.tls_policy else {}
+        timeouts = parse_timeouts(args.timeouts, args.timeout)
     except (OSError, ValueError) as exc:
-        log.error("route map: %s", exc)
+        log.error("configuration: %s", exc)
         return 78
     settings = Settings(
         heloname=args.helo or socket.getfqdn(),
@@ -477,7 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         routes=routes,
         require_tls=args.require_tls,
         tls_ca=args.tls_ca,
-        timeout=args.timeout,
+        tls_policy=policy,
+        timeouts=timeouts,
+        resolver=Resolver(load_config(args.resolver)),
+        reuse=not args.no_reuse,
     )
     return libta.run_agent(options, SmtpAgent(settings))
 

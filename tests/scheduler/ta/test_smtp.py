@@ -64,7 +64,7 @@ def test_one_transaction_envelope_dsn_params_and_body(po: Postoffice) -> None:
     assert msg["Subject"] == "agent test"
     assert msg.get_payload() == "Hello.\n.a line starting with a dot\nBye.\n"
     assert b"\r\n..a line" not in txn.data  # unstuffed by the sink: stuffed on the wire
-    assert sorted(r[2] for r in res.reports) == ["ok", "ok2"]
+    assert sorted(r[2] for r in res.reports) == ["ok", "ok3"]  # DSN server: ok3
     assert set(statuses(po, rel).values()) == {"+"}
     notary = res.reports[0][1].split("\001")
     assert notary[1] == "delivered"
@@ -211,7 +211,7 @@ def test_require_tls_without_starttls_defers(po: Postoffice) -> None:
         )
         txns = sink.transactions
     [rep] = res.reports
-    assert rep[2] == "deferred"
+    assert rep[2] == "deferall"  # no host of the thread will do: defer them all
     assert "TLS required" in rep[3]
     assert txns == []
 
