@@ -79,7 +79,7 @@ class ScriptedSmtp:
         if not self.greeting.startswith("2"):
             return
         tls = False
-        mail, rcpts = "", []
+        mail, rcpts = "", list[str]()
         while raw := await reader.readline():
             line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
             self.commands.append(line)
@@ -129,7 +129,7 @@ class ScriptedSmtp:
                 await self._say(writer, verb, "221 2.0.0 bye")
                 return
             elif verb in ("RSET", "NOOP", "HELO"):
-                mail, rcpts = "", []
+                mail, rcpts = "", list[str]()
                 await self._say(writer, verb, "250 2.0.0 ok")
             else:
                 await self._say(writer, verb, "502 5.5.2 what")
