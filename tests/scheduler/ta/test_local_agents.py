@@ -47,7 +47,13 @@ def test_mailbox_auto_create_and_env_dir(po: Postoffice, tmp_path: Path) -> None
     root.mkdir()
     rel = _local(po, "carol")
     res = run_ta(
-        "mailbox", po, [f"{rel}\tcarol"], "--auto-create", env={"MAILBOX": str(root)}
+        "mailbox",
+        po,
+        [f"{rel}\tcarol"],
+        "--auto-create",
+        "--format",
+        "maildir",
+        env={"MAILBOX": str(root)},
     )
     assert [r[2] for r in res.reports] == ["ok"], res.stderr
     assert len(mailbox.Maildir(root / "carol", create=False)) == 1
