@@ -3,10 +3,15 @@
 Recipients on the ``error`` channel are addresses the router could not handle; the host
 field names the reason (for example ``nosuchuser``) and the user field is the address.
 For each one the agent builds an RFC 3464 bounce with :func:`spool.dsn.build_dsn`,
-submits it into the spool from the null sender to the message's error address (postmaster
-for pipes and files), and reports ``ok3`` ("done, no success DSN wanted": the recipient's
+submits it from the null sender to the message's error address (postmaster for pipes
+and files), and reports ``ok3`` ("done, no success DSN wanted": the recipient's
 outcome *is* the bounce). A message that is itself a bounce is never bounced again
 (no loops): the failure is logged and the recipient reported ``ok3`` as well.
+
+Where ZMailer's router is installed the bounce goes through ``router/`` (envelope
+``channel error``, ``errormsg``, ``todsn NOTIFY=NEVER ORCPT=RFC822;...``), as ZMailer's
+errormail does, so aliases and routing apply to it; otherwise straight into
+``transport/`` (``--submit`` chooses; :mod:`scheduler.ta.routersubmit`).
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from scheduler.ta import libta
+from scheduler.ta import libta, routersubmit
 from scheduler.ta.libta import JobContext, OneByOne, Outcome
 from spool import dsn
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.ids import message_number, spool_id
 from spool.submit import submit
+from spool.zenv import read_zenv
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,16 @@ def bounce_entry(rcpt: Recipient, now: int, taname: str) -> dsn.DsnEntry:
 class ErrorMailAgent(OneByOne):
     """Bounce every recipient it is given."""
 
-    def __init__(self, hostname: str) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        mode: str = "transport",
+        zenv: Mapping[str, str] | None = None,
+    ) -> None:
         self.hostname = hostname
         self.taname = f"errormail[{os.getpid()}]"
+        self.mode = mode
+        self.zenv = dict(zenv or {})
 
     def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
         cf = ctx.control
@@ -86,7 +99,14 @@ class ErrorMailAgent(OneByOne):
         po = ctx.options.postoffice
         levels = ctx.relpath.count("/")
         try:
-            new = submit(po, "", [to], message, hash_levels=levels, error_message=True)
+            if self.mode == "router":
+                params = f"NOTIFY=NEVER ORCPT=RFC822;{routersubmit.xtext(to)}"
+                env = routersubmit.envelope(None, [(to, params)], errormsg=True)
+                new = routersubmit.submit_to_router(po, env + message, self.zenv)
+            else:
+                new = submit(
+                    po, "", [to], message, hash_levels=levels, error_message=True
+                )
         except (OSError, SpoolError) as exc:
             diag = f"x-local; 400 (cannot submit the bounce: {getattr(exc, 'strerror', None) or exc})"
             return Outcome("deferred", "4.3.0", diag)
@@ -101,6 +121,12 @@ def parser() -> argparse.ArgumentParser:
         "errormail", "Bounce the recipients of the error channel.", "error"
     )
     p.add_argument("--hostname", default=None, help="host name in the bounces")
+    p.add_argument(
+        "--submit",
+        choices=("auto", "router", "transport"),
+        default="auto",
+        help="where bounces go (auto: router/ when ZMailer's router exists)",
+    )
     return p
 
 
@@ -108,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     libta.setup_logging("errormail")
     args = libta.parse_args(parser(), argv)
     options = libta.options_from(args, "errormail")
-    agent = ErrorMailAgent(args.hostname or socket.getfqdn())
+    try:
+        zenv = read_zenv()
+    except OSError as exc:
+        log.error("cannot read zmailer.conf: %s", exc)
+        return 78
+    mode = routersubmit.choose(args.submit, zenv)
+    agent = ErrorMailAgent(args.hostname or socket.getfqdn(), mode, zenv)
     return libta.run_agent(options, agent)
 
 

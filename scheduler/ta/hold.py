@@ -1,26 +1,21 @@
-"""The hold agent: ``python -m scheduler.ta.hold [-c hold]``.
+"""The hold agent: ``python -m scheduler.ta.hold [-c hold] [--submit router|transport]``.
 
-Keeps recipients on the ``hold`` channel until their hold condition is released, then
-moves them back to normal delivery. The condition is the recipient's *host* field:
+Keeps recipients on the ``hold`` channel until their hold condition (the host field,
+:mod:`scheduler.ta.holdconditions`: ``timeout:``, ``age:``, ``ns:``, ``io:``,
+``script:``, ``home:`` as ZMailer's hold; ``delay:``, ``until:``, ``etrn:`` ours) lets
+them go.
 
-``delay:<duration>``  (``delay:30m``, ``delay:1h30m``, ``delay:90``)
-    released once the message file is older than the duration (arrival + duration).
-``until:<epoch>``
-    released at that Unix time.
-anything else (``etrn:<domain>``, a plain domain, …)
-    released whenever the agent is run for it. Configure such hold clauses ``queueonly``
-    so that only an ETRN (which restarts the thread) runs the agent: that is the ETRN
-    release of ZMailer's hold channel.
+While held the recipient is reported ``deferred``; a time-based hold says when, as
+``retryat +<seconds> held until <RFC 822 date>``. A condition without ``:`` fails
+(error, as ZMailer's hold does).
 
-While held, the recipient is reported ``deferred`` with the text
-``retryat +<seconds left> held until <RFC 822 date>`` (ZMailer's hold reports a retry
-time; our scheduler retries at the clause's interval and the agent re-checks).
-
-Release = the recipient address (the user field) is submitted again into the spool as a
-copy of the message (``spool.submit``: ``user@domain`` → smtp, a bare name → local), with
-the same sender, and the hold recipient is reported ``ok3`` (done, no success DSN: the
-real delivery will report). ZMailer's hold re-injects through the router instead; we have
-no router, so the copy goes straight to the transport queue.
+Release = the address is submitted again with the same sender, envelope id, RET and
+DSN parameters, and the hold recipient is reported done: ``ok3`` (ZMailer's report
+after a release; ``ok2`` with action ``relayed`` when it asked NOTIFY=SUCCESS). Where
+ZMailer's router is installed the copy goes through ``router/`` with ``via
+suspension``, as ZMailer's hold does, so aliases and routing apply again
+(:mod:`scheduler.ta.routersubmit`); without a router it goes straight to
+``transport/`` (:mod:`spool.submit`: ``user@domain`` -> smtp, a bare name -> local).
 """
 
 from __future__ import annotations
@@ -30,30 +25,34 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from scheduler.ta import libta
+from scheduler.ta import libta, routersubmit
+from scheduler.ta.dns.resolver import Resolver, load_config
+from scheduler.ta.holdconditions import Environment, check
 from scheduler.ta.libta import JobContext, OneByOne, Outcome
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.submit import submit
 from spool.timefmt import parse_duration
+from spool.zenv import read_zenv
 
 log = logging.getLogger(__name__)
 
+__all__ = ["HoldAgent", "release_time"]
+
 
 def release_time(host: str, arrival: int) -> int | None:
-    """When a hold condition is released (epoch), or ``None`` for "on any run" (ETRN).
+    """When a time-based hold condition is released (epoch); None for other kinds.
 
-    Raises ValueError for a malformed ``delay:``/``until:`` value.
+    Raises ValueError for a malformed value.
     """
-    kind, sep, value = host.partition(":")
-    kind = kind.lower()
-    if sep and kind == "delay":
+    kind, sep, value = host.lower().partition(":")
+    if sep and kind in ("delay", "age"):
         return arrival + parse_duration(value)
-    if sep and kind == "until":
+    if sep and kind in ("until", "timeout"):
         return int(value)
     return None
 
@@ -61,8 +60,18 @@ def release_time(host: str, arrival: int) -> int | None:
 class HoldAgent(OneByOne):
     """Hold or release each recipient."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        mode: str = "transport",
+        zenv: Mapping[str, str] | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
         self.clock = clock
+        self.mode = mode
+        self.zenv = dict(zenv or {})
+        self.resolver = resolver
 
     def deliver_one(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
         now = int(self.clock())
@@ -70,17 +79,13 @@ class HoldAgent(OneByOne):
             arrival = int(os.stat(ctx.message_path).st_mtime)
         except OSError:
             arrival = now
-        try:
-            when = release_time(rcpt.host, arrival)
-        except ValueError:
-            diag = f"x-local; 500 (bad hold condition {rcpt.host!r})"
-            return Outcome("error", "5.3.5", diag)
-        if when is not None and now < when:
-            date = format_datetime(datetime.fromtimestamp(when, UTC))
-            text = f"retryat +{when - now} held until {date}"
-            return Outcome(
-                "deferred", "4.0.0", f"x-local; 400 (held until {date})", message=text
-            )
+        env = Environment(now, arrival, self.resolver, self.zenv)
+        verdict = check(rcpt.host, env)
+        if verdict.bad:
+            diag = f"x-local; 500 ({verdict.text} (this is abnormal, investigate!))"
+            return Outcome("error", "5.0.0", diag)
+        if not verdict.release:
+            return _held(verdict.text, verdict.until, now)
         return self._release(ctx, rcpt)
 
     def _release(self, ctx: JobContext, rcpt: Recipient) -> Outcome:
@@ -89,29 +94,89 @@ class HoldAgent(OneByOne):
         message = header.rstrip(b"\n") + b"\n\n" + ctx.message_body()
         sender = "" if cf.is_error_message else cf.error_address
         try:
-            new = submit(
-                ctx.options.postoffice,
-                sender,
-                [rcpt.user],
-                message,
-                hash_levels=ctx.relpath.count("/"),
-                error_message=cf.is_error_message,
-            )
+            if self.mode == "router":
+                new = self._to_router(ctx, rcpt, sender, message)
+            else:
+                new = submit(
+                    ctx.options.postoffice,
+                    sender,
+                    [rcpt.user],
+                    message,
+                    hash_levels=ctx.relpath.count("/"),
+                    error_message=cf.is_error_message,
+                )
         except (OSError, SpoolError) as exc:
-            diag = f"x-local; 400 (cannot release: {getattr(exc, 'strerror', None) or exc})"
-            return Outcome("deferred", "4.3.0", diag)
+            reason = getattr(exc, "strerror", None) or exc
+            diag = (
+                f"x-local; 400 (Cannot resubmit anything, out of spool space? {reason})"
+            )
+            return Outcome("deferred", "4.3.1", diag)
         log.info("%s: %s released from hold as %s", ctx.relpath, rcpt.user, new)
-        return Outcome("ok3", "2.0.0", f"x-local; 250 (released from hold as {new})")
+        diag = "x-local; 250 (Relayed via deferral channel)"
+        if "SUCCESS" in rcpt.notify:
+            return Outcome("ok", "2.2.0", diag, action="relayed")
+        return Outcome("ok3", "2.2.0", diag, action="relayed")
+
+    def _to_router(
+        self, ctx: JobContext, rcpt: Recipient, sender: str, message: bytes
+    ) -> str:
+        cf = ctx.control
+        dsn = []
+        if rcpt.orcpt:
+            dsn.append(f"ORCPT={rcpt.orcpt}")
+        if rcpt.dsn_offset >= 0 and rcpt.notify:
+            dsn.append("NOTIFY=" + ",".join(sorted(rcpt.notify)))
+        env = routersubmit.envelope(
+            None if cf.is_error_message else sender,
+            [(rcpt.user, " ".join(dsn))],
+            via="suspension",
+            envid=cf.envid,
+            ret=cf.ret,
+        )
+        return routersubmit.submit_to_router(
+            ctx.options.postoffice, env + message, self.zenv
+        )
+
+
+def _held(text: str, until: int | None, now: int) -> Outcome:
+    if until is None:
+        diag = "x-local; 466 (Temporary routing lookup failure)"
+        return Outcome("deferred", "4.4.3", diag, message=text)
+    date = format_datetime(datetime.fromtimestamp(until, UTC))
+    return Outcome(
+        "deferred",
+        "4.4.3",
+        f"x-local; 400 (held until {date})",
+        message=f"retryat +{until - now} held until {date}",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    return libta.common_parser("hold", "Hold recipients until a time or an ETRN.")
+    p = libta.common_parser("hold", "Hold recipients until their condition is met.")
+    p.add_argument(
+        "--submit",
+        choices=("auto", "router", "transport"),
+        default="auto",
+        help="where released copies go (auto: router/ when ZMailer's router exists)",
+    )
+    p.add_argument("--resolver", default=None, help="DNS server HOST:PORT for ns:")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     libta.setup_logging("hold")
     args = libta.parse_args(parser(), argv)
-    return libta.run_agent(libta.options_from(args, "hold"), HoldAgent())
+    try:
+        zenv = read_zenv()
+    except OSError as exc:
+        log.error("cannot read zmailer.conf: %s", exc)
+        return 78
+    agent = HoldAgent(
+        mode=routersubmit.choose(args.submit, zenv),
+        zenv=zenv,
+        resolver=Resolver(load_config(args.resolver)),
+    )
+    return libta.run_agent(libta.options_from(args, "hold"), agent)
 
 
 if __name__ == "__main__":
