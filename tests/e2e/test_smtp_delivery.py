@@ -110,3 +110,47 @@ def test_delivery_deferral_and_bounce_through_the_daemon(
         assert "try again later" in row[9]
         assert not files_gone(d.po, later)
         assert _to(sink, "later@later.example") == []  # never accepted
+
+
+DNS_CONF = """\
+*/*\tinterval=2 idlemax=30s expiry=5d retries="1 1 1 1 1" skew=1
+\tmaxchannel=0 maxring=20 overfeed=10
+
+smtp/*\tcommand="smtp -h e2e.test --resolver {resolver} -p {port}"
+"""
+
+
+def test_mx_fallover_and_null_mx_bounce_once(daemon_factory: DaemonFactory) -> None:
+    """Through DNS: the first MX refuses, the second takes it; a null-MX domain bounces
+    once (and the bounce finds the sender's MX too)."""
+    from tests.scheduler.ta.dnsserver import DnsServer, ThreadedDnsServer
+    from tests.scheduler.ta.scripted_smtp import ScriptedSmtp, Servers
+
+    zone: dict[tuple[str, str], list[str | tuple[int, str]]] = {
+        ("two.example", "MX"): [(10, "down.two.example"), (20, "up.two.example")],
+        ("down.two.example", "A"): ["127.0.0.9"],  # nothing listens there
+        ("up.two.example", "A"): ["127.0.0.2"],
+        ("null.example", "MX"): [(0, "")],
+        ("example.com", "MX"): [(10, "up.two.example")],
+    }
+    server = ScriptedSmtp("127.0.0.2")
+    with ThreadedDnsServer(DnsServer(zone=zone)) as dns, Servers(server) as smtp:
+        d = daemon_factory(DNS_CONF.format(resolver=dns.address, port=smtp.port))
+        ok = d.submit("bob@two.example")
+        wait_until(lambda: files_gone(d.po, ok), what="delivery via the second MX")
+        assert server.accepted == [("sender@example.com", ["bob@two.example"])]
+
+        null = d.submit("x@null.example")
+        wait_until(lambda: files_gone(d.po, null), what="the null MX to fail")
+        wait_until(
+            lambda: any(m == "" for m, _ in server.accepted),
+            what="the bounce",
+            limit=30,
+        )
+        wait_until(
+            lambda: not list(d.po.transport.rglob("[0-9]*")), what="an empty queue"
+        )
+        bounces = [(m, r) for m, r in server.accepted if m == ""]
+        assert bounces == [("", ["sender@example.com"])]
+        [data] = [raw for raw in server.raw_data if b"x@null.example" in raw]
+        assert b"5.1.10" in data
