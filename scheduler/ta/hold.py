@@ -85,6 +85,7 @@ class HoldAgent(OneByOne):
             diag = f"x-local; 500 ({verdict.text} (this is abnormal, investigate!))"
             return Outcome("error", "5.0.0", diag)
         if not verdict.release:
+            log.info("%s: %s stays held (%s)", ctx.relpath, rcpt.user, rcpt.host)
             return _held(verdict.text, verdict.until, now)
         return self._release(ctx, rcpt)
 
