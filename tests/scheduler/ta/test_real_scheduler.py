@@ -22,6 +22,8 @@ from tests.scheduler.ta import realzm
 from tests.scheduler.ta.conftest import MESSAGE, add_after_recipients
 from tests.scheduler.ta.scripted_smtp import ScriptedSmtp, Servers
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
 pytestmark = pytest.mark.skipif(not realzm.available(), reason="no ZMailer at /tmp/zm")
 
 
@@ -105,3 +107,54 @@ def test_our_agents_under_the_real_scheduler(
         assert run.proc.poll() is None
     finally:
         run.stop()
+
+
+def _router_ready() -> bool:
+    return (realzm.ZM / "router.cf").is_file() and (
+        realzm.ZM / "bin" / "router"
+    ).is_file()
+
+
+@pytest.mark.skipif(not _router_ready(), reason="the oracle's router is not set up")
+def test_the_real_router_routes_what_we_put_in_router(tmp_path: Path) -> None:
+    """Our router/ files (hold's release, errormail's bounce) are ZMailer input: its
+    router makes control files of them with the envelope we gave."""
+    import string
+    import subprocess
+
+    from scheduler.ta import routersubmit
+    from spool.scan import make_hash_dirs
+
+    po = init_postoffice(tmp_path / "po")
+    for a in string.ascii_uppercase:
+        for b in string.ascii_uppercase:
+            make_hash_dirs(po, f"{a}/{b}/")
+    for name in ("hold", "errormail"):
+        data = (FIXTURES / f"router_input_{name}.txt").read_bytes()
+        routersubmit.submit_to_router(po, data)
+    conf = tmp_path / "zmailer.conf"
+    conf.write_text(
+        "".join(
+            f"POSTOFFICE={po.root}\n" if line.startswith("POSTOFFICE=") else line + "\n"
+            for line in (realzm.ZM / "zmailer.conf").read_text().splitlines()
+        )
+    )
+    for entry in sorted(po.router.iterdir()):
+        subprocess.run(
+            [str(realzm.ZM / "bin" / "router"), entry.name],
+            cwd=po.router,
+            env={"ZCONFIG": str(conf), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    made = [p.read_bytes() for p in po.transport.rglob("*") if p.is_file()]
+    assert len(made) == 2
+    relayed = next(m for m in made if b"bob@example.net" in m)
+    assert b"\ns local alice@example.com alice@example.com 0\n" in relayed
+    assert b"\nr           smtp example.net bob@example.net 65534\n" in relayed
+    assert b"\nN ORCPT=rfc822;bob@example.net NOTIFY=FAILURE\n" in relayed
+    assert b"via suspension" in relayed
+    bounce = next(m for m in made if b"bob@example.net" not in m)
+    assert b"\ns error <> <> 0\n" in bounce
+    assert b"\nN NOTIFY=NEVER ORCPT=RFC822;alice@example.com\n" in bounce
