@@ -98,6 +98,7 @@ def open_session(
         for address in hop.addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # we batch writes
             sock.settimeout(timeouts.connect)
             try:
                 sock.connect((address, port))
@@ -251,10 +252,9 @@ class SmtpSession:
 
     def send_data(self, payload: bytes) -> Reply:
         """The message in blocks (each within the block time-out), then ``.``."""
-        view = memoryview(payload)
-        for at in range(0, len(view), _BLOCK):
-            self.send(view[at : at + _BLOCK].tobytes(), self.timeouts.block)
-        self.send(b".\r\n", self.timeouts.block)
+        data = payload + b".\r\n"  # one write for a small message (no Nagle stall)
+        for at in range(0, len(data), _BLOCK):
+            self.send(data[at : at + _BLOCK], self.timeouts.block)
         return self.reply(self.timeouts.dot)
 
     def quit(self) -> None:
