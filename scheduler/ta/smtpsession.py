@@ -98,7 +98,9 @@ def open_session(
         for address in hop.addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # we batch writes
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )  # we batch writes
             sock.settimeout(timeouts.connect)
             try:
                 sock.connect((address, port))
