@@ -48,6 +48,7 @@ from scheduler.ta.smtpsession import (
 )
 from scheduler.ta.smtpwire import Reply, message_bytes
 from spool.controlfile import Recipient
+from spool.timefmt import parse_duration
 
 __all__ = [
     "Settings",
@@ -77,6 +78,7 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     resolver: Resolver | None = None
     reuse: bool = True
+    use_mx: bool = True
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
@@ -222,7 +224,9 @@ class SmtpAgent:
         if route is not None:
             hops, port = _relay_hops(route[0]), route[1]
         else:
-            hops = self.loop.run_until_complete(destinations.plan(host, self.resolver))
+            hops = self.loop.run_until_complete(
+                destinations.plan(host, self.resolver, use_mx=self.settings.use_mx)
+            )
             port = self.settings.port
         policy = TlsPolicy(tls_level(host, self.settings), self.settings.tls_ca)
         session = open_session(
@@ -408,11 +412,37 @@ _TIMEOUT_KEYS = re.compile(
 )
 
 
-def parse_timeouts(text: str | None, every: float | None) -> Timeouts:
-    """``--timeout S`` sets every phase; ``--timeouts greeting=300,dot=600`` each one."""
+_ZMAILER_T = {
+    "conn": ("connect",),
+    "cmd": ("greeting", "mail", "rcpt", "data"),
+    "data": ("block",),
+    "tcpw": ("block",),
+    "dot": ("dot",),
+}
+
+
+def zmailer_timeouts(t: Timeouts, values: Sequence[str]) -> None:
+    """ZMailer's ``-T [conn=|cmd=|data=|tcpw=|dot=]interval`` (plain = cmd)."""
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep:
+            key, rest = "cmd", value
+        if key.lower() not in _ZMAILER_T:
+            raise ValueError(f"bad -T {value!r}")
+        seconds = float(parse_duration(rest))
+        for phase in _ZMAILER_T[key.lower()]:
+            setattr(t, phase, seconds)
+
+
+def parse_timeouts(
+    text: str | None, every: float | None, zmailer: Sequence[str] = ()
+) -> Timeouts:
+    """``--timeout S`` sets every phase, ``-T`` as ZMailer's, then ``--timeouts
+    greeting=300,dot=600`` each one."""
     t = Timeouts()
     if every is not None:
         t = Timeouts(*([every] * 7))
+    zmailer_timeouts(t, zmailer)
     for item in (text or "").replace(" ", "").split(","):
         if not item:
             continue
@@ -431,7 +461,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-p", "--port", dest="port", type=int, default=25)
     p.add_argument("-s", dest="s_flag", action="store_true", help="accepted (ZMailer)")
-    p.add_argument("-x", dest="x_flag", action="store_true", help="accepted (ZMailer)")
+    p.add_argument(
+        "-x", dest="no_mx", action="store_true", help="no MX lookup (ZMailer's -x)"
+    )
+    p.add_argument(
+        "-T", dest="zm_timeouts", action="append", default=[],
+        help="ZMailer time-out: [conn=|cmd=|data=|tcpw=|dot=]interval",
+    )  # fmt: skip
     p.add_argument(
         "--route-map", default=None, help="file of 'domain relayhost[:port]'"
     )
@@ -456,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         routes = load_route_map(args.route_map) if args.route_map else {}
         policy = load_tls_policy(args.tls_policy) if args.tls_policy else {}
-        timeouts = parse_timeouts(args.timeouts, args.timeout)
+        timeouts = parse_timeouts(args.timeouts, args.timeout, args.zm_timeouts)
     except (OSError, ValueError) as exc:
         log.error("configuration: %s", exc)
         return 78
@@ -471,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeouts=timeouts,
         resolver=Resolver(load_config(args.resolver)),
         reuse=not args.no_reuse,
+        use_mx=not args.no_mx,
     )
     return libta.run_agent(options, SmtpAgent(settings))
 

@@ -94,8 +94,11 @@ async def plan(
     host: str,
     resolver: Resolver,
     shuffle: Callable[[list[str]], None] = random.shuffle,
+    *,
+    use_mx: bool = True,
 ) -> list[Hop]:
-    """The hops for ``host`` in the order to try them (see the module text)."""
+    """The hops for ``host`` in the order to try them (see the module text);
+    ``use_mx=False`` (ZMailer's ``smtp -x``): the host's own addresses only."""
     try:
         literal = literal_address(host)
     except ValueError as exc:
@@ -106,6 +109,8 @@ async def plan(
     if listed is not None:
         return await _hops(resolver, listed, host)
     domain = host.lower().rstrip(".")
+    if not use_mx:
+        return await _own_addresses(resolver, domain)
     try:
         answer = await resolver.lookup(domain, wire.MX)
     except DnsTemporary as exc:
@@ -119,6 +124,16 @@ async def plan(
         )
     names = order_mx([m for m in mx if m[1]], shuffle) if mx else [domain]
     return await _hops(resolver, names, domain)
+
+
+async def _own_addresses(resolver: Resolver, domain: str) -> list[Hop]:
+    try:
+        answer = await resolver.lookup(domain, wire.A)
+    except DnsTemporary as exc:
+        raise Unroutable(False, "4.4.3", str(exc)) from exc
+    if answer.nxdomain:
+        raise Unroutable(True, "5.1.2", f"no such domain: {domain} (NXDOMAIN)")
+    return await _hops(resolver, [domain], domain)
 
 
 async def _hops(resolver: Resolver, names: Sequence[str], what: str) -> list[Hop]:

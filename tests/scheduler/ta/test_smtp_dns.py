@@ -306,3 +306,17 @@ def test_starttls_verified_per_destination(
     assert rep[2] == "deferall"
     assert "TLS negotiation" in rep[3]
     assert s.servers[0].accepted == []
+
+
+def test_zmailer_x_flag_skips_mx_and_t_sets_timeouts(
+    po: Postoffice, dns: DnsServer
+) -> None:
+    from scheduler.ta.smtp import parse_timeouts
+
+    rel = _submit(po, "two.example", "a@two.example")  # has MX records, but no A
+    res = run_ta("smtp", po, [f"{rel}\ttwo.example"], *_agent(dns, 25, "-x"))
+    [rep] = res.reports
+    assert rep[2].removesuffix("2") == "error"
+    assert "no address records for two.example" in rep[3]
+    t = parse_timeouts(None, None, ["conn=20", "dot=15m", "90"])
+    assert (t.connect, t.dot, t.greeting, t.mail, t.block) == (20, 900, 90, 90, 180)
