@@ -114,7 +114,7 @@ def _postconf(*settings: str) -> None:
     subprocess.run(["postconf", "-e", *settings], check=True)
 
 
-def run_postfix(port: int, sink: ThreadedSmtpSink, messages: int) -> float:
+def run_postfix(port: int, sink: ThreadedSmtpSink, messages: int, hosts: int) -> float:
     inject = 10025
     _postconf(
         "inet_interfaces = loopback-only", "inet_protocols = ipv4", "mydestination =",
@@ -139,7 +139,7 @@ def run_postfix(port: int, sink: ThreadedSmtpSink, messages: int) -> float:
         wait_for(lambda: _listening(inject), "postfix's smtpd")
         with smtplib.SMTP("127.0.0.1", inject) as s:
             for i in range(messages):
-                host = f"h{i % 100}.example"
+                host = host_of(i, hosts)
                 s.sendmail(
                     "bench@example.com", [f"u{i}@{host}"], BODY.replace(b"\n", b"\r\n")
                 )
@@ -181,7 +181,7 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as d, ThreadedSmtpSink() as sink:
             if mode == "postfix":
-                elapsed = run_postfix(sink.port, sink, args.messages)
+                elapsed = run_postfix(sink.port, sink, args.messages, args.hosts)
             else:
                 po = init_postoffice(Path(d) / "po")
                 jobs = build(po, args.messages, args.hosts)
