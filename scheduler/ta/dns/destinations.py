@@ -109,6 +109,10 @@ async def plan(
     if listed is not None:
         return await _hops(resolver, listed, host)
     domain = host.lower().rstrip(".")
+    try:
+        wire.encode_name(domain)
+    except (wire.WireError, UnicodeError) as exc:
+        raise Unroutable(True, "5.1.2", f"bad domain name {host!r}") from exc
     if not use_mx:
         return await _own_addresses(resolver, domain)
     try:

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 MAX_CNAME = 8
+MAX_CACHE = 10_000
 _UDP_MAX = 4096
 
 
@@ -166,6 +167,8 @@ class Resolver:
         msg = await self._ask_all(name, rtype)
         ttl = _cache_ttl(msg)
         if ttl > 0:
+            if len(self.cache) >= MAX_CACHE:  # a long-lived agent: start afresh
+                self.cache.clear()
             self.cache[key] = (now + ttl, msg)
         return msg
 

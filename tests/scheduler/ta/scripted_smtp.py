@@ -29,6 +29,7 @@ class ScriptedSmtp:
     rcpt: dict[str, str] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
     data_reply: str = "250 2.0.0 queued"
+    close_after_data: bool = False  # hang up after each message (an idle time-out)
     tls: ssl.SSLContext | None = None
     commands: list[str] = field(default_factory=list)
     raw_data: list[bytes] = field(default_factory=list)
@@ -125,6 +126,8 @@ class ScriptedSmtp:
                 if self.data_reply.startswith("2"):
                     self.accepted.append((mail, rcpts))
                 await self._say(writer, "DOT", self.data_reply)
+                if self.close_after_data:
+                    return
             elif verb == "QUIT":
                 await self._say(writer, verb, "221 2.0.0 bye")
                 return

@@ -36,6 +36,8 @@ ZONE: dict[tuple[str, str], list[str | tuple[int, str]]] = {
     ("no.hostile.example", "A"): ["127.0.0.4"],
     ("null.example", "MX"): [(0, "")],
     ("direct.example", "A"): ["127.0.0.2"],
+    ("six.example", "AAAA"): ["::1"],
+    ("six.example", "A"): ["127.0.0.5"],
 }
 
 EXPECTED_DATA = MESSAGE.replace(b"\n", b"\r\n").replace(b"\r\n.a line", b"\r\n..a line")
@@ -320,3 +322,37 @@ def test_zmailer_x_flag_skips_mx_and_t_sets_timeouts(
     assert "no address records for two.example" in rep[3]
     t = parse_timeouts(None, None, ["conn=20", "dot=15m", "90"])
     assert (t.connect, t.dot, t.greeting, t.mail, t.block) == (20, 900, 90, 90, 180)
+
+
+def test_a_session_closed_by_the_server_is_reopened(
+    po: Postoffice, dns: DnsServer
+) -> None:
+    rels = [_submit(po, "direct.example", f"u{i}@direct.example") for i in range(2)]
+    server = _up(close_after_data=True)
+    with Servers(server) as s:
+        res = run_ta(
+            "smtp", po, [f"{r}\tdirect.example" for r in rels], *_agent(dns, s.port)
+        )
+    assert [r[2] for r in res.reports] == ["ok", "ok"], res.stderr
+    assert server.sessions == 2
+    assert len(server.accepted) == 2
+
+
+def test_ipv6_address_tried_first(po: Postoffice, dns: DnsServer) -> None:
+    rel = _submit(po, "six.example", "a@six.example")
+    six, four = ScriptedSmtp("::1"), ScriptedSmtp("127.0.0.5")
+    try:
+        with Servers(six, four) as s:
+            res = run_ta("smtp", po, [f"{rel}\tsix.example"], *_agent(dns, s.port))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    assert [r[2] for r in res.reports] == ["ok"], res.stderr
+    assert six.accepted == [("alice@example.com", ["a@six.example"])]
+    assert four.sessions == 0
+
+
+def test_bad_domain_name_fails_at_once(po: Postoffice, dns: DnsServer) -> None:
+    rel = _submit(po, "a..b.example", "x@a..b.example")
+    res = run_ta("smtp", po, [f"{rel}\ta..b.example"], *_agent(dns, 25))
+    [rep] = res.reports
+    assert (rep[2].removesuffix("2"), rep[1].split("\001")[2]) == ("error", "5.1.2")
