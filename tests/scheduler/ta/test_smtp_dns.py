@@ -356,3 +356,18 @@ def test_bad_domain_name_fails_at_once(po: Postoffice, dns: DnsServer) -> None:
     res = run_ta("smtp", po, [f"{rel}\ta..b.example"], *_agent(dns, 25))
     [rep] = res.reports
     assert (rep[2].removesuffix("2"), rep[1].split("\001")[2]) == ("error", "5.1.2")
+
+
+def test_slow_greeting_moves_on_to_the_next_mx(po: Postoffice, dns: DnsServer) -> None:
+    rel = _submit(po, "busy.example", "a@busy.example")
+    slow = ScriptedSmtp("127.0.0.3", delay={"GREETING": 3.0})
+    with Servers(_up(), slow) as s:
+        res = run_ta(
+            "smtp",
+            po,
+            [f"{rel}\tbusy.example"],
+            *_agent(dns, s.port, "--timeouts", "greeting=0.5"),
+        )
+    assert [r[2] for r in res.reports] == ["ok"], res.stderr
+    assert slow.sessions == 1
+    assert len(s.servers[0].accepted) == 1
