@@ -45,6 +45,8 @@ __all__ = [
     "delivered",
     "failed",
     "format_report",
+    "ignore_flags",
+    "ignore_options_with_argument",
     "make_notary",
     "options_from",
     "parse_args",
@@ -470,6 +472,25 @@ def common_parser(
         "host", nargs="?", default=None, help="host served (withhost agents)"
     )
     return p
+
+
+def ignore_options_with_argument(p: argparse.ArgumentParser, letters: str) -> None:
+    """Accept ZMailer's flags that take an argument and that we do not implement
+    (``-l logfile`` …), so the argument is not mistaken for the positional host."""
+    for letter in letters:
+        p.add_argument(f"-{letter}", dest=f"ignored_{letter}", help=argparse.SUPPRESS)
+
+
+def ignore_flags(p: argparse.ArgumentParser, letters: str) -> None:
+    """Accept ZMailer's argument-less flags that we do not implement; digits (``-8``)
+    must be declared, or argparse takes them for a negative number, i.e. the host."""
+    for letter in letters:
+        p.add_argument(
+            f"-{letter}",
+            dest=f"flag_{letter}",
+            action="store_true",
+            help=argparse.SUPPRESS,
+        )
 
 
 def options_from(args: argparse.Namespace, name: str) -> AgentOptions:

@@ -234,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
         "--auto-create", action="store_true", help="make mailboxes for any name"
     )
     p.add_argument("--program-timeout", type=float, default=600.0)
+    libta.ignore_flags(p, "8")
+    libta.ignore_options_with_argument(p, "Flh")
     return p
 
 

@@ -482,6 +482,8 @@ def parser() -> argparse.ArgumentParser:
         "--timeouts", default=None, help="per phase: greeting=300,mail=300,..."
     )
     p.add_argument("--no-reuse", action="store_true", help="one session per message")
+    libta.ignore_flags(p, "1678")
+    libta.ignore_options_with_argument(p, "AlwLOSZ")
     return p
 
 

@@ -219,3 +219,16 @@ def test_mail_directory_from_the_zconfig_file(po: Postoffice, tmp_path: Path) ->
     )
     assert b"\tok" in proc.stdout, proc.stderr
     assert (root / "gina").read_bytes().startswith(b"From alice@example.com ")
+
+
+def test_zmailer_flags_with_arguments_are_not_taken_for_a_host() -> None:
+    from scheduler.ta import mailbox, smtp
+
+    args = mailbox.parser().parse_known_args(
+        ["-8", "-F", "edquot", "-l", "log", "-d", "/m"]
+    )[0]
+    assert args.host is None
+    assert args.dir == "/m"
+    args = smtp.parser().parse_known_args(["-l", "log", "-s", "-L", "me", "-x"])[0]
+    assert args.host is None
+    assert args.no_mx
