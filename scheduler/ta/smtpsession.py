@@ -140,6 +140,7 @@ class SmtpSession:
         self.extensions: dict[str, str] = {}
         self.tls = False
         self.helo = ""
+        self.broken = False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -240,17 +241,25 @@ class SmtpSession:
 
     def reset(self) -> bool:
         """RSET before the next message on a reused session; False if it is gone."""
+        if self.broken:
+            return False
         try:
             return self.command("RSET", self.timeouts.mail).code // 100 == 2
         except SmtpFailure:
             return False
 
     def abandon(self, data_reply: Reply | None) -> None:
-        """End a transaction that will not send its message (pipelined DATA got 354)."""
-        if data_reply is not None and data_reply.code == 354:
-            self.send(b".\r\n", self.timeouts.dot)
-            self.reply(self.timeouts.dot)
-        self.command("RSET", self.timeouts.mail)
+        """End a transaction that will not send its message (pipelined DATA got 354).
+
+        The recipients' results are already known: a failure here only marks the
+        session broken (the next message opens a new one)."""
+        try:
+            if data_reply is not None and data_reply.code == 354:
+                self.send(b".\r\n", self.timeouts.dot)
+                self.reply(self.timeouts.dot)
+            self.command("RSET", self.timeouts.mail)
+        except SmtpFailure:
+            self.broken = True
 
     def send_data(self, payload: bytes) -> Reply:
         """The message in blocks (each within the block time-out), then ``.``."""

@@ -30,6 +30,7 @@ class ScriptedSmtp:
     delay: dict[str, float] = field(default_factory=dict)
     data_reply: str = "250 2.0.0 queued"
     close_after_data: bool = False  # hang up after each message (an idle time-out)
+    drop_on: set[str] = field(default_factory=set)  # hang up at these verbs
     tls: ssl.SSLContext | None = None
     commands: list[str] = field(default_factory=list)
     raw_data: list[bytes] = field(default_factory=list)
@@ -86,6 +87,8 @@ class ScriptedSmtp:
             self.commands.append(line)
             verb = line.split(" ", 1)[0].upper()
             arg = line.partition(":")[2].strip()
+            if verb in self.drop_on:
+                return
             if verb == "EHLO":
                 ext = [e for e in self.extensions if e != "STARTTLS" or not tls]
                 if self.tls is not None and not tls:

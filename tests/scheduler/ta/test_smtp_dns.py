@@ -371,3 +371,15 @@ def test_slow_greeting_moves_on_to_the_next_mx(po: Postoffice, dns: DnsServer) -
     assert [r[2] for r in res.reports] == ["ok"], res.stderr
     assert slow.sessions == 1
     assert len(s.servers[0].accepted) == 1
+
+
+def test_known_results_survive_a_connection_lost_at_rset(
+    po: Postoffice, dns: DnsServer
+) -> None:
+    rel = _submit(po, "direct.example", "a@direct.example", "b@direct.example")
+    server = _up(rcpt={"*": "550 5.1.1 unknown"}, drop_on={"RSET"})
+    with Servers(server) as s:
+        res = run_ta("smtp", po, [f"{rel}\tdirect.example"], *_agent(dns, s.port))
+    assert [r[2].removesuffix("2") for r in res.reports] == ["error", "error"], (
+        res.stderr
+    )
