@@ -511,7 +511,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reuse=not args.no_reuse,
         use_mx=not args.no_mx,
     )
-    return libta.run_agent(options, SmtpAgent(settings))
+    agent = SmtpAgent(settings)
+    try:
+        return libta.run_agent(options, agent)
+    finally:
+        agent.loop.close()
 
 
 if __name__ == "__main__":
