@@ -7,12 +7,14 @@ the submission: a crash in between repeats a DSN rather than losing one).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spool import controlfile, store
+from spool import controlfile, routersubmit, store
 from spool.controlfile import ControlFile, Diagnostic
 from spool.dsn import (
     DsnEntry,
@@ -26,7 +28,7 @@ from spool.ids import message_number, spool_id as make_spool_id
 from spool.layout import Postoffice
 from spool.submit import submit
 
-__all__ = ["collect", "run_dsn_pass"]
+__all__ = ["collect", "dsn_pass_for", "run_dsn_pass"]
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,17 @@ def run_dsn_pass(
     now: int,
     hostname: str,
     store_error_on_error: bool = False,
+    zenv: Mapping[str, str] | None = None,
 ) -> str | None:
     """SCHED-REF 6.3 with the fixes: report the unreported ``d`` lines of one message.
 
-    Returns the new DSN's relpath, or ``None`` when nothing was sent. Every processed
+    Where the site has ZMailer's router (``$MAILBIN/router`` in ``zenv``), the DSN goes
+    into ``router/`` as ZMailer's scheduler sends it (``channel error``, ``errormsg``,
+    ``todsn ORCPT=rfc822;...``, ``to <...>``), so aliases and routing apply to it;
+    otherwise straight into ``transport/``.
+
+    Returns the new DSN's relpath in ``transport/``, or ``None`` when nothing was sent
+    there (nothing to report, or the DSN went to the router). Every processed
     ``d`` line is marked ``d+`` (after the DSN was submitted: a crash in between repeats
     a DSN rather than losing one).
     """
@@ -85,7 +94,7 @@ def run_dsn_pass(
             "%s: no error address, %d report(s) dropped", relpath, len(got.counted)
         )
     else:
-        new_relpath = _submit(po, relpath, cf, got.counted, now, hostname)
+        new_relpath = _submit(po, relpath, cf, got.counted, now, hostname, zenv or {})
     for diag in got.processed:
         store.mark_diagnostic_reported(path, diag.offset)
     return new_relpath
@@ -119,7 +128,8 @@ def _submit(
     entries: list[DsnEntry],
     now: int,
     hostname: str,
-) -> str:
+    zenv: Mapping[str, str],
+) -> str | None:
     sid, arrival, body = _origin(po, relpath, cf)
     to = dsn_recipient(cf.error_address)
     message = build_dsn(
@@ -132,6 +142,12 @@ def _submit(
         now=now,
         to=to,
     )
+    if routersubmit.choose("auto", zenv) == "router":
+        orcpt = f"ORCPT=rfc822;{routersubmit.xtext(to)}"
+        head = routersubmit.envelope(None, [(to, orcpt)], errormsg=True)
+        name = routersubmit.submit_to_router(po, head + message, zenv)
+        log.info("%s: DSN router/%s sent to <%s> %s", sid, name, to, summary(entries))
+        return None
     levels = relpath.count("/")
     new: str = submit(po, "", [to], message, hash_levels=levels, error_message=True)
     log.info("%s: DSN %s sent to <%s> %s", sid, new, to, summary(entries))
@@ -174,3 +190,8 @@ def _double_fault(
     finally:
         os.close(fd)
     os.replace(tmp, target)
+
+
+def dsn_pass_for(zenv: Mapping[str, str]) -> Callable[..., str | None]:
+    """The daemon's DSN pass for a site: :func:`run_dsn_pass` with the site's ``zenv``."""
+    return functools.partial(run_dsn_pass, zenv=dict(zenv))

@@ -31,7 +31,7 @@ from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.runner import Runner
 from scheduler.errors import ConfigError, SchedulerError
 from spool.counters import Counters
-from spool.dsnpass import run_dsn_pass
+from spool.dsnpass import dsn_pass_for
 from spool.layout import Postoffice
 
 __all__ = [
@@ -155,7 +155,7 @@ class Daemon:
             self.po,
             hash_levels=self.opts.hash_levels,
             counters=counters,
-            dsn_pass=run_dsn_pass,
+            dsn_pass=dsn_pass_for(self.opts.zenv),
             hostname=self.opts.zenv.get("HOSTNAME") or socket.gethostname(),
         )
         logger.info(

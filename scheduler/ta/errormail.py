@@ -11,7 +11,7 @@ outcome *is* the bounce). A message that is itself a bounce is never bounced aga
 Where ZMailer's router is installed the bounce goes through ``router/`` (envelope
 ``channel error``, ``errormsg``, ``todsn NOTIFY=NEVER ORCPT=RFC822;...``), as ZMailer's
 errormail does, so aliases and routing apply to it; otherwise straight into
-``transport/`` (``--submit`` chooses; :mod:`scheduler.ta.routersubmit`).
+``transport/`` (``--submit`` chooses; :mod:`spool.routersubmit`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from scheduler.ta import libta, routersubmit
+from scheduler.ta import libta
 from scheduler.ta.libta import JobContext, OneByOne, Outcome
-from spool import dsn
+from spool import dsn, routersubmit
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.ids import message_number, spool_id

@@ -14,7 +14,7 @@ DSN parameters, and the hold recipient is reported done: ``ok3`` (ZMailer's repo
 after a release; ``ok2`` with action ``relayed`` when it asked NOTIFY=SUCCESS). Where
 ZMailer's router is installed the copy goes through ``router/`` with ``via
 suspension``, as ZMailer's hold does, so aliases and routing apply again
-(:mod:`scheduler.ta.routersubmit`); without a router it goes straight to
+(:mod:`spool.routersubmit`); without a router it goes straight to
 ``transport/`` (:mod:`spool.submit`: ``user@domain`` -> smtp, a bare name -> local).
 """
 
@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from scheduler.ta import libta, routersubmit
+from scheduler.ta import libta
 from scheduler.ta.dns.resolver import Resolver, load_config
 from scheduler.ta.holdconditions import Environment, check
 from scheduler.ta.libta import JobContext, OneByOne, Outcome
+from spool import routersubmit
 from spool.controlfile import Recipient
 from spool.errors import SpoolError
 from spool.submit import submit

@@ -295,3 +295,30 @@ def test_unreadable_message_file_still_reports(po: Postoffice) -> None:
     new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
     assert new is not None
     assert _report(po, new).get_payload()[2].get_content_type() == "text/rfc822-headers"
+
+
+def test_with_zmailers_router_the_dsn_goes_through_router_as_zmailers_does(
+    po: Postoffice, tmp_path: Path
+) -> None:
+    """A site with ``$MAILBIN/router``: the bounce is routed (aliases apply), not queued."""
+    mailbin = tmp_path / "bin"
+    mailbin.mkdir()
+    (mailbin / "router").write_text("#!/bin/sh\n")
+    (mailbin / "router").chmod(0o755)
+    rel = submit(po, "alice@example.com", ["bob@example.net"], MESSAGE)
+    notary = "bob@example.net\001failed\0015.1.1\001smtp; 550 no\001mx.example.net\001"
+    _d(po, rel, "bob@example.net", notary, "smtp; 550 no")
+    run = dsnpass.dsn_pass_for({"MAILBIN": str(mailbin)})
+    assert run(po, rel, now=NOW, hostname="mx.test") is None
+    assert _new_messages(po, rel) == []  # nothing went straight into transport/
+    [routed] = [p for p in po.router.iterdir() if p.is_file()]
+    data = routed.read_bytes()
+    envelope, _, message = data.partition(b"env-end\n")
+    assert envelope == (
+        b"channel error\nerrormsg\n"
+        b"todsn ORCPT=rfc822;alice@example.com\nto <alice@example.com>\n"
+    )
+    report = email.message_from_bytes(message)
+    assert report["Subject"] == "Returned mail: see the transcript [FAILED(1)]"
+    assert report.get_content_type() == "multipart/report"
+    assert [d.status for d in _cf(po, rel).diagnostics] == ["+"]

@@ -173,7 +173,7 @@ def test_errormail_bounce_goes_through_router(po: Postoffice, tmp_path: Path) ->
 
 
 def test_auto_mode_picks_router_only_where_zmailers_router_is(tmp_path: Path) -> None:
-    from scheduler.ta.routersubmit import choose
+    from spool.routersubmit import choose
 
     mailbin = tmp_path / "bin"
     mailbin.mkdir()

@@ -122,7 +122,7 @@ def test_the_real_router_routes_what_we_put_in_router(tmp_path: Path) -> None:
     import string
     import subprocess
 
-    from scheduler.ta import routersubmit
+    from spool import routersubmit
     from spool.scan import make_hash_dirs
 
     po = init_postoffice(tmp_path / "po")

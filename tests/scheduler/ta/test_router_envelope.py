@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scheduler.ta import routersubmit
+from spool import routersubmit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
