@@ -35,7 +35,7 @@ CONF = """\
 \tretries="1 1 2 3 5 8 13 21 34"
 \tmaxring=50
 \toverfeed=150
-smtp/*\tmaxchannel=199 command="testta"
+smtp/*\tmaxchannel=199 command="builtin:testta"
 """
 START = 1_800_000_000
 BATCH = 2000

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scheduler_startup import build, cpu_seconds, query
 
 CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20 overfeed=150
-smtp/*\tcommand="testta"
+smtp/*\tcommand="builtin:testta"
 """
 
 

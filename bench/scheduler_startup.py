@@ -25,7 +25,7 @@ from spool.ids import hash_prefix
 from spool.layout import init_postoffice
 
 CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20 overfeed=150
-smtp/*\tqueueonly command="testta"
+smtp/*\tqueueonly command="builtin:testta"
 """
 
 

@@ -88,7 +88,7 @@ def run_daemon(po: Postoffice, port: int, sink: ThreadedSmtpSink, want: int) -> 
     conf = tmp / "scheduler.conf"
     conf.write_text(
         "*/*\tinterval=1m expiry=1d maxchannel=0 maxring=50 overfeed=150\n"
-        f'smtp/*\tmaxchannel=20 maxring=20 command="smtp -h bench -F [127.0.0.1] -p {port}"\n'
+        f'smtp/*\tmaxchannel=20 maxring=20 command="builtin:smtp -h bench -F [127.0.0.1] -p {port}"\n'
     )
     auth = tmp / "scheduler.auth"
     auth.write_text("nobody:nobody:SNMP QQ TT: [127.0.0.1]/8\n")

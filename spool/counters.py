@@ -1,14 +1,18 @@
-"""The persistent counter block (ZMailer's SNMP shared segment; SCHED-REF 5, MQ2-REF 9.7).
+"""The persistent counter block: ZMailer's SNMP shared file (``SNMPSHAREDFILE``).
 
-A file of fixed 64-bit slots mapped with mmap: a header (signature, magic, creation
-time, slot count) and one slot per name of :data:`COUNTER_NAMES`, in that order.  Writes
-are a dict lookup plus ``struct.pack_into``; nothing is flushed per write.  Cumulative
-counters survive restarts; only gauges are zeroed at scheduler startup.  New names may
-only ever be appended, so older files stay readable (they are grown on open).
+The block is ZMailer 3.0.1's own format, so the real ``mailq -M``, router, smtpserver
+and transport agents read and write the very file our daemon uses, and ours theirs: one
+page (:data:`BLOCK_SIZE`; ZMailer refuses any other size), a 32-bit magic ``0x33120006``
+at byte 0, the creation time (64-bit) at byte 8, and little-endian counters at the byte
+offsets of :data:`_SECTIONS` (observed from the real reader: see
+``tests/spool/fixtures/zmailer_counters/README.md``).  Cumulative counters survive
+restarts; only gauges are zeroed at scheduler startup.  Opening, creating and repairing
+the file is :mod:`spool.counterfile`'s job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -20,151 +24,164 @@ from spool.errors import SpoolError
 from spool.procs import pid_alive
 
 __all__ = [
+    "BLOCK_SIZE",
     "COUNTER_NAMES",
     "MAGIC",
+    "PID_NAMES",
     "CounterBlock",
     "CounterFileError",
     "Counters",
+    "block_magic",
+    "convert_old",
     "format_line",
+    "new_block",
 ]
 
 log = logging.getLogger(__name__)
 
 MAGIC = 0x33120006
-_SIGNATURE = int.from_bytes(b"ZMPYCNT1", "little")
-_HEADER_SLOTS = 4  # signature, magic, creation time, number of counter slots
-_SLOT = struct.Struct("<q")
+#: ZMailer's block (about 2.6 kB) rounded up to a whole page: the only size it accepts.
+BLOCK_SIZE = max(4096, mmap.PAGESIZE)
+_U32 = struct.Struct("<I")
+_I64 = struct.Struct("<q")
+_CREATED_AT = 8
+_OLD_SIGNATURE = b"ZMPYCNT1"  # our earlier format: 8-byte slots after 4 header slots
 
 
-def _ta(prefix: str, middle: str = "") -> str:
-    return (
-        f"{prefix}.TaProcessStarts {prefix}.TaProcCount-G {prefix}.TaIdleStates "
-        f"{prefix}.TaMessages {prefix}.TaDeliveryStarts {middle} "
-        f"{prefix}.RcptsOk {prefix}.RcptsRetry {prefix}.RcptsFail"
-    )
-
-
-_SMTP_TA = " ".join(
-    f"TA-SMTP.{n}"
-    for n in [
-        "SmtpStarts",
-        "SmtpConnects",
-        "SmtpConnectFails",
-        "SmtpConnectsCnt-G",
-        "LmtpConnects",
-        "SmtpPIPELINING",
-        "SmtpSTARTTLS",
-        "SmtpSTARTTLSok",
-        "SmtpSTARTTLSfail",
-        "SmtpEHLO",
-        "SmtpEHLOok",
-        "SmtpEHLOfail",
-        "SmtpHELO",
-        "SmtpHELOok",
-        "SmtpHELOfail",
-        "SmtpLHLO",
-        "SmtpLHLOok",
-        "SmtpLHLOfail",
-        "capa8BITMIME",
-        "capaAUTH",
-        "capaDSN",
-        "capaCHUNKING",
-        "capaDELIVERBY",
-        "capaENHANCEDSTATUSCODES",
-        "capaPIPELINING",
-        "capaSIZE",
-        "capaSTARTTLS",
-        "sent-option-ENVID",
-        "sent-option-SIZE",
-        "sent-option-RET",
-        "sent-option-NOTIFY",
-        "sent-option-ORCPT",
-        "SmtpMAIL",
-        "SmtpMAILok",
-        "SmtpRCPT",
-        "SmtpRCPTok",
-        "SmtpDATA",
-        "SmtpDATAok",
-        "SmtpBDAT",
-        "SmtpBDATok",
-        "SmtpDATAvolume-kB",
-        "SmtpBDATvolume-kB",
-    ]
-)
-
-# MQ2-REF Appendix A, after the Time_now / creation time / load average header; each
-# string is one section (sections are printed separated by one empty line).
+# ZMailer's layout, as observed (tests/spool/fixtures/zmailer_counters/): each section is
+# one block of dump lines in dump order, ``NAME@WORD`` a 32-bit field at byte 4*WORD and
+# ``NAME@WORD:8`` a 64-bit one (a time_t).  Two names share one word on purpose: the real
+# reader prints SS.ProcessForkFailures' word for SS.ContentPolicyForkFailures too, and
+# SS.SMTP_STARTTLS' for SS.SMTPTLSes; we print what it prints.
 _SECTIONS = (
     """
-    SYS.RouterMasterPID SYS.RouterMasterStartTime SYS.RouterMasterStarts
-    SYS.SchedulerMasterPID SYS.SchedulerMasterStartTime SYS.SchedulerMasterStarts
-    SC.SchedulerTimeserverPID SC.SchedulerTimeserverTime SC.SchedulerTimeserverStarts
-    SC.SchedulerTimeserverStartTime
-    SYS.SmtpServerMasterPID SYS.SmtpServerMasterStartTime SYS.SmtpServerMasterStarts
-    SS.SubsysRateTrackerPID SS.SubsysRouterMasterPID SS.SubsysContentfilterMasterPID
-    SS.Irouter-reply-delay-G SS.Irouter-queue-G SS.Cfilter-reply-delay-G SS.Cfilter-queue-G
-    SYS.SpoolFreeSpace-kB-G SYS.SpoolUsedSpace-kB-G SYS.SpoolFreeFiles-G SYS.SpoolUsedFiles-G
-    SYS.TportSpoolFreeSpace-kB-G SYS.TportSpoolUsedSpace-kB-G SYS.TportSpoolFreeFiles-G
-    SYS.TportSpoolUsedFiles-G
-    SYS.LogFreeSpace-kB-G SYS.LogUsedSpace-kB-G SYS.LogFreeFiles-G SYS.LogUsedFiles-G
+        SYS.RouterMasterPID@12 SYS.RouterMasterStartTime@14:8 SYS.RouterMasterStarts@16
+        SYS.SchedulerMasterPID@17 SYS.SchedulerMasterStartTime@18:8
+        SYS.SchedulerMasterStarts@20 SC.SchedulerTimeserverPID@4
+        SC.SchedulerTimeserverTime@6:8 SC.SchedulerTimeserverStarts@214
+        SC.SchedulerTimeserverStartTime@215 SYS.SmtpServerMasterPID@21
+        SYS.SmtpServerMasterStartTime@22:8 SYS.SmtpServerMasterStarts@24
+        SS.SubsysRateTrackerPID@134 SS.SubsysRouterMasterPID@135
+        SS.SubsysContentfilterMasterPID@136 SS.Irouter-reply-delay-G@138
+        SS.Irouter-queue-G@140 SS.Cfilter-reply-delay-G@139 SS.Cfilter-queue-G@141
+        SYS.SpoolFreeSpace-kB-G@28 SYS.SpoolUsedSpace-kB-G@29 SYS.SpoolFreeFiles-G@32
+        SYS.SpoolUsedFiles-G@33 SYS.TportSpoolFreeSpace-kB-G@36
+        SYS.TportSpoolUsedSpace-kB-G@37 SYS.TportSpoolFreeFiles-G@38
+        SYS.TportSpoolUsedFiles-G@39 SYS.LogFreeSpace-kB-G@30 SYS.LogUsedSpace-kB-G@31
+        SYS.LogFreeFiles-G@34 SYS.LogUsedFiles-G@35
     """,
     """
-    SS.Processes-G SS.ParallelSMTPconnects-G SS.ParallelSMTPSconnects-G
-    SS.ParallelSUBMITconnects-G
-    SS.ProcessForks SS.ProcessForkFailures SS.ContentPolicyForkFailures SS.SMTPconnects
-    SS.SMTPSconnects SS.SUBMITconnects
-    SS.MaxSameIpSourceCloses SS.MaxParallelConnectionCloses SS.SMTPcommands
-    SS.SMTPcommands-unknown
-    SS.IncomingClientPipelines SS.IncomingSmtpTarpits
-    SS.SMTP_HELO SS.SMTP_HELO_ok SS.SMTP_HELO_bad SS.SMTP_EHLO SS.SMTP_EHLO_ok SS.SMTP_EHLO_bad
-    SS.SMTP_STARTTLS SS.SMTPTLSes SS.SMTP_STARTTLS_fail SS.SMTP_NOOP SS.SMTP_RSET
-    SS.SMTP_HELP SS.SMTP_ETRN
-    SS.SMTP_EXPN SS.SMTP_VRFY SS.SMTP_TICK SS.SMTP_TURN SS.SMTP_VERBOSE SS.SMTP_DEBUG
-    SS.SMTP_MAIL SS.SMTP_MAIL_ok SS.SMTP_MAIL_bad SS.SMTP_RCPT SS.SMTP_RCPT_ok SS.SMTP_RCPT_bad
-    SS.Smtp-Opt-ENVID SS.Smtp-Opt-SIZE SS.Smtp-Opt-AUTH SS.Smtp-Opt-DELIVERBY
-    SS.Smtp-Opt-BODY-8BITMIME
-    SS.Smtp-Opt-BODY-BINARYMIME SS.Smtp-Opt-BODY-7BIT SS.Smtp-Opt-RETURN
-    SS.Smtp-Opt-NOTIFY SS.Smtp-Opt-ORCPT
-    SS.SMTP_DATA SS.SMTP_DATA_ok SS.SMTP_DATA_bad SS.SMTP_BDAT SS.SMTP_BDAT_ok SS.SMTP_BDAT_bad
-    SS.SMTP_DATA-kB SS.SMTP_BDAT-kB SS.SMTP_input_spool-kB
-    SS.ReceivedMessages SS.ReceivedRecipients SS.TransmittedMessages
-    SS.TransmittedRecipients
+        SS.Processes-G@66 SS.ParallelSMTPconnects-G@67 SS.ParallelSMTPSconnects-G@68
+        SS.ParallelSUBMITconnects-G@69 SS.ProcessForks@70 SS.ProcessForkFailures@73
+        SS.ContentPolicyForkFailures@73 SS.SMTPconnects@75 SS.SMTPSconnects@76
+        SS.SUBMITconnects@77 SS.MaxSameIpSourceCloses@71 SS.MaxParallelConnectionCloses@72
+        SS.SMTPcommands@80 SS.SMTPcommands-unknown@81 SS.IncomingClientPipelines@78
+        SS.IncomingSmtpTarpits@79 SS.SMTP_HELO@82 SS.SMTP_HELO_ok@83 SS.SMTP_HELO_bad@84
+        SS.SMTP_EHLO@85 SS.SMTP_EHLO_ok@86 SS.SMTP_EHLO_bad@87 SS.SMTP_STARTTLS@91
+        SS.SMTPTLSes@91 SS.SMTP_STARTTLS_fail@92 SS.SMTP_NOOP@98 SS.SMTP_RSET@96
+        SS.SMTP_HELP@93 SS.SMTP_ETRN@88 SS.SMTP_EXPN@94 SS.SMTP_VRFY@95 SS.SMTP_TICK@101
+        SS.SMTP_TURN@97 SS.SMTP_VERBOSE@99 SS.SMTP_DEBUG@100 SS.SMTP_MAIL@103
+        SS.SMTP_MAIL_ok@104 SS.SMTP_MAIL_bad@105 SS.SMTP_RCPT@106 SS.SMTP_RCPT_ok@107
+        SS.SMTP_RCPT_bad@108 SS.Smtp-Opt-ENVID@109 SS.Smtp-Opt-SIZE@110
+        SS.Smtp-Opt-AUTH@111 SS.Smtp-Opt-DELIVERBY@112 SS.Smtp-Opt-BODY-8BITMIME@113
+        SS.Smtp-Opt-BODY-BINARYMIME@114 SS.Smtp-Opt-BODY-7BIT@115 SS.Smtp-Opt-RETURN@116
+        SS.Smtp-Opt-NOTIFY@117 SS.Smtp-Opt-ORCPT@118 SS.SMTP_DATA@119 SS.SMTP_DATA_ok@120
+        SS.SMTP_DATA_bad@121 SS.SMTP_BDAT@122 SS.SMTP_BDAT_ok@123 SS.SMTP_BDAT_bad@124
+        SS.SMTP_DATA-kB@125 SS.SMTP_BDAT-kB@126 SS.SMTP_input_spool-kB@127
+        SS.ReceivedMessages@128 SS.ReceivedRecipients@129 SS.TransmittedMessages@130
+        SS.TransmittedRecipients@131
     """,
     """
-    RT.RouterProcesses-G RT.RouterProcessForks RT.RouterProcessFaults RT.ReceivedMessages
-    RT.ReceivedRecipients
-    RT.TransmittedMessages RT.TransmittedRecipients RT.ReceivedVolume-kB
-    RT.TransmittedVolume-kB
-    RT.TransmittedVolume2-kB RT.StoredMessages-G RT.StoredVolume-kB-G
+        RT.RouterProcesses-G@168 RT.RouterProcessForks@169 RT.RouterProcessFaults@170
+        RT.ReceivedMessages@171 RT.ReceivedRecipients@172 RT.TransmittedMessages@173
+        RT.TransmittedRecipients@174 RT.ReceivedVolume-kB@175 RT.TransmittedVolume-kB@176
+        RT.TransmittedVolume2-kB@177 RT.StoredMessages-G@178 RT.StoredVolume-kB-G@179
     """,
     """
-    SC.ReceivedMessages SC.ReceivedRecipients SC.TransmittedMessages SC.TransmittedRecipients
-    SC.StoredMessages-G SC.StoredThreads-G SC.StoredVertices-G SC.StoredRecipients-G
-    SC.ReceivedVolume-kB SC.StoredVolume-kB-G SC.TransmittedVolume-kB
-    SC.TransportAgentForks SC.TransportAgentProcesses-G SC.TransportAgentsActive-G
-    SC.TransportAgentsIdle-G
-    SC.MQ2Parallel-G SC.MQ2Connects SC.MQ2TcpWrapRej SC.MQ2AuthRej SC.MQ2TimedOut
-    SC.MQ2ReadEOF
-    SC.MQ2ReadFails SC.MQ2WriteFails SC.MQ2Commands SC.MQ2CommandsRej SC.MQ2CommandAUTH
-    SC.MQ2CommandQUIT
-    SC.MQ2CommandETRN SC.MQ2CommandKillThr SC.MQ2CommandKillMsg SC.MQ2CommandKillProcess
-    SC.MQ2CommandRerouteThr SC.MQ2CommandRerouteMsg SC.MQ2CommandShowQueueThreads
-    SC.MQ2CommandShowQueueThreads2
-    SC.MQ2CommandShowQueueShort SC.MQ2CommandShowQueueVeryShort SC.MQ2CommandShowThread
-    SC.MQ2CommandShowCounters
+        SC.ReceivedMessages@216 SC.ReceivedRecipients@217 SC.TransmittedMessages@218
+        SC.TransmittedRecipients@219 SC.StoredMessages-G@220 SC.StoredThreads-G@221
+        SC.StoredVertices-G@222 SC.StoredRecipients-G@223 SC.ReceivedVolume-kB@224
+        SC.StoredVolume-kB-G@225 SC.TransmittedVolume-kB@226 SC.TransportAgentForks@227
+        SC.TransportAgentProcesses-G@228 SC.TransportAgentsActive-G@229
+        SC.TransportAgentsIdle-G@230 SC.MQ2Parallel-G@235 SC.MQ2Connects@234
+        SC.MQ2TcpWrapRej@236 SC.MQ2AuthRej@237 SC.MQ2TimedOut@238 SC.MQ2ReadEOF@239
+        SC.MQ2ReadFails@240 SC.MQ2WriteFails@241 SC.MQ2Commands@242 SC.MQ2CommandsRej@243
+        SC.MQ2CommandAUTH@244 SC.MQ2CommandQUIT@245 SC.MQ2CommandETRN@246
+        SC.MQ2CommandKillThr@247 SC.MQ2CommandKillMsg@248 SC.MQ2CommandKillProcess@249
+        SC.MQ2CommandRerouteThr@250 SC.MQ2CommandRerouteMsg@251
+        SC.MQ2CommandShowQueueThreads@252 SC.MQ2CommandShowQueueThreads2@253
+        SC.MQ2CommandShowQueueShort@254 SC.MQ2CommandShowQueueVeryShort@255
+        SC.MQ2CommandShowThread@256 SC.MQ2CommandShowCounters@257
     """,
-    _ta("TA-SMTP", _SMTP_TA),
-    *(
-        _ta(p)
-        for p in ("TA-SMCM", "TA-MBOX", "TA-HOLD", "TA-ERRM", "TA-EXPI", "TA-RERT")
-    ),
+    """
+        TA-SMTP.TaProcessStarts@294 TA-SMTP.TaProcCount-G@295 TA-SMTP.TaIdleStates@296
+        TA-SMTP.TaMessages@297 TA-SMTP.TaDeliveryStarts@298 TA-SMTP.SmtpStarts@299
+        TA-SMTP.SmtpConnects@300 TA-SMTP.SmtpConnectFails@302 TA-SMTP.SmtpConnectsCnt-G@303
+        TA-SMTP.LmtpConnects@301 TA-SMTP.SmtpPIPELINING@304 TA-SMTP.SmtpSTARTTLS@305
+        TA-SMTP.SmtpSTARTTLSok@306 TA-SMTP.SmtpSTARTTLSfail@307 TA-SMTP.SmtpEHLO@308
+        TA-SMTP.SmtpEHLOok@309 TA-SMTP.SmtpEHLOfail@310 TA-SMTP.SmtpHELO@311
+        TA-SMTP.SmtpHELOok@312 TA-SMTP.SmtpHELOfail@313 TA-SMTP.SmtpLHLO@314
+        TA-SMTP.SmtpLHLOok@315 TA-SMTP.SmtpLHLOfail@316 TA-SMTP.capa8BITMIME@317
+        TA-SMTP.capaAUTH@318 TA-SMTP.capaDSN@321 TA-SMTP.capaCHUNKING@319
+        TA-SMTP.capaDELIVERBY@320 TA-SMTP.capaENHANCEDSTATUSCODES@322
+        TA-SMTP.capaPIPELINING@323 TA-SMTP.capaSIZE@324 TA-SMTP.capaSTARTTLS@325
+        TA-SMTP.sent-option-ENVID@326 TA-SMTP.sent-option-SIZE@327
+        TA-SMTP.sent-option-RET@328 TA-SMTP.sent-option-NOTIFY@329
+        TA-SMTP.sent-option-ORCPT@330 TA-SMTP.SmtpMAIL@331 TA-SMTP.SmtpMAILok@332
+        TA-SMTP.SmtpRCPT@333 TA-SMTP.SmtpRCPTok@334 TA-SMTP.SmtpDATA@335
+        TA-SMTP.SmtpDATAok@336 TA-SMTP.SmtpBDAT@337 TA-SMTP.SmtpBDATok@338
+        TA-SMTP.SmtpDATAvolume-kB@339 TA-SMTP.SmtpBDATvolume-kB@340 TA-SMTP.RcptsOk@341
+        TA-SMTP.RcptsRetry@342 TA-SMTP.RcptsFail@343
+    """,
+    """
+        TA-SMCM.TaProcessStarts@386 TA-SMCM.TaProcCount-G@387 TA-SMCM.TaIdleStates@388
+        TA-SMCM.TaMessages@389 TA-SMCM.TaDeliveryStarts@390 TA-SMCM.RcptsOk@391
+        TA-SMCM.RcptsRetry@392 TA-SMCM.RcptsFail@393
+    """,
+    """
+        TA-MBOX.TaProcessStarts@430 TA-MBOX.TaProcCount-G@431 TA-MBOX.TaIdleStates@432
+        TA-MBOX.TaMessages@433 TA-MBOX.TaDeliveryStarts@434 TA-MBOX.RcptsOk@435
+        TA-MBOX.RcptsRetry@436 TA-MBOX.RcptsFail@437
+    """,
+    """
+        TA-HOLD.TaProcessStarts@474 TA-HOLD.TaProcCount-G@475 TA-HOLD.TaIdleStates@476
+        TA-HOLD.TaMessages@477 TA-HOLD.TaDeliveryStarts@478 TA-HOLD.RcptsOk@479
+        TA-HOLD.RcptsRetry@480 TA-HOLD.RcptsFail@481
+    """,
+    """
+        TA-ERRM.TaProcessStarts@518 TA-ERRM.TaProcCount-G@519 TA-ERRM.TaIdleStates@520
+        TA-ERRM.TaMessages@521 TA-ERRM.TaDeliveryStarts@522 TA-ERRM.RcptsOk@523
+        TA-ERRM.RcptsRetry@524 TA-ERRM.RcptsFail@525
+    """,
+    """
+        TA-EXPI.TaProcessStarts@562 TA-EXPI.TaProcCount-G@563 TA-EXPI.TaIdleStates@564
+        TA-EXPI.TaMessages@565 TA-EXPI.TaDeliveryStarts@566 TA-EXPI.RcptsOk@567
+        TA-EXPI.RcptsRetry@568 TA-EXPI.RcptsFail@569
+    """,
+    """
+        TA-RERT.TaProcessStarts@606 TA-RERT.TaProcCount-G@607 TA-RERT.TaIdleStates@608
+        TA-RERT.TaMessages@609 TA-RERT.TaDeliveryStarts@610 TA-RERT.RcptsOk@611
+        TA-RERT.RcptsRetry@612 TA-RERT.RcptsFail@613
+    """,
 )
 
-#: Every stored name in dump order; ``""`` marks a section break (an empty dump line),
+
+def _parse_layout() -> tuple[tuple[str, ...], dict[str, tuple[int, int]]]:
+    names: list[str] = []
+    fields: dict[str, tuple[int, int]] = {}
+    for section in _SECTIONS:
+        names.append("")
+        for token in section.split():
+            name, _, where = token.partition("@")
+            word, _, width = where.partition(":")
+            names.append(name)
+            fields[name] = (int(word) * 4, int(width or 4))
+    return tuple(names), fields
+
+
+#: Every name in dump order; ``""`` marks a section break (an empty dump line),
 #: including the one after the load averages that opens the first section.
-COUNTER_NAMES: tuple[str, ...] = tuple(
-    name for section in _SECTIONS for name in ["", *section.split()]
-)
+COUNTER_NAMES, _FIELDS = _parse_layout()
 
 PID_NAMES = frozenset(
     {
@@ -179,8 +196,7 @@ PID_NAMES = frozenset(
 )
 _SUBSYS_PIDS = frozenset(n for n in PID_NAMES if n.startswith("SS.Subsys"))
 _SPACE_GAUGES = ("SYS.Spool", "SYS.TportSpool", "SYS.Log")
-_SLOTS = tuple(n for n in COUNTER_NAMES if n)
-_INDEX = {name: _HEADER_SLOTS + i for i, name in enumerate(_SLOTS)}
+_NAMES = tuple(n for n in COUNTER_NAMES if n)
 
 
 class CounterBlock(Protocol):
@@ -195,7 +211,7 @@ class CounterBlock(Protocol):
 
 
 class CounterFileError(SpoolError):
-    """The counter file exists but is not ours (or is damaged)."""
+    """The counter file cannot be used: unreadable, unallocatable, or not a block."""
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
@@ -204,7 +220,10 @@ class CounterFileError(SpoolError):
 
 
 def format_line(name: str, value: int) -> str:
-    """One dump line by the name's width rule (MQ2-REF 9.7): always 42 characters."""
+    """One dump line by the name's width rule (MQ2-REF 9.7): always 42 characters.
+
+    Gauges (``-G``) print as signed 32-bit numbers, everything else unsigned.
+    """
     if not name.endswith("-G"):
         return f"{name:<32}{value & 0xFFFFFFFF if value < 0 else value:10d}"
     if name == "SS.Processes-G" or name.endswith("connects-G"):
@@ -212,8 +231,38 @@ def format_line(name: str, value: int) -> str:
     return f"{name:<33}{value:9d}"
 
 
+def new_block(created: int, magic: int = MAGIC) -> bytearray:
+    """A fresh zeroed block with its header set."""
+    buf = bytearray(BLOCK_SIZE)
+    _U32.pack_into(buf, 0, magic)
+    _I64.pack_into(buf, _CREATED_AT, created)
+    return buf
+
+
+def block_magic(buf: bytes | bytearray | mmap.mmap) -> int:
+    return int(_U32.unpack_from(buf, 0)[0]) if len(buf) >= 4 else 0
+
+
+def convert_old(data: bytes) -> bytearray | None:
+    """A block of our earlier private format (``ZMPYCNT1``) in ZMailer's; None if
+    ``data`` is not one.  Its values are carried over name by name."""
+    if not data.startswith(_OLD_SIGNATURE) or len(data) < 32:
+        return None
+    buf = new_block(int(_I64.unpack_from(data, 16)[0]))
+    block = Counters(buf, None)
+    for i, name in enumerate(_NAMES):
+        offset = (4 + i) * 8
+        if offset + 8 <= len(data):
+            block.set(name, int(_I64.unpack_from(data, offset)[0]))
+    return buf
+
+
 class Counters:
-    """The counter block; implements ``mailq.server.views.CounterBlock``."""
+    """The counter block; implements ``mailq.server.views.CounterBlock``.
+
+    Open a file with :func:`spool.counterfile.open_counters` (the daemon) or
+    :func:`spool.counterfile.read_counters` (``mailq -M``).
+    """
 
     def __init__(
         self, buf: mmap.mmap | bytearray, path: str | None, *, readonly: bool = False
@@ -221,86 +270,54 @@ class Counters:
         self._buf = buf
         self.path = path
         self.readonly = readonly
-        self._index = _INDEX
 
     @classmethod
     def open(cls, path: str | None, *, readonly: bool = False) -> Counters:
-        """Map ``path`` (created if missing); None: a private in-memory block (magic 0).
-
-        ``readonly``: map an existing file for reading only (``mailq -M`` as any user);
-        nothing is created or written.
-        """
-        size = (_HEADER_SLOTS + len(_SLOTS)) * _SLOT.size
+        """``path`` opened as the daemon (created if missing) or read-only as
+        ``mailq -M``; None: a private in-memory block (magic 0)."""
         if path is None:
-            buf = bytearray(size)
-            cls._init_header(buf, magic=0)
-            return cls(buf, None)
-        if readonly:
-            return cls._open_readonly(path, size)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            existing = os.fstat(fd).st_size
-            if existing and existing < _HEADER_SLOTS * _SLOT.size:
-                raise CounterFileError(path, "too short to be a counter file")
-            if existing < size:
-                os.ftruncate(fd, size)
-            mapped = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        if existing == 0:
-            cls._init_header(mapped, magic=MAGIC)
-        elif _SLOT.unpack_from(mapped, 0)[0] != _SIGNATURE:
-            mapped.close()
-            raise CounterFileError(path, "not a counter file of this scheduler")
-        _SLOT.pack_into(mapped, 3 * _SLOT.size, len(_SLOTS))
-        return cls(mapped, path)
+            return cls(new_block(int(time.time()), magic=0), None)
+        from spool.counterfile import open_counters, read_counters
 
-    @classmethod
-    def _open_readonly(cls, path: str, size: int) -> Counters:
-        with open(path, "rb") as f:
-            data = f.read(size)
-        if (
-            len(data) < _HEADER_SLOTS * _SLOT.size
-            or _SLOT.unpack_from(data, 0)[0] != _SIGNATURE
-        ):
-            raise CounterFileError(path, "not a counter file of this scheduler")
-        buf = bytearray(data.ljust(size, b"\0"))
-        return cls(buf, path, readonly=True)
-
-    @staticmethod
-    def _init_header(buf: mmap.mmap | bytearray, magic: int) -> None:
-        _SLOT.pack_into(buf, 0, _SIGNATURE)
-        _SLOT.pack_into(buf, _SLOT.size, magic)
-        _SLOT.pack_into(buf, 2 * _SLOT.size, int(time.time()))
-        _SLOT.pack_into(buf, 3 * _SLOT.size, len(_SLOTS))
+        return read_counters(path) if readonly else open_counters(path)
 
     @property
     def magic(self) -> int:
-        return int(_SLOT.unpack_from(self._buf, _SLOT.size)[0])
+        return block_magic(self._buf)
 
     @property
     def creation_time(self) -> int:
-        return int(_SLOT.unpack_from(self._buf, 2 * _SLOT.size)[0])
+        return int(_I64.unpack_from(self._buf, _CREATED_AT)[0])
 
     def get(self, name: str) -> int:
-        return int(_SLOT.unpack_from(self._buf, self._index[name] * 8)[0])
+        offset, width = _FIELDS[name]
+        if width == 8:
+            return int(_I64.unpack_from(self._buf, offset)[0])
+        value = int(_U32.unpack_from(self._buf, offset)[0])
+        if name.endswith("-G") and value >= 1 << 31:  # gauges are signed
+            value -= 1 << 32
+        return value
 
     def incr(self, name: str, by: int = 1) -> None:
-        offset = self._index[name] * 8
-        _SLOT.pack_into(self._buf, offset, _SLOT.unpack_from(self._buf, offset)[0] + by)
+        self.set(name, self.get(name) + by)
 
     def set(self, name: str, value: int) -> None:
-        _SLOT.pack_into(self._buf, self._index[name] * 8, value)
+        offset, width = _FIELDS[name]
+        if width == 8:
+            _I64.pack_into(self._buf, offset, value)
+        else:
+            _U32.pack_into(self._buf, offset, value & 0xFFFFFFFF)
 
     def reset_gauges(self) -> None:
         """Zero every ``-G`` gauge except the spool/log space ones (scheduler startup)."""
-        for name in _SLOTS:
+        for name in _NAMES:
             if name.endswith("-G") and not name.startswith(_SPACE_GAUGES):
                 self.set(name, 0)
 
-    def refresh_system(self, postoffice: str, logdir: str | None = None) -> None:
-        """``SYS.Spool*`` (queue/), ``SYS.TportSpool*`` (transport/), ``SYS.Log*``."""
-        targets = [
+    def refresh_system(self, postoffice: str, logdir: str | int | None = None) -> None:
+        """``SYS.Spool*`` (queue/), ``SYS.TportSpool*`` (transport/), ``SYS.Log*``
+        (the file system of ``logdir``: a path, or the descriptor of the log file)."""
+        targets: list[tuple[str, str | int]] = [
             ("SYS.Spool", os.path.join(postoffice, "queue")),
             ("SYS.TportSpool", os.path.join(postoffice, "transport")),
         ]
@@ -308,7 +325,7 @@ class Counters:
             targets.append(("SYS.Log", logdir))
         for prefix, path in targets:
             try:
-                st = os.statvfs(path)
+                st = os.fstatvfs(path) if isinstance(path, int) else os.statvfs(path)
             except OSError as e:
                 log.debug("statvfs %s: %s", path, e)
                 continue
@@ -339,9 +356,8 @@ class Counters:
         value = self.get(name)
         line = format_line(name, value)
         if name in PID_NAMES and value and not pid_alive(value):
-            if name in _SUBSYS_PIDS:  # B15: cleared instead of reported
-                if not self.readonly:
-                    self.set(name, 0)
+            if name in _SUBSYS_PIDS and not self.readonly:
+                self.set(name, 0)  # B15: a writer clears it instead of reporting it
                 return format_line(name, 0)
             line += " NOT PRESENT!"
         return line
@@ -352,6 +368,8 @@ class Counters:
 
     def close(self) -> None:
         if isinstance(self._buf, mmap.mmap) and not self._buf.closed:
+            with contextlib.suppress(OSError):
+                self._buf.flush()
             self._buf.close()
 
     def __enter__(self) -> Counters:

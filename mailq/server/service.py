@@ -190,7 +190,7 @@ class Service:
             self.count("CommandShowQueueShort")
             return MultilineReply(reports.short_report(self.view, now))
         if mode == "THREADS" and client.rights & Right.TT:
-            self.count("CommandShowQueueThreads")  # B6 fix: its own counter
+            self.count("CommandShowQueueThreads2")  # B6 kept: as ZMailer counts it
             return MultilineReply(reports.threads_report(self.view, now))
         if mode == "THREADS2" and client.rights & Right.TT:
             self.count("CommandShowQueueThreads2")

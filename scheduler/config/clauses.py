@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -25,16 +25,19 @@ from spool.timefmt import saytime
 from spool.zenv import read_zenv
 
 __all__ = [
+    "BUILTIN",
     "DEFAULT_CONFIG_TEXT",
     "Clause",
     "Params",
     "SchedulerConfig",
     "default_config",
+    "describe_program",
     "expand_command",
     "fallback_clause",
     "format_effective",
     "load_config",
     "parse_config",
+    "program_argv",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,9 +164,14 @@ def parse_config(
         raise ConfigError(result.errors)
     for w in result.warnings:
         log.warning("%s", w)
+    clauses = tuple(_resolve(c) for c in result.clauses)
+    default = _resolve(result.default)
+    problems = _check_builtins((default, *clauses))
+    if problems:
+        raise ConfigError(problems)
     return SchedulerConfig(
-        clauses=tuple(_resolve(c) for c in result.clauses),
-        default=_resolve(result.default),
+        clauses=clauses,
+        default=default,
         params=_params(result.params),
         source=source,
         warnings=tuple(result.warnings),
@@ -249,8 +257,8 @@ def expand_command(
 
     ``$host``/``$channel`` as whole words, ``${host}``/``${channel}``/``${ZENVVAR}``
     inside words (undefined: empty); leading ``VAR=value`` words go to the environment;
-    a relative program runs our own ``scheduler.ta.<name>`` if there is one, else
-    ``$MAILBIN/ta/<name>``.  Raises ConfigError if the clause has no command.
+    the program is resolved by :func:`program_argv`.  Raises ConfigError if the clause
+    has no command.
     """
     if not clause.argv:
         raise ConfigError(
@@ -278,15 +286,60 @@ def expand_command(
         env[key] = value
         i += 1
     program, args = words[i], words[i + 1 :]
-    return env, [*_program_argv(program, zenv), *args]
+    return env, [*program_argv(program, zenv), *args]
 
 
-def _program_argv(program: str, zenv: Mapping[str, str]) -> list[str]:
+BUILTIN = "builtin:"
+"""The prefix that names one of our own agents: ``command="builtin:mailbox -8"``."""
+
+
+def program_argv(program: str, zenv: Mapping[str, str]) -> list[str]:
+    """The argv prefix that runs ``program`` (the first non-``VAR=`` command word).
+
+    As ZMailer does, an absolute path runs as it is and any other name runs the
+    site's ``$MAILBIN/ta/<name>``; our own agents (``scheduler.ta.<name>``) run only
+    when named explicitly as ``builtin:<name>``.
+    """
+    if program.startswith(BUILTIN):
+        return [sys.executable, "-m", f"scheduler.ta.{program[len(BUILTIN) :]}"]
     if program.startswith("/"):
         return [program]
-    if _own_agent(program):
-        return [sys.executable, "-m", f"scheduler.ta.{program}"]
     return [f"{zenv.get('MAILBIN', DEFAULT_MAILBIN)}/ta/{program}"]
+
+
+def command_program(argv: Sequence[str]) -> str | None:
+    """The program word of a clause's command (after leading ``VAR=value`` words)."""
+    i = 0
+    while i < len(argv) - 1 and "=" in argv[i]:
+        i += 1
+    return argv[i] if argv else None
+
+
+def describe_program(argv: Sequence[str], zenv: Mapping[str, str]) -> str:
+    """What a clause's command runs, for ``check-config``."""
+    program = command_program(argv)
+    if program is None:
+        return "nothing (no command)"
+    if program.startswith(BUILTIN):
+        return f"built-in agent scheduler.ta.{program[len(BUILTIN) :]}"
+    path = program_argv(program, zenv)[0]
+    if "$" in path:
+        return f"{path} (expanded per thread)"
+    exists = os.access(path, os.X_OK)
+    return path + ("" if exists else "  (NOT FOUND or not executable)")
+
+
+def _check_builtins(clauses: Sequence[Clause]) -> list[ConfigProblem]:
+    problems = []
+    for c in clauses:
+        program = command_program(c.argv)
+        if program and program.startswith(BUILTIN):
+            name = program[len(BUILTIN) :]
+            if not _own_agent(name):
+                problems.append(
+                    ConfigProblem(c.file, c.line, f"no built-in agent {name!r}")
+                )
+    return problems
 
 
 @lru_cache(maxsize=256)
@@ -302,17 +355,20 @@ def _own_agent(name: str) -> bool:
 # --- check-config output ------------------------------------------------------------------
 
 
-def format_effective(config: SchedulerConfig) -> str:
+def format_effective(
+    config: SchedulerConfig, zenv: Mapping[str, str] | None = None
+) -> str:
     """Every resolved value, one clause per block, in scheduler.conf syntax.
 
     The output parses back to the same effective configuration (without user/group
-    names: ids are printed).
+    names: ids are printed).  With ``zenv``, each command is followed by a comment
+    naming the program it runs (``$MAILBIN/ta/...``, or a built-in agent).
     """
     out = [f"# effective configuration from {config.source}"]
     out += _format_params(config.params)
     for clause in (config.default, *config.clauses):
         out.append("")
-        out += _format_clause(clause, is_default=clause is config.default)
+        out += _format_clause(clause, clause is config.default, zenv)
     return "\n".join(out) + "\n"
 
 
@@ -329,7 +385,9 @@ def _format_params(p: Params) -> list[str]:
     return out
 
 
-def _format_clause(c: Clause, is_default: bool) -> list[str]:
+def _format_clause(
+    c: Clause, is_default: bool, zenv: Mapping[str, str] | None
+) -> list[str]:
     note = "default clause, never matched itself" if is_default else "clause"
     if not is_default and c.channel_pattern == "*":
         note = "never matches: channel pattern '*' (S3)"
@@ -353,6 +411,8 @@ def _format_clause(c: Clause, is_default: bool) -> list[str]:
         out.append(
             f"\tcommand={_quote(c.command)}" + ("\t# withhost" if c.withhost else "")
         )
+        if zenv is not None:
+            out.append(f"\t# runs {describe_program(c.argv, zenv)}")
     if c.uid is not None:
         out.append(f"\tuser={c.uid}")
     if c.gid is not None:

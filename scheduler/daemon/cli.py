@@ -58,7 +58,7 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
         sys.exit(1)
     for warning in config.warnings:
         click.echo(f"{warning} (warning)", err=True)
-    click.echo(format_effective(config), nl=False)
+    click.echo(format_effective(config, zenv), nl=False)
 
 
 from scheduler.demo.run import demo  # noqa: E402 - registered after the group is defined

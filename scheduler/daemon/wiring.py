@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,10 @@ from scheduler.core.scheduler import Scheduler
 from scheduler.daemon import pidfile
 from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.runner import Runner
-from scheduler.errors import ConfigError, SchedulerError
+from scheduler.errors import ConfigError
 from spool.counters import Counters
 from spool.dsnpass import dsn_pass_for
+from spool.errors import SpoolError
 from spool.layout import Postoffice
 
 __all__ = [
@@ -46,8 +48,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "TCP:mailq"  # the 'mailq' tcp service, else 174 (MQ2-REF 2)
 COUNTER_FILE = ".mailq-spool.counters"
-"""The default counter block, in the postoffice (never ZMailer's ``.zmailer.SNMP.block``,
-whose format differs and which ZMailer's router and smtpserver may still write)."""
+"""The counter block when ZENV names no ``SNMPSHAREDFILE`` (ZMailer's format either way;
+where ZENV names one, that file is shared with ZMailer's own programs)."""
+SPACE_CHECK_TICKS = 25  # seconds between file-system gauge refreshes
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,9 @@ class Daemon:
         self._notify: NotifySocket | None = None
 
     async def run(self) -> int:
-        path = counter_path(self.opts.counters, self.opts.zenv, self.opts.postoffice)
-        try:
-            counters = Counters.open(path)
-        except (OSError, SchedulerError) as exc:
-            logger.error("cannot open the counter block %s: %s", path, exc)
-            return 1
+        counters = open_counters(
+            counter_path(self.opts.counters, self.opts.zenv, self.opts.postoffice)
+        )
         try:
             pidfile.acquire(self.pid_path, replace=self.opts.replace)
         except pidfile.PidFileError as exc:
@@ -143,6 +143,9 @@ class Daemon:
     async def _serve(self, counters: Counters) -> int:
         start = int(time.time())
         _startup_counters(counters, start, str(self.po.root))
+        clock = asyncio.create_task(
+            _time_server(counters, str(self.po.root), _log_target(self.opts.zenv))
+        )
         core = Scheduler(
             self.config,
             counters,
@@ -182,6 +185,7 @@ class Daemon:
         if self._server is not None:
             await self._server.wait_closed()
         self._remove_signals()
+        clock.cancel()
         logger.info("scheduler stopped")
         return 0
 
@@ -286,12 +290,52 @@ class Daemon:
         logger.info("configuration reloaded from %s", config.source)
 
 
+def open_counters(path: str | None) -> Counters:
+    """The counter block at ``path``; when the file cannot be used (a full disk, no
+    permission) one error line says why and the counts are kept in memory, as ZMailer
+    keeps a private block when it cannot attach its file."""
+    try:
+        return Counters.open(path)
+    except (OSError, SpoolError) as exc:
+        logger.error("counter file unusable: %s; counting in memory until restart", exc)
+        return Counters.open(None)
+
+
 def _startup_counters(counters: Counters, start: int, postoffice: str) -> None:
     counters.set("SYS.SchedulerMasterPID", os.getpid())
     counters.set("SYS.SchedulerMasterStartTime", start)
     counters.incr("SYS.SchedulerMasterStarts")
     counters.reset_gauges()
     counters.refresh_system(postoffice)
+    # ZMailer's [TimeServer] is a child process; our event loop keeps the time itself,
+    # so the daemon's pid stands in for it (alive exactly while the scheduler is).
+    counters.set("SC.SchedulerTimeserverPID", os.getpid())
+    counters.set("SC.SchedulerTimeserverStartTime", start)
+    counters.incr("SC.SchedulerTimeserverStarts")
+    counters.set("SC.SchedulerTimeserverTime", start)
+
+
+def _log_target(zenv: Mapping[str, str]) -> str | int | None:
+    """What ``SYS.Log*`` measures: the log file our stderr is (as ZMailer measures its
+    log file), else ZENV ``LOGDIR`` when it is a directory, else nothing."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.fstat(2).st_mode):
+            return 2
+    logdir = zenv.get("LOGDIR")
+    return logdir if logdir and os.path.isdir(logdir) else None
+
+
+async def _time_server(
+    counters: Counters, postoffice: str, log_target: str | int | None
+) -> None:
+    """``SC.SchedulerTimeserverTime`` every second, file-system gauges every 25 s."""
+    ticks = 0
+    while True:
+        counters.set("SC.SchedulerTimeserverTime", int(time.time()))
+        if ticks % SPACE_CHECK_TICKS == 0:
+            counters.refresh_system(postoffice, log_target)
+        ticks += 1
+        await asyncio.sleep(1)
 
 
 def run_daemon(opts: DaemonOptions) -> int:

@@ -149,16 +149,16 @@ PARAMauthfile = "{paths.auth}"
 \toverfeed=150
 
 local/*\tinterval=5m idlemax=9m expiry=5d maxchannel=15 maxring=5
-\tcommand="mailbox -d {paths.mailboxes}"
+\tcommand="builtin:mailbox -d {paths.mailboxes}"
 
 # Queue-only: only an ETRN (mailq -E <domain>) starts these threads.
 smtp-etrn/*\tmaxchannel=199 maxring=20 interval=1h retries="12" queueonly
-\tcommand="smtp -c $channel {relay}"
+\tcommand="builtin:smtp -c $channel {relay}"
 
 smtp/*\tmaxchannel=10 maxring=10
-\tcommand="smtp {relay}"
+\tcommand="builtin:smtp {relay}"
 
-error/*\tinterval=5m idlemax=2m maxchannel=5 queueonly command=errormail
+error/*\tinterval=5m idlemax=2m maxchannel=5 queueonly command=builtin:errormail
 """
 
 

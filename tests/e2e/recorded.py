@@ -45,7 +45,7 @@ def adapted_config(name: str) -> str:
         for line in text.splitlines()
         if not line.startswith(("PARAMauthfile", "PARAMmailqsock"))
     )
-    return _SMTP_CMD.sub('command="testta -c $channel"', text) + "\n"
+    return _SMTP_CMD.sub('command="builtin:testta -c $channel"', text) + "\n"
 
 
 def tried_once(d: DaemonProc) -> bool:

@@ -204,7 +204,7 @@ def test_demo_config_routes_smtp_through_the_sink(tmp_path: Path) -> None:
 
     paths = DemoPaths(tmp_path)
     text = demo_config(paths, 2525)
-    assert 'command="smtp -h demo.invalid -F [127.0.0.1] -p 2525"' in text
+    assert 'command="builtin:smtp -h demo.invalid -F [127.0.0.1] -p 2525"' in text
     config = parse_config(text, str(paths.config))
     for channel, host in [
         ("smtp", "aperture.example"),

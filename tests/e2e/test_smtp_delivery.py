@@ -18,7 +18,7 @@ CONF = """\
 */*\tinterval=2 idlemax=30s expiry=5d retries="1 1 1 1 1" skew=1
 \tmaxchannel=0 maxring=20 overfeed=10
 
-smtp/*\tcommand="smtp -h e2e.test -F [127.0.0.1] -p {port}"
+smtp/*\tcommand="builtin:smtp -h e2e.test -F [127.0.0.1] -p {port}"
 """
 RULES = {
     "*@fail.example": "550 5.1.1 <{rcpt}>... User unknown",

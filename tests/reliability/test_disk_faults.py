@@ -49,7 +49,7 @@ CONF = """\
 */*\tinterval=1s idlemax=30s expiry=5d retries="1 1 1 1"
 \tmaxchannel=0 maxring=20 overfeed=10
 
-smtp/*\tcommand="testta -c $channel"
+smtp/*\tcommand="builtin:testta -c $channel"
 """
 
 

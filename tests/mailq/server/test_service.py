@@ -81,7 +81,7 @@ CASES = [
          _unknown("SHOW", "SNMP"), "CommandsRej"),
     Case("SHOW QUEUE SHORT", Right.QQ, MultilineReply, "CommandShowQueueShort",
          _unknown("SHOW", "QUEUE"), "CommandsRej"),
-    Case("SHOW QUEUE THREADS", Right.TT, MultilineReply, "CommandShowQueueThreads",
+    Case("SHOW QUEUE THREADS", Right.TT, MultilineReply, "CommandShowQueueThreads2",
          _unknown("SHOW", "QUEUE"), "CommandsRej"),
     Case("SHOW QUEUE THREADS2", Right.TT, MultilineReply, "CommandShowQueueThreads2",
          _unknown("SHOW", "QUEUE"), "CommandsRej"),

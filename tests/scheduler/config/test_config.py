@@ -509,7 +509,7 @@ def test_expand_command(monkeypatch: pytest.MonkeyPatch) -> None:
     }
 
 
-def test_expand_command_absolute_and_own_agent(
+def test_expand_command_absolute_site_and_builtin_agents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "fakeagent_zz.py").write_text("")
@@ -518,7 +518,10 @@ def test_expand_command_absolute_and_own_agent(
     )
     config_mod._own_agent.cache_clear()
     try:
-        cfg = parse('a/* command=/bin/true\nb/* command="fakeagent_zz -x"\n')
+        cfg = parse(
+            'a/* command=/bin/true\nb/* command="builtin:fakeagent_zz -x"\n'
+            'c/* command="fakeagent_zz -x"\n'
+        )
         assert expand_command(cfg.clauses[0], "a", "h", {})[1] == ["/bin/true"]
         assert expand_command(cfg.clauses[1], "b", "h", {})[1] == [
             sys.executable,
@@ -526,8 +529,53 @@ def test_expand_command_absolute_and_own_agent(
             "scheduler.ta.fakeagent_zz",
             "-x",
         ]
+        # a relative name is the site's program even where we have an agent of it
+        assert expand_command(cfg.clauses[2], "c", "h", {"MAILBIN": "/zm"})[1] == [
+            "/zm/ta/fakeagent_zz",
+            "-x",
+        ]
     finally:
         config_mod._own_agent.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ('"mailbox"', ["/site/bin/ta/mailbox"]),
+        ('"smtp -s"', ["/site/bin/ta/smtp", "-s"]),
+        ("errormail", ["/site/bin/ta/errormail"]),
+        ("hold", ["/site/bin/ta/hold"]),
+        ('"A=1 smtp -c $channel"', ["/site/bin/ta/smtp", "-c", "smtp"]),
+        ('"builtin:mailbox -8"', [sys.executable, "-m", "scheduler.ta.mailbox", "-8"]),
+        ('"builtin:smtp"', [sys.executable, "-m", "scheduler.ta.smtp"]),
+    ],
+)
+def test_relative_commands_run_the_sites_agents(command: str, argv: list[str]) -> None:
+    cfg = parse(f"smtp/* command={command}\n")
+    assert (
+        expand_command(cfg.clauses[0], "smtp", "h", {"MAILBIN": "/site/bin"})[1] == argv
+    )
+
+
+def test_unknown_builtin_agent_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no built-in agent 'nosuch'"):
+        parse('a/* command="builtin:nosuch -x"\n')
+
+
+def test_check_config_says_which_program_each_clause_runs(tmp_path: Path) -> None:
+    bin_ = tmp_path / "bin"
+    (bin_ / "ta").mkdir(parents=True)
+    (bin_ / "ta" / "mailbox").write_text("#!/bin/sh\n")
+    (bin_ / "ta" / "mailbox").chmod(0o755)
+    cfg = parse(
+        'local/* command="mailbox -8"\nsmtp/* command="smtp -s"\n'
+        'test/* command="builtin:testta"\n'
+    )
+    text = format_effective(cfg, {"MAILBIN": str(bin_)})
+    assert f'\tcommand="mailbox -8"\n\t# runs {bin_}/ta/mailbox\n' in text
+    assert f"\t# runs {bin_}/ta/smtp  (NOT FOUND or not executable)\n" in text
+    assert "\t# runs built-in agent scheduler.ta.testta\n" in text
+    assert [c.argv for c in parse(text).clauses] == [c.argv for c in cfg.clauses]
 
 
 def test_expand_command_without_command_raises() -> None:

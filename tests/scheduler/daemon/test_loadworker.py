@@ -26,7 +26,7 @@ from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 
 CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20
-smtp/*\tqueueonly command="testta"
+smtp/*\tqueueonly command="builtin:testta"
 local/*\tqueueonly command="mailbox"
 """
 MESSAGE = b"Subject: test\n\nbody\n"

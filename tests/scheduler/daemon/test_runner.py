@@ -27,7 +27,7 @@ CONF = """\
 \tmaxchannel=0 maxring=20 overfeed=10
 
 local/*\tqueueonly command="mailbox"
-smtp/*\tcommand="testta -c $channel"
+smtp/*\tcommand="builtin:testta -c $channel"
 broken/*\tcommand="{broken}"
 """
 
