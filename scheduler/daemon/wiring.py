@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailq.server.listeners import ListenSpec, parse_listen_spec
 from mailq.server.shell import MailqServer, ServerConfig
 from scheduler.config.clauses import SchedulerConfig, default_config, load_config
 from scheduler.core.scheduler import Scheduler
@@ -35,10 +36,12 @@ from spool.counters import Counters
 from spool.dsnpass import dsn_pass_for
 from spool.errors import SpoolError
 from spool.layout import Postoffice
+from spool.zenv import bind_address
 
 __all__ = [
     "COUNTER_FILE",
     "DaemonOptions",
+    "bind_specs",
     "counter_path",
     "inherited_sockets",
     "run_daemon",
@@ -143,9 +146,6 @@ class Daemon:
     async def _serve(self, counters: Counters) -> int:
         start = int(time.time())
         _startup_counters(counters, start, str(self.po.root))
-        clock = asyncio.create_task(
-            _time_server(counters, str(self.po.root), _log_target(self.opts.zenv))
-        )
         core = Scheduler(
             self.config,
             counters,
@@ -173,9 +173,13 @@ class Daemon:
             return 1
         self._install_signals(runner)
         self._write_ready()
+        clock = asyncio.create_task(
+            _time_server(counters, str(self.po.root), _log_target(self.opts.zenv))
+        )
         task = asyncio.create_task(runner.run())
         await self._stop.wait()
         logger.info("shutting down")
+        clock.cancel()
         if self._server is not None:
             self._server.close()
         self._close_notify()
@@ -185,7 +189,6 @@ class Daemon:
         if self._server is not None:
             await self._server.wait_closed()
         self._remove_signals()
-        clock.cancel()
         logger.info("scheduler stopped")
         return 0
 
@@ -221,9 +224,16 @@ class Daemon:
         return str(Path(share) / "scheduler.auth")
 
     async def _open_listeners(self, core: Scheduler, runner: Runner) -> bool:
-        specs: tuple[str, ...] = self.opts.listen or self.config.params.mailqsock
-        if not specs and not self.opts.sockets:
-            specs = (DEFAULT_LISTEN,)
+        specs: tuple[str, ...] = self.opts.listen
+        if not specs:
+            specs = self.config.params.mailqsock
+            if not specs and not self.opts.sockets:
+                specs = (DEFAULT_LISTEN,)
+            try:
+                specs = bind_specs(specs, self.opts.zenv.get("BINDADDR"))
+            except ValueError as exc:
+                logger.error("%s", exc)
+                return False
         server = MailqServer(
             core,
             runner,
@@ -288,6 +298,26 @@ class Daemon:
         self.config = config
         runner.reconfigure(config)
         logger.info("configuration reloaded from %s", config.source)
+
+
+def bind_specs(specs: Sequence[str], bindaddr: str | None) -> tuple[str, ...]:
+    """``PARAMmailqsock`` TCP specs without an address listen on ZENV ``BINDADDR``
+    only, as ZMailer's do (``-l`` specs are taken as given).  ValueError: a BINDADDR
+    that names no address."""
+    host = bind_address(bindaddr)
+    if host is None:
+        return tuple(specs)
+    out = []
+    for spec in specs:
+        try:
+            parsed = parse_listen_spec(spec)
+        except ValueError:
+            out.append(spec)  # the listener reports it
+            continue
+        if parsed.kind == "tcp" and parsed.host is None:
+            spec = str(ListenSpec("tcp", port=parsed.port, host=host))
+        out.append(spec)
+    return tuple(out)
 
 
 def open_counters(path: str | None) -> Counters:

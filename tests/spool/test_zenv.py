@@ -8,6 +8,7 @@ import pytest
 
 from spool.zenv import (
     DEFAULT_ZCONFIGS,
+    bind_address,
     expand,
     parse_zenv,
     read_zenv,
@@ -104,3 +105,33 @@ def test_no_default_file_readable(tmp_path: Path) -> None:
 
 def test_the_two_usual_defaults_in_order() -> None:
     assert DEFAULT_ZCONFIGS == ("/etc/zmailer/zmailer.conf", "/etc/mail/zmailer.conf")
+
+
+# --- BINDADDR (issue 12 item 6) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("", None),
+        (None, None),
+        ("any", None),
+        ("ANY6", None),
+        ("[127.0.0.1]", "127.0.0.1"),
+        ("[ipv6 ::1]", "::1"),
+        ("[IPv6:::1]", "::1"),
+        ("[ipv6.::1]", "::1"),
+        ("iface:lo", "127.0.0.1"),
+        ("iface:v4:lo", "127.0.0.1"),
+    ],
+)
+def test_bind_address(value: str | None, address: str | None) -> None:
+    assert bind_address(value) == address
+
+
+@pytest.mark.parametrize(
+    "value", ["[999.1.1.1]", "eth0", "[ipv6 127.0.0.1]", "127.0.0.1", "iface:no-such0"]
+)
+def test_bind_address_that_names_no_address_is_an_error(value: str) -> None:
+    with pytest.raises(ValueError, match="BINDADDR"):
+        bind_address(value)
