@@ -213,8 +213,7 @@ class Service:
             _audit(client, "KILL %r result=denied", rest)
             return Reply(replies.KILL_DENIED)
         what, args = split_word(rest)
-        if what == "MSG":
-            self.count("CommandKillMsg")
+        if what == "MSG":  # not counted: ZMailer never counts MQ2CommandKillMsg
             ident, _ = split_word(args)
             found = bool(ident) and self.ops.kill_msg(ident)
             _audit(

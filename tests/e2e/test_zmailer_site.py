@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from mailq.protocol.auth import authenticator
 from spool.counterfile import open_counters, read_counters
-from tests.e2e.conftest import DaemonFactory, DaemonProc, files_gone, wait_until
+from tests.e2e.conftest import (
+    ADMIN_PW,
+    DaemonFactory,
+    DaemonProc,
+    files_gone,
+    wait_until,
+)
+
+FIXTURES = Path(__file__).parents[1] / "spool" / "fixtures" / "zmailer_counters"
 
 OK_RULES = {"TESTTA_RULES": "*=ok"}
 
@@ -163,3 +173,62 @@ def test_full_disk_counter_file_is_one_error_line(
         assert "counting in memory" in errors[0]
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# The session script whose counter deltas were recorded from the real scheduler
+# (tests/spool/fixtures/zmailer_counters/mq2-session-deltas.txt).
+MQ2_SESSIONS: list[tuple[str, str, list[str]]] = [
+    (
+        "admin",
+        ADMIN_PW,
+        [
+            *("SHOW QUEUE THREADS", "SHOW QUEUE THREADS2", "SHOW SNMP"),
+            *("SHOW QUEUE SHORT", "SHOW THREAD smtp x", "BOGUS", "ETRN x.example"),
+            *("KILL MSG 1", "QUIT"),
+        ],
+    ),
+    ("admin", "wrong", []),
+    ("nobody", "nobody", ["SHOW QUEUE THREADS"]),
+]
+
+
+def _session(d: DaemonProc, user: str, password: str, commands: list[str]) -> str:
+    """One session without QUIT unless asked (the recording closes the socket); the
+    last multi-line body."""
+    body: list[bytes] = []
+    with socket.create_connection(d.address, timeout=20) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        challenge = reader.readline().decode().rstrip("\n")
+        sock.sendall(f"AUTH {user} {authenticator(challenge, password)}\n".encode())
+        reader.readline()
+        for command in commands:
+            sock.sendall(command.encode() + b"\n")
+            if reader.readline().startswith(b"+OK until"):
+                body = []
+                while (line := reader.readline()) not in (b".\n", b""):
+                    body.append(line)
+        reader.close()
+    return b"".join(body).decode()
+
+
+def mq2_counters(d: DaemonProc) -> dict[str, int]:
+    text = _session(d, "admin", ADMIN_PW, ["SHOW COUNTERS"])
+    return {k: int(v) for k, v in re.findall(r"^(SC\.MQ2\S+) +(\d+)$", text, re.M)}
+
+
+def test_mq2_counters_count_as_zmailers_do(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=OK_RULES, start=False)
+    d.auth.write_text(
+        f"admin:{ADMIN_PW}:ALL:[127.0.0.0]/8\nnobody:nobody:SNMP:[127.0.0.0]/8\n"
+    )
+    d.start()
+    before = mq2_counters(d)
+    for user, password, commands in MQ2_SESSIONS:
+        _session(d, user, password, commands)
+    socket.create_connection(d.address, timeout=20).close()
+    after = mq2_counters(d)
+    recorded = (FIXTURES / "mq2-session-deltas.txt").read_text().split("\n")
+    expected = dict(line.split() for line in recorded if line)
+    assert {k: str(after[k] - before[k]) for k in after} == expected
+    assert d.stop() == 0
