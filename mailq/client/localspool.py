@@ -12,6 +12,8 @@ from mailq.client.errors import EX_OK, EX_UNAVAILABLE
 from mailq.client.output import LocalMessage, SpoolStatus, render_status
 from mailq.client.parse import parse_counters
 from mailq.client.sink import Sink
+from spool.counterfile import read_counters
+from spool.errors import SpoolError
 from spool.procs import pid_alive
 
 __all__ = [
@@ -111,9 +113,9 @@ def print_status(postoffice: str, sink: Sink) -> None:
 def print_local_counters(
     postoffice: str, zenv: dict[str, str], now: int, sink: Sink
 ) -> int:
-    """``-M``: the scheduler's persistent counter block, read locally (never created):
-    ZENV ``SNMPSHAREDFILE``, else ``$POSTOFFICE/.mailq-spool.counters`` (the
-    daemon's default; ZMailer's own ``.zmailer.SNMP.block`` has another format).
+    """``-M``: the counter file, read locally (never created or written): ZENV
+    ``SNMPSHAREDFILE`` (ZMailer's own block, which our daemon shares), else
+    ``$POSTOFFICE/.mailq-spool.counters`` (the daemon's file when ZENV names none).
 
     Returns the exit status."""
     shared = zenv.get("SNMPSHAREDFILE")
@@ -125,11 +127,9 @@ def print_local_counters(
         sink.error("counters", message, EX_UNAVAILABLE)
         return EX_UNAVAILABLE
     try:
-        from spool.counters import Counters
-
-        with Counters.open(str(path), readonly=True) as block:
+        with read_counters(str(path)) as block:
             lines = block.dump(now)
-    except (ImportError, OSError, ValueError) as exc:
+    except (OSError, ValueError, SpoolError) as exc:
         message = f"{sink.argv0}: cannot read counter file {path}: {exc}"
         sink.error("counters", message, EX_UNAVAILABLE)
         return EX_UNAVAILABLE
