@@ -195,7 +195,6 @@ PID_NAMES = frozenset(
     }
 )
 _SUBSYS_PIDS = frozenset(n for n in PID_NAMES if n.startswith("SS.Subsys"))
-_SPACE_GAUGES = ("SYS.Spool", "SYS.TportSpool", "SYS.Log")
 _NAMES = tuple(n for n in COUNTER_NAMES if n)
 
 
@@ -309,9 +308,13 @@ class Counters:
             _U32.pack_into(self._buf, offset, value & 0xFFFFFFFF)
 
     def reset_gauges(self) -> None:
-        """Zero every ``-G`` gauge except the spool/log space ones (scheduler startup)."""
+        """Zero the scheduler's own gauges (``SC.*-G``) and the agents' process counts
+        (``TA-*.TaProcCount-G``) at scheduler startup, as ZMailer's scheduler does; the
+        router's, smtpserver's and the space gauges belong to processes still running."""
         for name in _NAMES:
-            if name.endswith("-G") and not name.startswith(_SPACE_GAUGES):
+            if name.endswith("-G") and (
+                name.startswith("SC.") or name.endswith(".TaProcCount-G")
+            ):
                 self.set(name, 0)
 
     def refresh_system(self, postoffice: str, logdir: str | int | None = None) -> None:

@@ -107,6 +107,24 @@ def test_reset_gauges_keeps_counters_and_space_gauges(tmp_path: Path) -> None:
         assert c.get("SYS.LogUsedFiles-G") == 9
 
 
+def test_reset_gauges_leaves_the_routers_and_smtpservers_alone(tmp_path: Path) -> None:
+    """The block is shared with ZMailer's router and smtpserver, which keep running
+    across a scheduler start; like ZMailer's scheduler we zero only our own gauges
+    (``SC.*``) and the agents' process counts."""
+    ours = ["SC.StoredRecipients-G", "SC.TransportAgentsIdle-G", "SC.MQ2Parallel-G"]
+    ours += [
+        f"TA-{ta}.TaProcCount-G" for ta in ("SMTP", "MBOX", "HOLD", "ERRM", "RERT")
+    ]
+    theirs = ["SS.Processes-G", "SS.ParallelSMTPconnects-G", "RT.RouterProcesses-G"]
+    theirs += ["RT.StoredMessages-G", "SS.Irouter-queue-G", "TA-SMTP.SmtpConnectsCnt-G"]
+    with Counters.open(str(tmp_path / "snmp")) as c:
+        for name in ours + theirs:
+            c.set(name, 3)
+        c.reset_gauges()
+        assert {n: c.get(n) for n in ours} == dict.fromkeys(ours, 0)
+        assert {n: c.get(n) for n in theirs} == dict.fromkeys(theirs, 3)
+
+
 def test_refresh_system(tmp_path: Path) -> None:
     (tmp_path / "queue").mkdir()
     (tmp_path / "transport").mkdir()
