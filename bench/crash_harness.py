@@ -127,7 +127,7 @@ class Harness:
         self.auth.write_text("admin:adminpw:ALL:[127.0.0.0]/8\n")
         self.auth.chmod(0o600)
         self.conf = root / "scheduler.conf"
-        command = f"smtp -F [127.0.0.1] -p {self.sink.port}"
+        command = f"builtin:smtp -F [127.0.0.1] -p {self.sink.port}"
         self.conf.write_text(CONF.format(command=command))
         self.log = root / "daemon.log"
         self.ready = root / "ready"
