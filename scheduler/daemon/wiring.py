@@ -32,11 +32,11 @@ from scheduler.daemon import pidfile
 from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.runner import Runner
 from scheduler.errors import ConfigError
+from spool.bindaddr import bind_address
 from spool.counters import Counters
 from spool.dsnpass import dsn_pass_for
 from spool.errors import SpoolError
 from spool.layout import Postoffice
-from spool.zenv import bind_address
 
 __all__ = [
     "COUNTER_FILE",

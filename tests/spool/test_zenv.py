@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from spool.bindaddr import bind_address
 from spool.zenv import (
     DEFAULT_ZCONFIGS,
-    bind_address,
     expand,
     parse_zenv,
     read_zenv,
