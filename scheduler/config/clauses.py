@@ -22,7 +22,7 @@ from scheduler.config.globs import compile_glob
 from scheduler.config.parser import UNSET, RawClause, RawParams, build
 from scheduler.errors import ConfigError, ConfigProblem
 from spool.timefmt import saytime
-from spool.zenv import read_zenv
+from spool.zenv import expand, read_zenv
 
 __all__ = [
     "BUILTIN",
@@ -320,6 +320,7 @@ def describe_program(argv: Sequence[str], zenv: Mapping[str, str]) -> str:
     program = command_program(argv)
     if program is None:
         return "nothing (no command)"
+    program = expand(program, zenv)
     if program.startswith(BUILTIN):
         return f"built-in agent scheduler.ta.{program[len(BUILTIN) :]}"
     path = program_argv(program, zenv)[0]

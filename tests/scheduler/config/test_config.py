@@ -570,11 +570,13 @@ def test_check_config_says_which_program_each_clause_runs(tmp_path: Path) -> Non
     cfg = parse(
         'local/* command="mailbox -8"\nsmtp/* command="smtp -s"\n'
         'test/* command="builtin:testta"\n'
+        'abs/* command="${MAILBIN}/ta/mailbox -8"\n'
     )
     text = format_effective(cfg, {"MAILBIN": str(bin_)})
     assert f'\tcommand="mailbox -8"\n\t# runs {bin_}/ta/mailbox\n' in text
     assert f"\t# runs {bin_}/ta/smtp  (NOT FOUND or not executable)\n" in text
     assert "\t# runs built-in agent scheduler.ta.testta\n" in text
+    assert f'command="${{MAILBIN}}/ta/mailbox -8"\n\t# runs {bin_}/ta/mailbox\n' in text
     assert [c.argv for c in parse(text).clauses] == [c.argv for c in cfg.clauses]
 
 
