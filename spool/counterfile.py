@@ -41,7 +41,9 @@ def open_counters(path: str) -> Counters:
     """The daemon's read-write mapping of ``path`` (created or repaired as needed)."""
     for _ in range(5):
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(
+                path, os.O_RDWR | os.O_CLOEXEC
+            )  # a symlink is followed, as by ZMailer
         except FileNotFoundError:
             _install(path, new_block(int(time.time())), replace=False)
             continue
