@@ -116,7 +116,7 @@ DNS_CONF = """\
 */*\tinterval=2 idlemax=30s expiry=5d retries="1 1 1 1 1" skew=1
 \tmaxchannel=0 maxring=20 overfeed=10
 
-smtp/*\tcommand="smtp -h e2e.test --resolver {resolver} -p {port}"
+smtp/*\tcommand="builtin:smtp -h e2e.test --resolver {resolver} -p {port}"
 """
 
 
