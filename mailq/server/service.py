@@ -89,6 +89,9 @@ class Service:
         self.ops = ops
         self.clock = clock
         self.strict_counters = strict_counters
+        self.metrics: Callable[[], str] | None = (
+            None  # SHOW METRICS (the daemon sets it)
+        )
 
     # -- counters ----------------------------------------------------------------------
 
@@ -173,6 +176,8 @@ class Service:
             return MultilineReply(reports.snmp_report(self.view, now))
         if word == "QUEUE":
             return self._show_queue(client, args, now)
+        if word == "METRICS" and client.rights & Right.SNMP and self.metrics:
+            return MultilineReply(self.metrics().splitlines())
         if word == "THREAD" and client.rights & Right.TT:
             channel, host = split_word(args)
             self.count("CommandShowThread")

@@ -88,6 +88,7 @@ class Params:
     authfile: str | None = None
     mailqsock: tuple[str, ...] = ()  # every PARAMmailqsock, in file order
     notifysock: str | None = None
+    metrics_listen: str | None = None  # PARAMmetrics-listen (docs/monitoring.md)
     global_report_interval: int = 300
     msgwriteasync: bool = False
     store_error_on_error: bool = False
@@ -219,6 +220,7 @@ def _params(raw: RawParams) -> Params:
         authfile=raw.authfile,
         mailqsock=tuple(raw.mailqsock),
         notifysock=raw.notifysock,
+        metrics_listen=raw.metrics_listen,
         global_report_interval=raw.global_report_interval,
         msgwriteasync=raw.msgwriteasync,
         store_error_on_error=raw.store_error_on_error,
@@ -380,6 +382,8 @@ def _format_params(p: Params) -> list[str]:
     out += [f'PARAMmailqsock = "{s}"' for s in p.mailqsock]
     if p.notifysock is not None:
         out.append(f'PARAMnotifysock = "{p.notifysock}"')
+    if p.metrics_listen is not None:
+        out.append(f'PARAMmetrics-listen = "{p.metrics_listen}"')
     out.append(f"PARAMglobal-report-interval = {p.global_report_interval}")
     out.append(f"PARAMmsgwriteasync = {int(p.msgwriteasync)}")
     out.append(f"PARAMstore-error-on-error = {int(p.store_error_on_error)}")

@@ -87,6 +87,7 @@ class RawParams:
     authfile: str | None = None
     mailqsock: list[str] = field(default_factory=list)
     notifysock: str | None = None
+    metrics_listen: str | None = None
     global_report_interval: int = 300
     msgwriteasync: bool = False
     store_error_on_error: bool = False
@@ -236,6 +237,8 @@ class _Builder:
             p.mailqsock.append(expand(value, self.zenv))
         elif key == "notifysock":
             p.notifysock = expand(value, self.zenv)
+        elif key == "metrics-listen":
+            p.metrics_listen = expand(value, self.zenv)
         elif key == "global-report-interval":
             seconds = self.time(f"PARAM{name}", value)
             if seconds <= 0:

@@ -61,7 +61,7 @@ from spool.layout import Postoffice
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
 
-__all__ = ["Core", "DsnPass", "Runner"]
+__all__ = ["Core", "DsnPass", "Runner", "Tap"]
 
 logger = logging.getLogger(__name__)
 stats_logger = logging.getLogger("scheduler.stats")
@@ -86,6 +86,14 @@ class Core(Protocol):
     def requeue_msg(self, ident: str, now: float) -> tuple[bool, list[cmd.Command]]: ...
     def is_loaded(self, number: int) -> bool: ...
     def flush_counters(self) -> None: ...
+
+
+class Tap(Protocol):
+    """An observer (``scheduler.daemon.deliveries.DeliveryTap``): each event before the
+    core handles it, each command before it is executed."""
+
+    def event(self, ev: Event) -> None: ...
+    def command(self, c: cmd.Command) -> None: ...
 
 
 class DsnPass(Protocol):
@@ -153,6 +161,10 @@ class Runner:
         self._next_deep = 0.0
         self._next_refresh = 0.0
         self.loaded_total = 0
+        self.startup_loaded = False  # the first scan's files are all loaded
+        self.tap: Tap | None = (
+            None  # sees events and commands (scheduler.daemon.monitor)
+        )
         # relpath -> recipient offsets whose d line could not be written (ENOSPC, EIO):
         # such a message is not completed on disk, so a rescan retries the recipient.
         self._unsaved: dict[str, set[int]] = {}
@@ -280,6 +292,8 @@ class Runner:
         n = 0
         while self._events and n < limit:
             event = self._events.popleft()
+            if self.tap is not None:
+                self.tap.event(event)
             self.execute(self.core.handle(event, self.clock()))
             n += 1
         return n > 0
@@ -344,6 +358,8 @@ class Runner:
         from_workers = self._worker_ready()
         if not from_workers and not queue.has_ready(now):
             self._thaw()
+            if not self._first_scan and self._workers is None:
+                self.startup_loaded = True
             return False
         load = self._feed_workers if from_workers else self._load
         if self._events or len(self.agents):
@@ -484,6 +500,8 @@ class Runner:
         elif isinstance(c, cmd.ReloadMessage):
             self.post(self.loader.reload(c.relpath))
         elif isinstance(c, cmd.StatLog):
+            if self.tap is not None:
+                self.tap.command(c)
             if stats_logger.isEnabledFor(logging.INFO):
                 stats_logger.info("%s", c.line)
         else:  # pragma: no cover - the Command union is closed

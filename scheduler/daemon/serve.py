@@ -133,6 +133,12 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
     help="Counter block file (default: ZENV SNMPSHAREDFILE, else "
     "$POSTOFFICE/.mailq-spool.counters); 'none' keeps the counters in memory.",
 )
+@click.option(
+    "--metrics-listen",
+    metavar="[HOST:]PORT",
+    help="Serve /metrics, /ready and /healthy over HTTP here (PORT alone: loopback; "
+    "default: PARAMmetrics-listen, else off).",
+)
 @click.option("--max-sessions", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--session-lifetime", type=click.FloatRange(min=1), default=90.0)
 @click.option(
@@ -158,6 +164,7 @@ def serve(
     freeze: bool,
     ready_file: str | None,
     counters: str | None,
+    metrics_listen: str | None,
     max_sessions: int,
     session_lifetime: float,
     shutdown_timeout: float,
@@ -189,5 +196,6 @@ def serve(
         shutdown_grace=shutdown_timeout,
         sockets=inherited_sockets(),
         counters=counters,
+        metrics_listen=metrics_listen,
     )
     sys.exit(run_daemon(opts))

@@ -24,13 +24,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailq.server.httpshell import MonitorServer
 from mailq.server.listeners import ListenSpec, parse_listen_spec
 from mailq.server.shell import MailqServer, ServerConfig
 from scheduler.config.clauses import SchedulerConfig, default_config, load_config
 from scheduler.core.scheduler import Scheduler
 from scheduler.daemon import pidfile
+from scheduler.daemon.deliveries import DeliveryTap
+from scheduler.daemon.monitor import Monitor
 from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.runner import Runner
+from scheduler.daemon.sdnotify import EX_CONFIG, Notifier
 from scheduler.errors import ConfigError
 from spool.bindaddr import bind_address
 from spool.counters import Counters
@@ -73,6 +77,7 @@ class DaemonOptions:
     shutdown_grace: float = 10.0
     sockets: Sequence[socket.socket] = field(default_factory=tuple)
     counters: str | None = None  # --counters: a path, or "none"; None: the default
+    metrics_listen: str | None = None  # --metrics-listen HOST:PORT (docs/monitoring.md)
 
 
 def counter_path(
@@ -123,6 +128,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._server: MailqServer | None = None
         self._notify: NotifySocket | None = None
+        self._monitor: MonitorServer | None = None
+        self.systemd = Notifier()
 
     async def run(self) -> int:
         counters = open_counters(
@@ -167,28 +174,43 @@ class Daemon:
             self.po.root,
             self.config.source,
         )
+        tap = DeliveryTap(core, time.time)
+        runner.tap = tap
+        monitor = Monitor(core, runner, tap)
         self._open_notify(runner)
-        if not await self._open_listeners(core, runner):
+        if not await self._open_listeners(core, runner) or not await self._open_monitor(
+            monitor
+        ):
             self._close_notify()
+            await self._close_listeners()
             return 1
+        assert self._server is not None
+        self._server.service.metrics = monitor.metrics_text
         self._install_signals(runner)
         self._write_ready()
         clock = asyncio.create_task(
             _time_server(counters, str(self.po.root), _log_target(self.opts.zenv))
         )
         task = asyncio.create_task(runner.run())
+        monitor.runner_task, monitor.listening = task, True
+        monitor.start_heartbeat()
+        self.systemd.start(monitor.status_line, lambda: not task.done())
         await self._stop.wait()
         logger.info("shutting down")
         clock.cancel()
+        self.systemd.stop()
+        monitor.stop_heartbeat()
         if self._server is not None:
             self._server.close()
+        if self._monitor is not None:
+            self._monitor.close()
         self._close_notify()
         runner.stop()
         await task
         await runner.shutdown(self.opts.shutdown_grace)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._close_listeners()
         self._remove_signals()
+        self.systemd.close()
         logger.info("scheduler stopped")
         return 0
 
@@ -253,11 +275,36 @@ class Daemon:
         self._server = server
         return True
 
+    async def _open_monitor(self, monitor: Monitor) -> bool:
+        spec = self.opts.metrics_listen or self.config.params.metrics_listen
+        if not spec:
+            return True
+        server = MonitorServer(monitor.routes())
+        try:
+            await server.start(spec)
+        except (OSError, ValueError) as exc:
+            logger.error("cannot listen for the monitor endpoints on %s: %s", spec, exc)
+            server.close()
+            await server.wait_closed()
+            return False
+        self._monitor = server
+        return True
+
+    async def _close_listeners(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._monitor is not None:
+            self._monitor.close()
+            await self._monitor.wait_closed()
+
     def _write_ready(self) -> None:
         path = self.opts.ready_file
         if path is None:
             return
         addresses = self._server.addresses if self._server else []
+        if self._monitor is not None:
+            addresses += [f"http://{a}/" for a in self._monitor.addresses]
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(f"{a}\n" for a in addresses))
         os.replace(tmp, path)
@@ -375,13 +422,13 @@ def run_daemon(opts: DaemonOptions) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             logger.error("%s", problem)
-        return 1
+        return EX_CONFIG
     except OSError as exc:
         logger.error("cannot read %s: %s", opts.config_path, exc)
-        return 1
+        return EX_CONFIG
     if not opts.postoffice.joinpath("transport").is_dir():
         logger.error(
             "%s is not a postoffice (no transport/ directory)", opts.postoffice
         )
-        return 1
+        return EX_CONFIG
     return asyncio.run(Daemon(opts, config).run())
