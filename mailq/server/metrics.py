@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,9 +27,11 @@ __all__ = [
     "CONTENT_TYPE",
     "PREFIX",
     "Family",
+    "ThreadSummary",
     "counter_families",
     "queue_families",
     "render",
+    "summarize",
 ]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -89,34 +91,97 @@ def thread_state(th: ThreadView, now: int) -> str:
     return "ready"
 
 
-@dataclass(slots=True)
-class _Row:
-    channel: str
-    host: str
-    rcpts: int
-    oldest: int  # message mtime; 0 = unknown
+_Row = tuple[int, int, str, str]  # (sort key, tie breaker, channel, host)
 
 
-def _rows(view: QueueView) -> Iterator[tuple[ThreadView, int]]:
+class ThreadSummary:
+    """What the queue families need of every thread, gathered in one pass.
+
+    :meth:`add` takes threads one by one (the daemon may spread a pass over several
+    turns of its loop); memory stays bounded: sums per (channel, state) and two heaps of
+    a few rows for the destinations.
+    """
+
+    def __init__(self, now: int, top: int = DEFAULT_TOP) -> None:
+        self.now = now
+        self.top = top
+        self.by_state: dict[tuple[str, str], list[int]] = {}
+        self._old: list[_Row] = []  # max-heap on mtime (key -mtime): the oldest
+        self._big: list[_Row] = []  # min-heap on rcpts: the busiest
+        self._seq = 0
+        self.recipients = 0
+
+    def add(self, threads: Iterable[ThreadView]) -> None:
+        now, top, by_state = self.now, self.top, self.by_state
+        old, big = self._old, self._big
+        keep_old = 2 * top + 1  # the oldest thread outside the chosen set is in here
+        seq = self._seq
+        for th in threads:
+            r = th.rcpts
+            if not r:
+                continue
+            if th.thrkids:
+                state = "active"
+            elif th.wakeup > now:
+                state = "deferred"
+            else:
+                state = "ready"
+            key = (th.channel, state)
+            acc = by_state.get(key)
+            if acc is None:
+                acc = by_state[key] = [0, 0, 0]
+            acc[0] += r
+            acc[1] += th.jobs
+            acc[2] += 1
+            self.recipients += r
+            seq += 1
+            o = th.oldest_mtime
+            if o:
+                if len(old) < keep_old:
+                    heapq.heappush(old, (-o, seq, th.channel, th.host))
+                elif -o > old[0][0]:
+                    heapq.heapreplace(old, (-o, seq, th.channel, th.host))
+            if len(big) < top:
+                heapq.heappush(big, (r, seq, th.channel, th.host))
+            elif r > big[0][0]:
+                heapq.heapreplace(big, (r, seq, th.channel, th.host))
+        self._seq = seq
+
+    def destinations(self) -> tuple[dict[tuple[str, str], tuple[int, int]], int, int]:
+        """``{(channel, host): (rcpts, oldest mtime)}`` for the chosen threads, then the
+        oldest mtime overall and the oldest outside the chosen set (0: none)."""
+        oldest = sorted(self._old, reverse=True)  # oldest first
+        mtimes = {(c, h): -k for k, _, c, h in oldest}
+        counts = {(c, h): r for r, _, c, h in self._big}
+        chosen: dict[tuple[str, str], tuple[int, int]] = {}
+        for _, _, c, h in oldest[: self.top]:
+            chosen[(c, h)] = (counts.get((c, h), -1), mtimes[(c, h)])
+        for r, _, c, h in self._big:
+            chosen[(c, h)] = (r, mtimes.get((c, h), -1))
+        rest = [-k for k, _, c, h in oldest if (c, h) not in chosen]
+        overall = -oldest[0][0] if oldest else 0
+        return chosen, overall, (rest[0] if rest else 0)
+
+
+def summarize(view: QueueView, now: int, top: int = DEFAULT_TOP) -> ThreadSummary:
+    summary = ThreadSummary(now, top)
     for group in view.groups():
-        for th in group.threads():
-            yield th, th.rcpts
+        summary.add(group.threads())
+    return summary
 
 
-def queue_families(view: QueueView, now: int, top: int = DEFAULT_TOP) -> list[Family]:
-    """Queue contents by channel and state, the oldest recipient, the top destinations."""
-    by_state: dict[tuple[str, str], list[int]] = {}
-    rows: list[_Row] = []
-    for th, rcpts in _rows(view):
-        key = (th.channel, thread_state(th, now))
-        acc = by_state.get(key)
-        if acc is None:
-            acc = by_state[key] = [0, 0, 0]
-        acc[0] += rcpts
-        acc[1] += th.jobs
-        acc[2] += 1
-        if rcpts:
-            rows.append(_Row(th.channel, th.host, rcpts, th.oldest_mtime or 0))
+def queue_families(
+    view: QueueView,
+    now: int,
+    top: int = DEFAULT_TOP,
+    summary: ThreadSummary | None = None,
+) -> list[Family]:
+    """Queue contents by channel and state, the oldest message, the top destinations.
+
+    ``summary``: a pass over the threads made earlier (by default one is made now).
+    """
+    if summary is None:
+        summary = summarize(view, now, top)
     recipients = Family(
         PREFIX + "queued_recipients",
         "gauge",
@@ -132,7 +197,7 @@ def queue_families(view: QueueView, now: int, top: int = DEFAULT_TOP) -> list[Fa
         "gauge",
         "Threads (channel x host) with queued mail, by channel and state.",
     )
-    for (channel, state), (r, m, t) in sorted(by_state.items()):
+    for (channel, state), (r, m, t) in sorted(summary.by_state.items()):
         recipients.add(r, channel=channel, state=state)
         messages.add(m, channel=channel, state=state)
         threads.add(t, channel=channel, state=state)
@@ -146,7 +211,7 @@ def queue_families(view: QueueView, now: int, top: int = DEFAULT_TOP) -> list[Fa
         recipients,
         messages,
         threads,
-        *_age_families(rows, now, top),
+        *_age_families(view, summary, now),
         Family(
             PREFIX + "transport_agents",
             "gauge",
@@ -158,19 +223,12 @@ def queue_families(view: QueueView, now: int, top: int = DEFAULT_TOP) -> list[Fa
 
 
 def _age(oldest: int, now: int) -> int:
-    return max(0, now - oldest) if oldest else 0
+    return max(0, now - oldest) if oldest > 0 else 0
 
 
-def _age_families(rows: Sequence[_Row], now: int, top: int) -> list[Family]:
-    known = [r for r in rows if r.oldest]
-    overall = min((r.oldest for r in known), default=0)
-    chosen = {
-        id(r): r
-        for r in [
-            *heapq.nsmallest(top, known, key=lambda r: r.oldest),
-            *heapq.nlargest(top, rows, key=lambda r: r.rcpts),
-        ]
-    }
+def _age_families(view: QueueView, summary: ThreadSummary, now: int) -> list[Family]:
+    chosen, overall, rest_oldest = summary.destinations()
+    top = summary.top
     age = Family(
         PREFIX + "destination_oldest_age_seconds",
         "gauge",
@@ -182,13 +240,18 @@ def _age_families(rows: Sequence[_Row], now: int, top: int) -> list[Family]:
         "gauge",
         'Recipients queued per destination (same label set; host="other": the rest).',
     )
-    for r in sorted(chosen.values(), key=lambda r: (r.channel, r.host)):
-        age.add(_age(r.oldest, now), channel=r.channel, host=r.host)
-        count.add(r.rcpts, channel=r.channel, host=r.host)
-    rest = [r for r in rows if id(r) not in chosen]
-    rest_oldest = min((r.oldest for r in rest if r.oldest), default=0)
+    shown = 0
+    for (channel, host), (rcpts, mtime) in sorted(chosen.items()):
+        if rcpts < 0 or mtime < 0:  # known by one heap only: ask the thread
+            th = view.find_thread(channel, host)
+            rcpts = th.rcpts if th is not None and rcpts < 0 else max(rcpts, 0)
+            if mtime < 0:
+                mtime = (th.oldest_mtime or 0) if th is not None else 0
+        shown += rcpts
+        age.add(_age(mtime, now), channel=channel, host=host)
+        count.add(rcpts, channel=channel, host=host)
     age.add(_age(rest_oldest, now), channel=OTHER, host=OTHER)
-    count.add(sum(r.rcpts for r in rest), channel=OTHER, host=OTHER)
+    count.add(max(0, summary.recipients - shown), channel=OTHER, host=OTHER)
     return [
         Family(
             PREFIX + "oldest_message_age_seconds",

@@ -23,9 +23,11 @@ from mailq.server.metrics import (
     CONTENT_TYPE,
     PREFIX,
     Family,
+    ThreadSummary,
     counter_families,
     queue_families,
     render,
+    summarize,
 )
 from mailq.server.views import QueueView
 from scheduler.daemon.deliveries import DeliveryTap
@@ -36,6 +38,13 @@ __all__ = ["Monitor", "process_families"]
 HEARTBEAT: Final = 1.0
 MAX_LAG: Final = 10.0
 STUCK_AFTER: Final = 900
+SYNC_LIMIT: Final = 5000
+"""Up to this many threads, a scrape walks them itself (under 5 ms); beyond, it reads a
+summary that the heartbeat refreshes every ``SUMMARY_AGE`` seconds, a ``SLICE`` of threads
+per turn of the loop, while someone scrapes (docs/monitoring.md)."""
+SLICE: Final = 2000
+SUMMARY_AGE: Final = 5.0
+SCRAPED_RECENTLY: Final = 600.0
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 _DELIVERY_FAMILIES: Final = (
@@ -100,6 +109,10 @@ class Monitor:
         self.runner_task: asyncio.Task[None] | None = None
         self._beat = time.monotonic()
         self._beat_task: asyncio.Task[None] | None = None
+        self._summary: ThreadSummary | None = None
+        self._summary_at = 0.0  # monotonic time its pass began
+        self._scraped = -SCRAPED_RECENTLY
+        self._pass: asyncio.Task[None] | None = None
 
     # -- state ----------------------------------------------------------------------
 
@@ -111,13 +124,44 @@ class Monitor:
         self._beat_task = asyncio.get_running_loop().create_task(self._heartbeat())
 
     def stop_heartbeat(self) -> None:
-        if self._beat_task is not None:
-            self._beat_task.cancel()
+        for task in (self._beat_task, self._pass):
+            if task is not None:
+                task.cancel()
 
     async def _heartbeat(self) -> None:
         while True:
             self._beat = time.monotonic()
+            self._maybe_refresh()
             await asyncio.sleep(HEARTBEAT)
+
+    def _maybe_refresh(self) -> None:
+        mono = time.monotonic()
+        if (
+            self._pass is None
+            and self.view.total_threads > SYNC_LIMIT
+            and mono - self._summary_at >= SUMMARY_AGE
+            and (self._summary is None or mono - self._scraped < SCRAPED_RECENTLY)
+        ):
+            self._pass = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self) -> None:
+        """One pass over the threads, ``SLICE`` at a time, yielding to the loop."""
+        try:
+            began = time.monotonic()
+            summary = ThreadSummary(int(self.clock()), self.top)
+            threads = [th for g in self.view.groups() for th in g.threads()]
+            for i in range(0, len(threads), SLICE):
+                summary.add(threads[i : i + SLICE])
+                await asyncio.sleep(0)
+            self._summary, self._summary_at = summary, began
+        finally:
+            self._pass = None
+
+    def _thread_summary(self, now: int) -> ThreadSummary:
+        self._scraped = time.monotonic()
+        if self.view.total_threads <= SYNC_LIMIT or self._summary is None:
+            return summarize(self.view, now, self.top)
+        return self._summary
 
     def stuck_agents(self, now: int) -> tuple[int, int]:
         """(agents with outstanding jobs, those of them silent for ``stuck_after``)."""
@@ -155,7 +199,7 @@ class Monitor:
             Family(
                 PREFIX + "ready", "gauge", "Listeners up and the spool loaded (1)."
             ).add(int(self.ready)),
-            *queue_families(self.view, now, self.top),
+            *queue_families(self.view, now, self.top, self._thread_summary(now)),
             *self._load_families(),
             *self._delivery_families(),
             *counter_families(self.view.counters),
