@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
 from scheduler.core.commands import StartAgent
+from scheduler.daemon.lifeline import dies_with_parent
 
 __all__ = [
     "MAX_LINE",
@@ -205,8 +206,10 @@ class AgentPool:
                 kwargs["extra_groups"] = []
             if spec.uid is not None:
                 kwargs["user"] = spec.uid
-        if spec.nice:
-            kwargs["preexec_fn"] = _nicer(spec.nice)
+        # agents end with the scheduler, however it ends (scheduler.daemon.lifeline)
+        kwargs["preexec_fn"] = dies_with_parent(
+            then=_nicer(spec.nice) if spec.nice else None
+        )
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Final
 
+from scheduler.daemon.lifeline import dies_with_parent
 from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
 
 __all__ = ["LoadWorkers", "count_hashed", "hash_dirs"]
@@ -139,6 +140,7 @@ class LoadWorkers:
                 stdin=f,
                 stdout=subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the terminal is the daemon's
+                preexec_fn=dies_with_parent(),
             )
         assert proc.stdout is not None
         fd = proc.stdout.fileno()

@@ -31,6 +31,7 @@ from typing import Final
 
 import click
 
+from scheduler.daemon.lifeline import dies_with_parent
 from scheduler.demo import queue as demoqueue
 from scheduler.demo.sink import Delivery, SmtpSink
 from spool.ids import message_number, spool_id
@@ -306,6 +307,7 @@ class Daemon:
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=dies_with_parent(),  # ends with the demo, however it ends
             )
         return self.proc.pid
 
@@ -425,13 +427,13 @@ class Demo:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: tty gone
             loop.add_signal_handler(sig, self.stopping.set)
         try:
             return await self._run()
         finally:
             await self._shutdown()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
     async def _run(self) -> int:

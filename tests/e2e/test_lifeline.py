@@ -1,0 +1,130 @@
+"""Nothing the daemon or the demo started keeps running when they are SIGKILLed or their
+terminal goes away (scheduler.daemon.lifeline): real processes, real signals, a real
+pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, wait_until
+from tests.e2e.test_demo import Output, processes_using
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only"
+)
+DEADLINE = 60.0
+PID = re.compile(rb"scheduler pid (\d+)")
+PO = re.compile(rb"(?m)^postoffice (\S+)\r?$")
+
+
+def gone(pid: int) -> bool:
+    """Ended (a zombie waiting for a reaper counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def test_agents_end_when_the_daemon_is_killed(daemon_factory: DaemonFactory) -> None:
+    # an agent that never reads its stdin, so never sees the scheduler's EOF
+    conf = TESTTA_CONF.replace('command="testta -c $channel"', 'command="/bin/sleep 300"')
+    d = daemon_factory(conf)
+    d.submit("x@slow.example")
+    wait_until(lambda: "P={" in d.query("SHOW QUEUE THREADS")[0], what="an agent")
+    (threads,) = d.query("SHOW QUEUE THREADS")
+    agent = int(threads.split("P={")[1].split("}")[0])
+    assert not gone(agent)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)  # the daemon alone, not its process group
+    d.proc.wait()
+    wait_until(lambda: gone(agent), limit=DEADLINE, what="the agent to end")
+
+
+def _start_demo(env: dict[str, str], **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # type: ignore[no-any-return]
+        [sys.executable, "-m", "scheduler", "demo", "--port", "0", "--trickle", "0"],
+        env=env | {"PYTHONUNBUFFERED": "1"},
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_scheduler_and_agents_end_when_the_demo_is_killed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = _start_demo(
+        env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    out = Output(proc.stdout)
+    deadline = time.monotonic() + DEADLINE
+    try:
+        scheduler = int(out.wait_for(r"scheduler pid (\d+)", deadline).group(1))
+        po = Path(out.wait_for(r"^postoffice (\S+)$", deadline).group(1))
+        root = po.parent
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_until(lambda: gone(scheduler), limit=DEADLINE, what="the scheduler")
+        wait_until(
+            lambda: not processes_using(root), limit=DEADLINE, what="its children"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.join()
+        proc.stdout.close()
+
+
+def test_demo_and_its_children_end_when_the_terminal_closes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    env["TMPDIR"] = str(tmp_path)
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # after setsid: the pty becomes the controlling tty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = _start_demo(
+        env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    text = b""
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while not (PID.search(text) and PO.search(text)):
+            assert time.monotonic() < deadline, text.decode(errors="replace")
+            try:
+                text += os.read(master, 4096)
+            except OSError:
+                break
+        scheduler = int(PID.search(text)[1])  # type: ignore[index]
+        root = Path(PO.search(text)[1].decode()).parent  # type: ignore[index]
+        os.close(master)  # the terminal hangs up: SIGHUP to the demo
+        master = -1
+        proc.wait(timeout=DEADLINE)
+        wait_until(lambda: gone(scheduler), limit=DEADLINE, what="the scheduler")
+        wait_until(
+            lambda: not processes_using(root), limit=DEADLINE, what="its children"
+        )
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
