@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from scheduler.core.commands import Command, StatLog
-from scheduler.core.events import AgentExited, AgentLine, AgentStarted, Event
+from scheduler.core.events import (
+    AgentExited,
+    AgentLine,
+    AgentStarted,
+    AgentStartFailed,
+    Event,
+)
 from scheduler.core.model import Message, Proc
 from scheduler.core.taproto import Report, parse_line
 from spool.ids import spool_id
@@ -32,6 +38,7 @@ KINDS: Final = (
     "expired",
     "agent-started",
     "agent-exited",
+    "agent-failed",
 )
 _OUTCOME: Final = {
     "ok": "delivered",
@@ -143,24 +150,31 @@ class DeliveryTap:
         self.hub = hub if hub is not None else EventHub()
         self.counts: dict[tuple[str, str], int] = {}
 
-    def _emit(self, event: Delivery) -> None:
-        key = (event.kind, event.channel)
+    def _count(self, kind: str, channel: str) -> None:
+        key = (kind, channel)
         self.counts[key] = self.counts.get(key, 0) + 1
+
+    def _emit(self, event: Delivery) -> None:
+        self._count(event.kind, event.channel)
         self.hub.publish(event)
 
     def event(self, ev: Event) -> None:
         """Called with each event before the core handles it."""
         if isinstance(ev, AgentLine):
             self._line(ev)
-        elif isinstance(ev, AgentStarted | AgentExited):
+        elif isinstance(ev, AgentStarted | AgentExited | AgentStartFailed):
             p = self.core.proc(ev.proc)
             if p is None:
                 return
             channel, host = _where(p)
             if isinstance(ev, AgentStarted):
                 kind, detail = "agent-started", f"pid {ev.pid}"
+            elif isinstance(ev, AgentStartFailed):
+                kind, detail = "agent-failed", f"cannot start: {ev.reason}"
             else:
                 kind, detail = "agent-exited", f"pid {p.pid} status {ev.returncode}"
+                if ev.returncode and not p.retiring:  # not asked to stop, yet failed
+                    self._count("agent-failed", channel)
             self._emit(Delivery(self.clock(), kind, channel, host, detail=detail))
 
     def _line(self, ev: AgentLine) -> None:

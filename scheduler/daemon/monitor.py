@@ -53,6 +53,11 @@ _DELIVERY_FAMILIES: Final = (
     ("bounced", "recipients_bounced_total", "Recipients bounced, by channel."),
     ("expired", "recipients_expired_total", "Recipients expired, by channel."),
     ("agent-exited", "transport_agent_exits_total", "TA processes exited."),
+    (
+        "agent-failed",
+        "transport_agent_failures_total",
+        "TAs that could not start, or exited with a failure status unasked.",
+    ),
 )
 
 

@@ -39,7 +39,9 @@ def gone(pid: int) -> bool:
 
 def test_agents_end_when_the_daemon_is_killed(daemon_factory: DaemonFactory) -> None:
     # an agent that never reads its stdin, so never sees the scheduler's EOF
-    conf = TESTTA_CONF.replace('command="testta -c $channel"', 'command="/bin/sleep 300"')
+    conf = TESTTA_CONF.replace(
+        'command="testta -c $channel"', 'command="/bin/sleep 300"'
+    )
     d = daemon_factory(conf)
     d.submit("x@slow.example")
     wait_until(lambda: "P={" in d.query("SHOW QUEUE THREADS")[0], what="an agent")

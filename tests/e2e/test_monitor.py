@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, DaemonProc, wait_until
 from tests.promtext import parse
+from tests.test_packaging import used_metric_names
 
 RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
 MONITOR = ("--metrics-listen", "127.0.0.1:0")
@@ -171,3 +175,27 @@ def test_sd_notify_ready_status_watchdog(
         assert any("STOPPING=1" in m for m in rest)
     finally:
         sock.close()
+
+
+def test_scrape_passes_promtool_and_has_every_metric_the_alerts_use(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = daemon_factory(env=RULES, args=MONITOR)
+    d.submit("a@ok.example", "c@later.example")
+    wait_until(lambda: "later.example" in get(d, "/metrics")[2], what="a destination")
+    body = get(d, "/metrics")[2]
+    names = set(parse(body))
+    textfile = {"zmailer_mailq_up"}  # written by `mailq --prometheus`, not the daemon
+    assert used_metric_names() - textfile <= names
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
