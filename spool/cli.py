@@ -176,6 +176,10 @@ def _text(rec: dict[str, Any]) -> Iterator[str]:
 def list_cmd(postoffice: str, as_json: bool) -> None:
     """Every message: path, spool-id, sender, size, age, recipients, diagnostics."""
     po = Postoffice(postoffice)
+    if not po.transport.is_dir():
+        raise click.ClickException(
+            f"{postoffice} is not a postoffice (no transport/ directory)"
+        )
     errors: list[str] = []
     now = time.time()
     for m in _messages(po, errors):

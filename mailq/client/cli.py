@@ -98,12 +98,14 @@ VERSION_TEXT = (
     "--json", "as_json", is_flag=True, help="JSON Lines output (docs/monitoring.md)."
 )
 @click.option("--check", is_flag=True, help="Monitoring-plugin check (exit 0/1/2/3).")
-@click.option("--warn-messages", type=int, metavar="N")
-@click.option("--crit-messages", type=int, metavar="N")
-@click.option("--warn-recipients", type=int, metavar="N")
-@click.option("--crit-recipients", type=int, metavar="N")
-@click.option("--warn-age", metavar="DURATION", help="e.g. 30m, 1d2h")
-@click.option("--crit-age", metavar="DURATION")
+@click.option(
+    "--warn-messages", metavar="RANGE", help="Nagios range: 10, 10:, ~:20, @10:20."
+)
+@click.option("--crit-messages", metavar="RANGE")
+@click.option("--warn-recipients", metavar="RANGE")
+@click.option("--crit-recipients", metavar="RANGE")
+@click.option("--warn-age", metavar="RANGE", help="Durations: 4h, 30m:, @1h:1d.")
+@click.option("--crit-age", metavar="RANGE")
 @click.option(
     "--prometheus", is_flag=True, help="SNMP and COUNTERS in Prometheus text format."
 )

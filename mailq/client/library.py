@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable
 from types import TracebackType
@@ -155,7 +156,8 @@ class MailqClient:
                 return await asyncio.open_connection(sock=sock)
             except (OSError, TimeoutError) as exc:
                 sock.close()
-                reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+                errno = getattr(exc, "errno", None)
+                reason = os.strerror(errno) if errno else (str(exc) or "timed out")
                 log.debug("connect to %s failed: %s", addr, reason)
                 if self._on_connect_failed is not None:
                     self._on_connect_failed(host, reason)

@@ -23,6 +23,7 @@ from mailq.client.errors import (
 )
 from mailq.client.library import MailqClient
 from mailq.client.localspool import local_lookup, print_local_counters, print_status
+from mailq.client.nagios import combine
 from mailq.client.options import DEFAULT_HOST, Options
 from mailq.client.output import (
     UNKNOWN,
@@ -67,6 +68,7 @@ def _default_host(opts: Options) -> str:
 async def _run_hosts(opts: Options, hosts: list[str], sink: Sink) -> int:
     worst = EX_OK
     metrics: list[ServerMetrics] = []
+    checks: list[tuple[str, CheckResult]] = []
     text_sections = len(hosts) > 1 and not (
         opts.as_json or opts.check or opts.prometheus
     )
@@ -79,8 +81,13 @@ async def _run_hosts(opts: Options, hosts: list[str], sink: Sink) -> int:
         worst = max(worst, code)
         if opts.prometheus:
             metrics.append(hr.metrics)
+        if opts.check and hr.check is not None:
+            checks.append((hr.label, hr.check))
     if opts.prometheus:
         sink.out("".join(render_prometheus(metrics)))
+    if opts.check:
+        worst, lines = combine(checks)
+        sink.out("".join(line + "\n" for line in lines))
     return worst
 
 
@@ -97,6 +104,7 @@ class HostRun:
             timeout=opts.timeout, line_observer=observer, on_connect_failed=self._failed
         )
         self.metrics = ServerMetrics(self.label, None, None)
+        self.check: CheckResult | None = None
 
     def _echo(self, line: str) -> None:
         self.sink.err(f"- {line}\n")
@@ -235,17 +243,8 @@ class HostRun:
             oldest = max(ages, default=0)
         except CommandRefused:
             oldest = None
-        result = evaluate_check(snmp, oldest, self.opts.thresholds)
-        self._check_line(result)
-        return result.code
-
-    def _check_line(self, result: CheckResult) -> None:
-        prefix = f"[{self.label}] " if len(self.opts.hosts) > 1 else ""
-        line = result.line
-        if prefix:
-            head, sep, tail = line.partition(" - ")
-            line = f"{head}{sep}{prefix}{tail}"
-        self.sink.out(line + "\n")
+        self.check = evaluate_check(snmp, oldest, self.opts.thresholds)
+        return self.check.code
 
     async def _prometheus(self) -> int:
         snmp = await self.client.show_snmp()
@@ -257,10 +256,12 @@ class HostRun:
     def _report(self, exc: ClientError) -> int:
         o, sink = self.opts, self.sink
         if o.check:
-            self._check_line(check_unknown(f"{self.label}: {_describe(exc)}"))
+            self.check = check_unknown(self._where(exc))
+            if isinstance(exc, AuthError | CommandRefused):
+                sink.err(f"{o.argv0}: {self._where(exc)}\n")
             return UNKNOWN
         if o.prometheus:
-            self.sink.err(f"{o.argv0}: {_describe(exc)}\n")
+            self.sink.err(f"{o.argv0}: {self._where(exc)}\n")
             return exc.exit_code
         if isinstance(exc, ConnectError):
             self._report_connect(exc)
@@ -290,6 +291,11 @@ class HostRun:
                     f'{o.argv0}: {o.postoffice} is not active ("{pidfile}" does not exist)\n'
                 )
 
-
-def _describe(exc: ClientError) -> str:
-    return str(exc)
+    def _where(self, exc: ClientError) -> str:
+        """What failed and where: host, port and the reason."""
+        port = self.opts.port
+        place = port if isinstance(port, str) else f"{self.host} port {port}"
+        if isinstance(exc, ConnectError):
+            what = "unknown host" if exc.unknown_host else "connect failed"
+            return f"{place}: {what}: {exc.reason}"
+        return f"{place}: {exc}"

@@ -17,7 +17,7 @@ import click
 
 from mailq.client.errors import EX_USAGE
 from mailq.client.library import resolve_port
-from mailq.client.output import Thresholds
+from mailq.client.nagios import UNKNOWN, Range, Thresholds, check_unknown, parse_range
 from spool.timefmt import parse_duration
 from spool.zenv import read_zenv, zconfig_path
 
@@ -101,8 +101,13 @@ def argv0_of(ctx: click.Context) -> str:
 
 
 def usage_error(ctx: click.Context, exc: click.UsageError) -> NoReturn:
-    """Print ZMailer's getopt message and usage line on stderr; exit 64."""
+    """Print ZMailer's getopt message and usage line on stderr; exit 64. With
+    ``--check``: the plugin's one UNKNOWN line on stdout, exit 3 (Nagios guidelines)."""
     argv0 = argv0_of(ctx)
+    if "--check" in ctx.meta.get("mailq.raw_args", ()):
+        text = exc.format_message().replace("\n", " ")
+        click.echo(check_unknown(f"bad arguments: {text}").line)
+        raise click.exceptions.Exit(UNKNOWN)
     name = getattr(exc, "option_name", None)
     if isinstance(exc, click.NoSuchOption) and name:
         if name.startswith("--"):
@@ -175,13 +180,16 @@ def _credentials(spec: str | None, password_file: str | None) -> tuple[str, str]
     return user, password
 
 
-def _duration(text: str | None) -> int | None:
+def _range(option: str, text: str | None, *, duration: bool = False) -> Range | None:
+    """A Nagios threshold range (durations at each end for ages); UsageError if bad."""
     if text is None:
         return None
     try:
-        return parse_duration(text)
+        if duration:
+            return parse_range(text, lambda t: float(parse_duration(t)))
+        return parse_range(text)
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(f"{option} {text!r}: {exc}") from None
 
 
 def build_options(ctx: click.Context, kw: dict[str, Any]) -> Options:
@@ -221,12 +229,12 @@ def build_options(ctx: click.Context, kw: dict[str, Any]) -> Options:
         check=kw["check"],
         prometheus=kw["prometheus"],
         thresholds=Thresholds(
-            warn_messages=kw["warn_messages"],
-            crit_messages=kw["crit_messages"],
-            warn_recipients=kw["warn_recipients"],
-            crit_recipients=kw["crit_recipients"],
-            warn_age=_duration(kw["warn_age"]),
-            crit_age=_duration(kw["crit_age"]),
+            warn_messages=_range("--warn-messages", kw["warn_messages"]),
+            crit_messages=_range("--crit-messages", kw["crit_messages"]),
+            warn_recipients=_range("--warn-recipients", kw["warn_recipients"]),
+            crit_recipients=_range("--crit-recipients", kw["crit_recipients"]),
+            warn_age=_range("--warn-age", kw["warn_age"], duration=True),
+            crit_age=_range("--crit-age", kw["crit_age"], duration=True),
         ),
         timeout=kw["timeout"],
         clock=obj.get("clock", time.time),

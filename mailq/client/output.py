@@ -14,15 +14,32 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mailq.client.nagios import (
+    CRITICAL,
+    OK,
+    STATE_NAMES,
+    UNKNOWN,
+    WARNING,
+    CheckResult,
+    Thresholds,
+    check_unknown,
+    evaluate_check,
+)
 from mailq.client.parse import QueueShort, Snmp, ThreadDetail, ThreadLine, ThreadRow
 from spool.timefmt import saytime
 
 __all__ = [
+    "CRITICAL",
     "MALFORMED",
+    "OK",
+    "STATE_NAMES",
+    "UNKNOWN",
+    "WARNING",
     "CheckResult",
     "LocalMessage",
     "ServerMetrics",
     "Thresholds",
+    "check_unknown",
     "evaluate_check",
     "json_line",
     "peek_control",
@@ -305,70 +322,7 @@ def short_objects(server: str, short: QueueShort) -> list[dict[str, Any]]:
     return objs
 
 
-# -- --check ---------------------------------------------------------------------------
-
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    warn_messages: int | None = None
-    crit_messages: int | None = None
-    warn_recipients: int | None = None
-    crit_recipients: int | None = None
-    warn_age: int | None = None
-    crit_age: int | None = None
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    code: int
-    line: str
-
-
-def _level(value: int, warn: int | None, crit: int | None) -> int:
-    if crit is not None and value >= crit:
-        return CRITICAL
-    if warn is not None and value >= warn:
-        return WARNING
-    return OK
-
-
-def _t(v: int | None) -> str:
-    return "" if v is None else str(v)
-
-
-def evaluate_check(snmp: Snmp, oldest_age: int | None, th: Thresholds) -> CheckResult:
-    """Nagios-style verdict: messages = ``Msgs:``, recipients = stored recipients,
-    oldest age = max ``QA`` over THREADS2 (None when unknown). A threshold is reached
-    when the value is greater than or equal to it."""
-    messages, recipients = snmp.messages, snmp.stored_recipients
-    levels = [
-        _level(messages, th.warn_messages, th.crit_messages),
-        _level(recipients, th.warn_recipients, th.crit_recipients),
-    ]
-    age_text = "unknown"
-    perf_age = ""
-    if oldest_age is not None:
-        levels.append(_level(oldest_age, th.warn_age, th.crit_age))
-        age_text = saytime(oldest_age)
-        perf_age = f" oldest_age={oldest_age}s;{_t(th.warn_age)};{_t(th.crit_age)}"
-    elif th.warn_age is not None or th.crit_age is not None:
-        levels.append(UNKNOWN)
-    code = max(levels)
-    summary = f"{messages} messages, {recipients} recipients, oldest {age_text}"
-    perf = (
-        f"messages={messages};{_t(th.warn_messages)};{_t(th.crit_messages)}"
-        f" recipients={recipients};{_t(th.warn_recipients)};{_t(th.crit_recipients)}"
-        f"{perf_age} threads={snmp.threads} kids={snmp.kids}"
-    )
-    return CheckResult(code, f"MAILQ {STATE_NAMES[code]} - {summary} | {perf}")
-
-
-def check_unknown(reason: str) -> CheckResult:
-    return CheckResult(UNKNOWN, f"MAILQ UNKNOWN - {reason}")
-
+# -- --check: mailq.client.nagios (re-exported here) -------------------------------------
 
 # -- --prometheus ----------------------------------------------------------------------
 

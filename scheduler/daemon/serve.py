@@ -135,6 +135,7 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
 )
 @click.option(
     "--metrics-listen",
+    envvar="MAILQ_SCHEDULER_METRICS_LISTEN",
     metavar="[HOST:]PORT",
     help="Serve /metrics, /ready and /healthy over HTTP here (PORT alone: loopback; "
     "default: PARAMmetrics-listen, else off).",

@@ -174,3 +174,10 @@ def test_submit_errors_are_messages(tmp_path: Path) -> None:
         main, ["submit", "-f", "a@b", "x"], input=MESSAGE, env={"POSTOFFICE": ""}
     )
     assert result.exit_code == 2
+
+
+def test_list_of_a_missing_postoffice_fails_with_a_message(tmp_path: Path) -> None:
+    result = run("list", "-P", str(tmp_path / "nonexistent"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "nonexistent is not a postoffice (no transport/ directory)" in result.stderr

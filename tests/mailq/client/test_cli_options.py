@@ -391,32 +391,51 @@ def _check_script() -> Script:
     ("thresholds", "code", "state"),
     [
         ([], 0, "OK"),
-        (["--warn-messages", "5"], 1, "WARNING"),
-        (["--warn-messages", "6", "--crit-recipients", "8"], 2, "CRITICAL"),
+        (["--warn-messages", "5"], 0, "OK"),  # 5 is inside 0..5
+        (["--warn-messages", "4"], 1, "WARNING"),
+        (["--warn-messages", "10:"], 1, "WARNING"),  # below 10
+        (["--warn-messages", "~:4", "--crit-recipients", "@8:9"], 2, "CRITICAL"),
+        (["--warn-messages", "6", "--crit-recipients", "7"], 2, "CRITICAL"),
         (["--warn-age", "3h"], 1, "WARNING"),
         (["--warn-age", "1h", "--crit-age", "3h1m"], 1, "WARNING"),
         (["--crit-age", "1d"], 0, "OK"),
+        (["--crit-age", "@3h:4h"], 2, "CRITICAL"),
     ],
 )
 def test_check_thresholds(thresholds: list[str], code: int, state: str) -> None:
     with ThreadedReplayServer(_check_script()) as srv:
         result = run(srv, "--check", *thresholds)
     assert result.exit_code == code
-    line = result.stdout.splitlines()[0]
+    (line,) = result.stdout.splitlines()
     assert line.startswith(f"MAILQ {state} - 5 messages, 8 recipients, oldest 3h14s | ")
     assert "messages=5;" in line
     assert "oldest_age=10814s;" in line
-    assert line.endswith(" threads=5 kids=2")
+    assert line.endswith(" threads=5;;;0; kids=2;;;0;")
 
 
 def test_check_perfdata_thresholds_exact() -> None:
     with ThreadedReplayServer(_check_script()) as srv:
-        result = run(srv, "--check", "--warn-messages", "10", "--crit-messages", "20",
-                     "--warn-age", "30m", "--crit-age", "1d2h")  # fmt: skip
+        result = run(srv, "--check", "--warn-messages", "10", "--crit-messages", "~:20",
+                     "--warn-age", "30m", "--crit-age", "@1h:1d2h")  # fmt: skip
     assert result.stdout == (
-        "MAILQ WARNING - 5 messages, 8 recipients, oldest 3h14s | messages=5;10;20 "
-        "recipients=8;; oldest_age=10814s;1800;93600 threads=5 kids=2\n"
+        "MAILQ CRITICAL - 5 messages, 8 recipients, oldest 3h14s | messages=5;10;~:20;0; "
+        "recipients=8;;;0; oldest_age=10814s;1800;@3600:93600;0; threads=5;;;0; "
+        "kids=2;;;0;\n"
     )
+
+
+def test_check_several_hosts_one_status_line() -> None:
+    with ThreadedReplayServer(_check_script()) as good:  # 127.0.0.2: nobody listens
+        result = run(good, "--check", "--warn-messages", "4", "127.0.0.1", "127.0.0.2")
+    assert result.exit_code == 3
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "MAILQ UNKNOWN - 2 hosts: 1 WARNING, 1 UNKNOWN (127.0.0.1 WARNING, "
+        "127.0.0.2 UNKNOWN) | '127.0.0.1 messages'=5;4;;0; "
+    )
+    assert lines[1].startswith("127.0.0.1: MAILQ WARNING - 5 messages, ")
+    assert lines[2].startswith("127.0.0.2: MAILQ UNKNOWN - 127.0.0.2 port ")
+    assert len(lines) == 3
 
 
 def test_check_unknown_when_server_unreachable() -> None:
@@ -424,14 +443,40 @@ def test_check_unknown_when_server_unreachable() -> None:
         port = srv.port
     result = CliRunner().invoke(main, ["-p", str(port), "--check"], env=ENV)
     assert result.exit_code == 3
-    assert result.stdout.startswith(
-        "MAILQ UNKNOWN - 127.0.0.1: connect failed to 127.0.0.1"
+    assert result.stdout == (
+        f"MAILQ UNKNOWN - 127.0.0.1 port {port}: connect failed: Connection refused\n"
     )
 
 
-def test_check_bad_duration_is_usage_error() -> None:
-    result = CliRunner().invoke(main, ["--check", "--warn-age", "soon"], env=ENV)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--warn-age", "soon"],
+        ["--warn-messages", "ten"],
+        ["--crit-messages", "20:10"],
+        ["--warn-recipients", "@"],
+        ["--no-such-option"],
+        ["-p"],
+    ],
+)
+def test_check_bad_arguments_are_unknown_with_one_line(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["--check", *args], env=ENV)
+    assert result.exit_code == 3
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("MAILQ UNKNOWN - bad arguments: ")
+
+
+def test_bad_arguments_without_check_keep_zmailers_usage_error() -> None:
+    result = CliRunner().invoke(main, ["--warn-age", "soon"], env=ENV)
     assert result.exit_code == 64
+
+
+def test_check_login_failure_goes_to_stderr_too() -> None:
+    with ThreadedReplayServer(_auth_script()) as srv:
+        result = run(srv, "--check", "-U", "admin/wrong")
+    assert result.exit_code == 3
+    assert result.stdout.startswith("MAILQ UNKNOWN - 127.0.0.1 port ")
+    assert "not accepted" in result.stderr
 
 
 # -- --prometheus -----------------------------------------------------------------------------
