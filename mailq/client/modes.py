@@ -249,7 +249,11 @@ class HostRun:
     async def _prometheus(self) -> int:
         snmp = await self.client.show_snmp()
         counters = await self.client.show_counters()
-        self.metrics = ServerMetrics(self.label, snmp, counters)
+        try:  # our daemon's own metrics; ZMailer answers '-'
+            native: list[str] | None = await self.client.show_body("SHOW METRICS")
+        except CommandRefused:
+            native = None
+        self.metrics = ServerMetrics(self.label, snmp, counters, native)
         return EX_OK
 
     # failures

@@ -346,17 +346,20 @@ _SNMP_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("recipients_stored", "recipients_stored", "gauge", "Stored recipients gauge."),
 )
 
-_NON_COUNTER = re.compile(r"(PID|Time|time)$")
+_NOT_A_METRIC = re.compile(r"(PID|Time|time)$")
 
 
-def _metric_name(counter: str) -> tuple[str, str]:
-    """``SC.StoredMessages-G`` -> (``zmailer_mailq_sc_storedmessages``, gauge)."""
+def _metric_name(counter: str) -> tuple[str, str] | None:
+    """``SC.StoredMessages-G`` -> (``zmailer_mailq_counter_sc_storedmessages``, gauge);
+    None for PIDs and clock readings (``...PID``, ``...Time``), which are not metrics."""
     gauge = counter.endswith("-G")
     base = counter[:-2] if gauge else counter
+    if _NOT_A_METRIC.search(base):
+        return None
     name = "zmailer_mailq_counter_" + re.sub(r"[^a-z0-9]+", "_", base.lower()).strip(
         "_"
     )
-    if gauge or _NON_COUNTER.search(base):
+    if gauge:
         return name, "gauge"
     return name + "_total", "counter"
 
@@ -373,6 +376,7 @@ class ServerMetrics:
     server: str
     snmp: Snmp | None
     counters: dict[str, int | float] | None
+    native: list[str] | None = None  # SHOW METRICS (our daemon); None: not offered
 
 
 def _samples(m: ServerMetrics) -> Iterator[tuple[str, str, str, int | float]]:
@@ -389,12 +393,39 @@ def _samples(m: ServerMetrics) -> Iterator[tuple[str, str, str, int | float]]:
         for key, suffix, kind, text in _SNMP_METRICS:
             yield f"zmailer_mailq_{suffix}", kind, text, values[key]
     for counter, value in (m.counters or {}).items():
-        name, kind = _metric_name(counter)
-        yield name, kind, f"ZMailer SHOW COUNTERS {counter}.", value
+        named = _metric_name(counter)
+        if named is not None:
+            yield named[0], named[1], f"ZMailer SHOW COUNTERS {counter}.", value
+
+
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+
+
+def _native(m: ServerMetrics, metrics: dict[str, tuple[str, str, list[str]]]) -> None:
+    """The daemon's own exposition (SHOW METRICS), each sample labelled ``server``."""
+    label = _label(m.server)[1:-1]
+    meta: dict[str, list[str]] = {}
+    for line in m.native or ():
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            if len(parts) == 4 and parts[1] in ("HELP", "TYPE"):
+                meta.setdefault(parts[2], ["untyped", ""])[parts[1] == "HELP"] = parts[
+                    3
+                ]
+            continue
+        found = _SAMPLE.fullmatch(line)
+        if found is None:
+            continue
+        name, labels, value = found.groups()
+        kind, text = meta.get(name, ["untyped", ""])
+        entry = metrics.setdefault(name, (kind, text or name, []))
+        inner = f"{label},{labels}" if labels else label
+        entry[2].append(f"{name}{{{inner}}} {value}\n")
 
 
 def render_prometheus(results: Iterable[ServerMetrics]) -> list[str]:
-    """Text exposition: each metric's ``# HELP``/``# TYPE`` once, one sample per server.
+    """Text exposition: each metric's ``# HELP``/``# TYPE`` once, one sample per server
+    (and per label set, for the daemon's own metrics from ``SHOW METRICS``).
 
     ``zmailer_mailq_up`` is 1 when both SHOW SNMP and SHOW COUNTERS were read, else 0.
     """
@@ -404,6 +435,8 @@ def render_prometheus(results: Iterable[ServerMetrics]) -> list[str]:
         for name, kind, text, value in _samples(m):
             entry = metrics.setdefault(name, (kind, text, []))
             entry[2].append(f"{name}{label} {value}\n")
+    for m in results:
+        _native(m, metrics)
     lines: list[str] = []
     for name, (kind, text, samples) in metrics.items():
         lines += [f"# HELP {name} {text}\n", f"# TYPE {name} {kind}\n", *samples]

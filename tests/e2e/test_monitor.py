@@ -9,6 +9,7 @@ import http.client
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,24 @@ def test_scrape_passes_promtool_and_has_every_metric_the_alerts_use(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mailq_prometheus_carries_the_daemons_metrics(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = daemon_factory(env=RULES)
+    d.submit("c@later.example")
+    wait_until(lambda: "later.example" in d.query("SHOW METRICS")[0], what="queued")
+    result = subprocess.run(
+        [sys.executable, "-m", "mailq", "-p", str(d.address[1]), "-U", "admin/adminpw",
+         "--prometheus", d.address[0]],
+        capture_output=True, text=True, timeout=60, env=d.env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fams = parse(result.stdout)
+    server = d.address[0]
+    assert fams["zmailer_mailq_up"].value(server=server) == 1
+    dest = fams["zmailer_scheduler_destination_recipients"]
+    assert dest.value(server=server, channel="smtp", host="later.example") == 1
+    assert fams["zmailer_scheduler_ready"].value(server=server) == 1
+    assert not any("pid" in name for name in fams)
