@@ -24,6 +24,7 @@ class Right(enum.IntFlag):
     TT = 0x04
     ETRN = 0x10
     KILL = 0x20
+    WATCH = 0x800  # stream delivery events: WATCH (extension, docs/monitoring.md)
     ALL = 0x7FFFFFFF
 
 
@@ -36,6 +37,7 @@ _TOKENS: dict[str, Right] = {
     "TT": Right.TT,
     "ETRN": Right.ETRN,
     "KILL": Right.KILL,
+    "WATCH": Right.WATCH,
     "ALL": Right.ALL,
 }
 

@@ -34,6 +34,7 @@ from mailq.protocol.connection import (
 from mailq.server import reports
 from mailq.server.authfile import AuthFile, Peer
 from mailq.server.views import QueueOperations, QueueView
+from mailq.server.watch import EventSource, WatchRequest, parse_where
 
 __all__ = ["Client", "Service"]
 
@@ -66,7 +67,7 @@ class Client:
         return self.who
 
 
-Handler = Callable[["Service", Client, str, int], ServerReply]
+Handler = Callable[["Service", Client, str, int], "ServerReply | WatchRequest"]
 
 
 def _name_arg(text: str) -> str:
@@ -89,9 +90,9 @@ class Service:
         self.ops = ops
         self.clock = clock
         self.strict_counters = strict_counters
-        self.metrics: Callable[[], str] | None = (
-            None  # SHOW METRICS (the daemon sets it)
-        )
+        # extensions the daemon plugs in: SHOW METRICS and WATCH (docs/monitoring.md)
+        self.metrics: Callable[[], str] | None = None
+        self.events: EventSource | None = None
 
     # -- counters ----------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class Service:
 
     def handle(
         self, event: Event, client: Client, auth: Callable[[], AuthFile | None]
-    ) -> ServerReply | None:
+    ) -> ServerReply | WatchRequest | None:
         """The reply to one event; ``None`` for :class:`ConnectionClosed`."""
         if isinstance(event, ConnectionClosed):
             return None
@@ -147,7 +148,7 @@ class Service:
         logger.debug("%s AUTH ok (line %d)", client, entry.line_no)
         return AuthAccepted(request.user, entry.rights)
 
-    def execute(self, command: Command, client: Client) -> ServerReply:
+    def execute(self, command: Command, client: Client) -> ServerReply | WatchRequest:
         """Run an authenticated command through the table."""
         handler = _TABLE.get(command.verb)
         if handler is None:
@@ -256,6 +257,16 @@ class Service:
         )
         return Reply(replies.REQUEUE_OK if found else replies.REQUEUE_NO_SUCH_MESSAGE)
 
+    def _watch(self, client: Client, rest: str, now: int) -> Reply | WatchRequest:
+        if self.events is None or not client.rights & Right.WATCH:
+            return self._unknown(client, "WATCH", rest)
+        try:
+            accept = parse_where(rest)
+        except ValueError as exc:
+            return Reply(f"-WATCH: {exc}")
+        logger.info("%s WATCH %r", client, rest[:200])
+        return WatchRequest(self.events, accept)
+
     def _reroute(self, client: Client, rest: str, now: int) -> Reply:
         word, _ = split_word(rest)
         return self._unknown(client, "REROUTE", word)  # MQ2-REF 8.9: first word only
@@ -267,4 +278,5 @@ _TABLE: Final[dict[str, Handler]] = {
     "KILL": Service._kill,
     "REQUEUE": Service._requeue,
     "REROUTE": Service._reroute,
+    "WATCH": Service._watch,
 }

@@ -46,6 +46,7 @@ from mailq.server.config import ServerConfig
 from mailq.server.listeners import BACKLOG, bind_listeners, describe_socket
 from mailq.server.service import Client, Service
 from mailq.server.views import QueueOperations, QueueView
+from mailq.server.watch import WatchRequest, stream
 
 __all__ = ["MailqServer", "ServerConfig"]
 
@@ -127,6 +128,7 @@ class _Session:
         self.where = "?"
         self.born = time.monotonic()
         self.progress = self.born  # last time bytes came in or a drain completed
+        self.deadline: asyncio.Timeout  # the session's lifetime (set by run)
 
     @property
     def authenticated(self) -> bool:
@@ -162,7 +164,7 @@ class _Session:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.server.config.lifetime
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline) as self.deadline:
                 await self._serve(peer)
         except TimeoutError:
             service.count("TimedOut")
@@ -263,6 +265,10 @@ class _Session:
             if event is None:
                 return True
             reply = service.handle(event, client, self.server.load_auth)
+            if isinstance(reply, WatchRequest):
+                if not await self._watch(reply):
+                    return False
+                continue
             if reply is None:
                 logger.debug("%s closed by peer (%s)", self.where, client.user or "-")
                 return False
@@ -272,6 +278,14 @@ class _Session:
             if self.shutdown_requested:
                 await self._say_goodbye()
                 return False
+
+    async def _watch(self, request: WatchRequest) -> bool:
+        """WATCH (mailq.server.watch): no lifetime while it streams, a fresh one after."""
+        self.deadline.reschedule(None)
+        alive = await stream(request, self.reader, self.writer)
+        loop = asyncio.get_running_loop()
+        self.deadline.reschedule(loop.time() + self.server.config.lifetime)
+        return alive
 
     async def _write(self, conn: ServerConnection, reply: ServerReply) -> None:
         writer = self.writer

@@ -117,8 +117,9 @@ class EventHub:
         self._subs.add(sub)
         return sub
 
-    def unsubscribe(self, sub: Subscriber) -> None:
-        self._subs.discard(sub)
+    def unsubscribe(self, sub: object) -> None:
+        if isinstance(sub, Subscriber):
+            self._subs.discard(sub)
 
     @property
     def subscribers(self) -> int:

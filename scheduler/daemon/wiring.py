@@ -186,6 +186,7 @@ class Daemon:
             return 1
         assert self._server is not None
         self._server.service.metrics = monitor.metrics_text
+        self._server.service.events = tap.hub
         self._install_signals(runner)
         self._write_ready()
         clock = asyncio.create_task(

@@ -25,6 +25,7 @@ from mailq.protocol.connection import (
 )
 from mailq.server.authfile import IPPeer, parse_auth_file
 from mailq.server.service import Client, Service
+from mailq.server.watch import WatchRequest
 from tests.mailq.server import fakeview
 from tests.mailq.server.fakeview import FakeOps, FakeQueue
 
@@ -54,6 +55,7 @@ def _run(
     """The reply (multi-line bodies materialised) and the counters that changed."""
     before = dict(queue.counters.values)
     reply = service.handle(event, client, lambda: AUTH)  # type: ignore[arg-type]
+    assert not isinstance(reply, WatchRequest)
     if isinstance(reply, MultilineReply):
         reply = MultilineReply(list(reply.lines))
     after = queue.counters.values
