@@ -112,6 +112,11 @@ VERSION_TEXT = (
 @click.option(
     "--timeout", type=float, default=60.0, show_default=True, help="Seconds per reply."
 )
+@click.option("--top", is_flag=True, help="Live view, refreshed every second; q quits.")
+@click.option("--watch", is_flag=True, help="Print delivery events as they happen.")
+@click.option(
+    "--where", metavar="FILTER", help="--watch filter: channel=, host=, kind=."
+)
 @click.argument("hosts", nargs=-1)
 @click.pass_context
 def main(ctx: click.Context, /, **kw: Any) -> None:

@@ -40,6 +40,8 @@ from mailq.client.output import (
 )
 from mailq.client.parse import ThreadDetail
 from mailq.client.sink import Sink
+from mailq.client.top import run_top
+from mailq.client.watching import run_watch
 
 __all__ = ["HostRun", "run"]
 
@@ -50,6 +52,11 @@ def run(opts: Options, *, local_counters: bool = False) -> int:
     if local_counters:
         now = int(opts.clock())
         return print_local_counters(opts.postoffice, opts.zenv, now, sink)
+    if opts.top or opts.watch:
+        host = opts.hosts[0] if opts.hosts else _default_host(opts)
+        if opts.top:
+            return run_top(host, opts.port, opts.user, opts.password, opts.timeout)
+        return run_watch(host, opts.port, opts.user, opts.password, opts.where)
     if opts.query >= 5:
         sink.out("Bad -Q... command\n")
         return EX_USAGE

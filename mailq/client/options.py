@@ -151,6 +151,9 @@ class Options:
     prometheus: bool
     thresholds: Thresholds
     timeout: float
+    top: bool = False
+    watch: bool = False
+    where: str | None = None
     clock: Callable[[], float] = field(default=time.time)
 
 
@@ -237,5 +240,8 @@ def build_options(ctx: click.Context, kw: dict[str, Any]) -> Options:
             crit_age=_range("--crit-age", kw["crit_age"], duration=True),
         ),
         timeout=kw["timeout"],
+        top=kw.get("top", False),
+        watch=kw.get("watch", False),
+        where=kw.get("where"),
         clock=obj.get("clock", time.time),
     )
