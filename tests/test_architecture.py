@@ -25,14 +25,16 @@ ALLOWED: dict[str, set[str]] = {
     "mailq.client": {"spool", "mailq", "mailq.protocol"},
     "scheduler": {"scheduler.daemon"},  # the root: ``python -m scheduler``
     "scheduler.errors": set(),
+    "scheduler.lifeline": set(),  # children that end with their parent (daemon, demo)
     "scheduler.config": {"spool", "scheduler.errors"},
     "scheduler.core": {"spool", "scheduler.errors", "scheduler.config"},
     "scheduler.ta": {"spool", "scheduler.errors"},
-    "scheduler.demo": {"spool", "scheduler.errors"},
+    "scheduler.demo": {"spool", "scheduler.errors", "scheduler.lifeline"},
     "scheduler.daemon": {
         "spool",
         "scheduler",
         "scheduler.errors",
+        "scheduler.lifeline",
         "scheduler.config",
         "scheduler.core",
         "scheduler.demo",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
 from scheduler.core.commands import StartAgent
-from scheduler.daemon.lifeline import dies_with_parent
+from scheduler.lifeline import dies_with_parent
 
 __all__ = [
     "MAX_LINE",
@@ -206,7 +206,7 @@ class AgentPool:
                 kwargs["extra_groups"] = []
             if spec.uid is not None:
                 kwargs["user"] = spec.uid
-        # agents end with the scheduler, however it ends (scheduler.daemon.lifeline)
+        # agents end with the scheduler, however it ends (scheduler.lifeline)
         kwargs["preexec_fn"] = dies_with_parent(
             then=_nicer(spec.nice) if spec.nice else None
         )

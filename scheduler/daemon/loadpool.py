@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Final
 
-from scheduler.daemon.lifeline import dies_with_parent
 from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
+from scheduler.lifeline import dies_with_parent
 
 __all__ = ["LoadWorkers", "count_hashed", "hash_dirs"]
 

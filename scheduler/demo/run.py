@@ -31,9 +31,9 @@ from typing import Final
 
 import click
 
-from scheduler.daemon.lifeline import dies_with_parent
 from scheduler.demo import queue as demoqueue
 from scheduler.demo.sink import Delivery, SmtpSink
+from scheduler.lifeline import dies_with_parent
 from spool.ids import message_number, spool_id
 from spool.layout import Postoffice, init_postoffice
 from spool.zenv import ZENV_NAMES

@@ -1,5 +1,5 @@
 """Nothing the daemon or the demo started keeps running when they are SIGKILLed or their
-terminal goes away (scheduler.daemon.lifeline): real processes, real signals, a real
+terminal goes away (scheduler.lifeline): real processes, real signals, a real
 pseudo-terminal."""
 
 from __future__ import annotations
