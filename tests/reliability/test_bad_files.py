@@ -239,7 +239,7 @@ def test_daemon_refuses_a_malformed_scheduler_conf(
         "*/*\tinterval=0 retries=\n smtp/*\tcommand=\n\x00garbage", start=False
     )
     proc = subprocess.run(d.argv, env=d.env, capture_output=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 78  # EX_CONFIG: systemd does not retry it
     err = proc.stderr.decode()
     assert f"{d.conf}:1" in err  # the file name and line number of the problem
     assert "Traceback" not in err
