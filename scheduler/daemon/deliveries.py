@@ -179,17 +179,24 @@ class DeliveryTap:
             self._emit(Delivery(self.clock(), kind, channel, host, detail=detail))
 
     def _line(self, ev: AgentLine) -> None:
-        if not ev.line or ev.line[0] == "#":
+        line = ev.line
+        if not line or line[0] == "#":
             return
-        rep = parse_line(ev.line)
-        if not isinstance(rep, Report):
-            return
-        kind = _OUTCOME.get(rep.status)
-        p = self.core.proc(ev.proc)
-        msg = self.core.message(rep.number)
-        if kind is None or p is None or msg is None:
+        # ``<id>/<offset> TAB <notary> TAB <status>[ <message>]``: the status alone first
+        _, tab, rest = line.partition("\t")
+        _, tab2, tail = rest.partition("\t")
+        kind = _OUTCOME.get(tail.partition(" ")[0]) if tab and tab2 else None
+        p = self.core.proc(ev.proc) if kind is not None else None
+        if kind is None or p is None:
             return
         channel, host = _where(p)
+        if not self.hub.subscribers:  # nobody watches: count, build nothing more
+            self._count(kind, channel)
+            return
+        rep = parse_line(line)
+        msg = self.core.message(rep.number) if isinstance(rep, Report) else None
+        if not isinstance(rep, Report) or msg is None:
+            return
         sid = spool_id(msg.number, msg.mtime, msg.mtime_ns)
         detail = rep.message if kind != "delivered" else ""
         if rep.notary and kind != "delivered":
