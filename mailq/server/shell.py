@@ -129,6 +129,7 @@ class _Session:
         self.born = time.monotonic()
         self.progress = self.born  # last time bytes came in or a drain completed
         self.deadline: asyncio.Timeout  # the session's lifetime (set by run)
+        self.closing = asyncio.Event()
 
     @property
     def authenticated(self) -> bool:
@@ -140,6 +141,7 @@ class _Session:
 
     def request_shutdown(self) -> None:
         self.shutdown_requested = True
+        self.closing.set()  # ends a WATCH stream
         if self.idle and self.task is not None:
             self.task.cancel()
 
@@ -282,7 +284,7 @@ class _Session:
     async def _watch(self, request: WatchRequest) -> bool:
         """WATCH (mailq.server.watch): no lifetime while it streams, a fresh one after."""
         self.deadline.reschedule(None)
-        alive = await stream(request, self.reader, self.writer)
+        alive = await stream(request, self.reader, self.writer, self.closing)
         loop = asyncio.get_running_loop()
         self.deadline.reschedule(loop.time() + self.server.config.lifetime)
         return alive

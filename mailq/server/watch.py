@@ -107,17 +107,22 @@ async def stream(
     request: WatchRequest,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    closing: asyncio.Event | None = None,
 ) -> bool:
-    """Write the body until the client sends a line; False if the client went away."""
+    """Write the body until the client sends a line or ``closing`` is set (the server
+    shuts down); False if the client went away."""
     sub = request.source.subscribe(request.accept)
     stop = asyncio.ensure_future(reader.readuntil(b"\n"))
+    closed = asyncio.ensure_future((closing or asyncio.Event()).wait())
     alive = True
     try:
         writer.write(BODY_START)
         await writer.drain()
         while True:
             woken = asyncio.ensure_future(sub.wake.wait())
-            await asyncio.wait({stop, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stop, woken, closed}, return_when=asyncio.FIRST_COMPLETED
+            )
             woken.cancel()
             events, lost = sub.take()
             lines = [e.line() for e in events]
@@ -131,8 +136,11 @@ async def stream(
             if stop.done():
                 alive = stop.exception() is None
                 break
+            if closed.done():
+                break
     finally:
         request.source.unsubscribe(sub)
+        closed.cancel()
         if not stop.done():
             stop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

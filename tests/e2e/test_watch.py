@@ -178,3 +178,33 @@ def test_where_parser() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_server_shutdown_ends_a_watch_with_its_dot(tmp_path: Path) -> None:
+    auth = tmp_path / "scheduler.auth"
+    auth.write_text("w:pw:WATCH:[127.0.0.0]/8\n")
+    auth.chmod(0o600)
+
+    async def main() -> list[bytes]:
+        hub = EventHub()
+        queue = FakeQueue([], FakeCounters())
+        server = MailqServer(queue, FakeOps(queue), ServerConfig(authfile=auth))
+        server.service.events = hub
+        await server.start(["127.0.0.1:0"])
+        host, _, port = server.addresses[0].rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        await reader.readline()
+        challenge = (await reader.readline()).decode().rstrip("\n")
+        writer.write(f"AUTH w {authenticator(challenge, 'pw')}\nWATCH\n".encode())
+        assert await reader.readline() == b"+OK\n"
+        assert await reader.readline() == b"+OK until LF.LF\n"
+        while not hub.subscribers:  # noqa: ASYNC110 - the hub has no event to wait on
+            await asyncio.sleep(0.01)
+        server.close()
+        rest = (await reader.read()).split(b"\n")
+        writer.close()
+        await server.wait_closed()
+        assert not hub.subscribers
+        return rest
+
+    assert asyncio.run(main())[:2] == [b".", b"-MAILQ2 scheduler shutting down"]
