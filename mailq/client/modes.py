@@ -8,6 +8,7 @@ locally (:mod:`mailq.client.localspool`).  See docs/client.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -260,7 +261,11 @@ class HostRun:
             native: list[str] | None = await self.client.show_body("SHOW METRICS")
         except CommandRefused:
             native = None
-        self.metrics = ServerMetrics(self.label, snmp, counters, native)
+        threads = None
+        if native is None:  # ZMailer: the oldest mail per destination from THREADS2
+            with contextlib.suppress(CommandRefused):
+                threads = await self.client.show_queue_threads2()
+        self.metrics = ServerMetrics(self.label, snmp, counters, native, threads)
         return EX_OK
 
     # failures

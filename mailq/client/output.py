@@ -377,6 +377,7 @@ class ServerMetrics:
     snmp: Snmp | None
     counters: dict[str, int | float] | None
     native: list[str] | None = None  # SHOW METRICS (our daemon); None: not offered
+    threads: list[ThreadLine] | None = None  # THREADS2, when there is no SHOW METRICS
 
 
 def _samples(m: ServerMetrics) -> Iterator[tuple[str, str, str, int | float]]:
@@ -401,11 +402,52 @@ def _samples(m: ServerMetrics) -> Iterator[tuple[str, str, str, int | float]]:
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
 
 
-def _native(m: ServerMetrics, metrics: dict[str, tuple[str, str, list[str]]]) -> None:
-    """The daemon's own exposition (SHOW METRICS), each sample labelled ``server``."""
-    label = _label(m.server)[1:-1]
+def _lv(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def threads_exposition(threads: list[ThreadLine], top: int = 10) -> list[str]:
+    """From THREADS2 (any ZMailer server): the oldest message's age overall and per
+    destination, the ``top`` oldest and busiest threads labelled, the rest as ``other``."""
+    rows = [(t.qa or 0, t.r, t.channel, t.host) for t in threads]
+    chosen = {
+        (c, h): (qa, r)
+        for qa, r, c, h in [
+            *sorted(rows, key=lambda x: -x[0])[:top],
+            *sorted(rows, key=lambda x: -x[1])[:top],
+        ]
+    }
+    rest = [(qa, r) for qa, r, c, h in rows if (c, h) not in chosen]
+    age = "zmailer_mailq_destination_oldest_age_seconds"
+    count = "zmailer_mailq_destination_recipients"
+    lines = [
+        "# HELP zmailer_mailq_oldest_message_age_seconds Largest QA of SHOW QUEUE THREADS2.",
+        "# TYPE zmailer_mailq_oldest_message_age_seconds gauge",
+        f"zmailer_mailq_oldest_message_age_seconds {max((r[0] for r in rows), default=0)}",
+        f"# HELP {age} QA per thread: the {top} oldest and {top} busiest, the rest as other.",
+        f"# TYPE {age} gauge",
+        f"# HELP {count} R per thread, same label set; other: the rest.",
+        f"# TYPE {count} gauge",
+    ]
+    for (c, h), (qa, r) in sorted(chosen.items()):
+        where = f'channel="{_lv(c)}",host="{_lv(h)}"'
+        lines += [f"{age}{{{where}}} {qa}", f"{count}{{{where}}} {r}"]
+    other = 'channel="other",host="other"'
+    lines += [
+        f"{age}{{{other}}} {max((qa for qa, _ in rest), default=0)}",
+        f"{count}{{{other}}} {sum(r for _, r in rest)}",
+    ]
+    return lines
+
+
+def _native(
+    server: str, text: Iterable[str], metrics: dict[str, tuple[str, str, list[str]]]
+) -> None:
+    """An exposition (SHOW METRICS, or made from THREADS2), each sample labelled
+    ``server``."""
+    label = _label(server)[1:-1]
     meta: dict[str, list[str]] = {}
-    for line in m.native or ():
+    for line in text:
         if line.startswith("# "):
             parts = line.split(" ", 3)
             if len(parts) == 4 and parts[1] in ("HELP", "TYPE"):
@@ -436,7 +478,9 @@ def render_prometheus(results: Iterable[ServerMetrics]) -> list[str]:
             entry = metrics.setdefault(name, (kind, text, []))
             entry[2].append(f"{name}{label} {value}\n")
     for m in results:
-        _native(m, metrics)
+        _native(m.server, m.native or (), metrics)
+        if m.native is None and m.threads is not None:
+            _native(m.server, threads_exposition(m.threads), metrics)
     lines: list[str] = []
     for name, (kind, text, samples) in metrics.items():
         lines += [f"# HELP {name} {text}\n", f"# TYPE {name} {kind}\n", *samples]

@@ -19,6 +19,7 @@ from tests.mailq.client.replayserver import (
     auth_passwords,
     script_from_log,
 )
+from tests.promtext import parse
 
 RAW = TRANSCRIPTS / "raw"
 NOW = 1795312219.0
@@ -500,6 +501,35 @@ def test_prometheus_exposition() -> None:
         assert line.startswith(("# HELP ", "# TYPE ")) or sample.match(line)
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert len(types) == len(set(types))
+
+
+def test_prometheus_from_zmailer_adds_the_oldest_mail_per_destination() -> None:
+    """A server without SHOW METRICS (ZMailer answers its unknown-command line): the
+    ages come from THREADS2, labelled, bounded, parsed by the strict parser."""
+    unknown = Exchange(
+        "SHOW METRICS",
+        b"-MAILQ2 Unknown command, or refused by access control; "
+        b"VERB='SHOW' REST='METRICS'\n",
+    )
+    script = Script(
+        exchanges("13", "SHOW SNMP")
+        + exchanges("14", "SHOW COUNTERS")
+        + [unknown]
+        + exchanges("12", "SHOW QUEUE THREADS2")
+    )
+    with ThreadedReplayServer(script) as srv:
+        result = run(srv, "--prometheus")
+        assert not srv.server.mismatches
+    assert result.exit_code == 0
+    fams = parse(result.stdout)
+    oldest = fams["zmailer_mailq_oldest_message_age_seconds"]
+    assert oldest.value(server="127.0.0.1") == 10814
+    ages = fams["zmailer_mailq_destination_oldest_age_seconds"].samples
+    assert len(ages) == 6  # five threads, and other
+    assert max(ages.values()) == 10814
+    total = fams["zmailer_mailq_destination_recipients"].samples.values()
+    assert sum(total) == 8
+    assert not any(name.startswith("zmailer_scheduler_") for name in fams)
 
 
 def test_prometheus_down_server() -> None:
