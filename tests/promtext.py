@@ -109,3 +109,23 @@ def parse(text: str) -> dict[str, MetricFamily]:
         if fam.kind == "counter" and any(v < 0 for v in fam.samples.values()):
             raise ParseError(f"negative counter {fam.name}")
     return families
+
+
+def promtool_check(text: str) -> tuple[bool, str] | None:
+    """``promtool check metrics`` on ``text``: (passed, its output); None without promtool
+    (Debian: ``apt-get install prometheus``)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("promtool")
+    if tool is None:
+        return None
+    result = subprocess.run(
+        [tool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode == 0, result.stdout + result.stderr

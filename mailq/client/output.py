@@ -346,22 +346,26 @@ _SNMP_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("recipients_stored", "recipients_stored", "gauge", "Stored recipients gauge."),
 )
 
-_NOT_A_METRIC = re.compile(r"(PID|Time|time)$")
+_NOT_A_METRIC = re.compile(r"(PID|Time|time)$|^Time_now$")
+STATS_PREFIX = "zmailer_mailq_stats_"
 
 
-def _metric_name(counter: str) -> tuple[str, str] | None:
-    """``SC.StoredMessages-G`` -> (``zmailer_mailq_counter_sc_storedmessages``, gauge);
-    None for PIDs and clock readings (``...PID``, ``...Time``), which are not metrics."""
+def _metric_name(counter: str) -> tuple[str, str, int] | None:
+    """``SC.StoredMessages-G`` -> (``zmailer_mailq_stats_sc_storedmessages``, gauge, 1);
+    kB become bytes (``SC.ReceivedVolume-kB`` -> ``..._receivedvolume_bytes_total``,
+    scale 1024); None for PIDs and clock readings (``...PID``, ``...Time``,
+    ``Time_now``), which are not metrics."""
     gauge = counter.endswith("-G")
     base = counter[:-2] if gauge else counter
     if _NOT_A_METRIC.search(base):
         return None
-    name = "zmailer_mailq_counter_" + re.sub(r"[^a-z0-9]+", "_", base.lower()).strip(
-        "_"
-    )
+    scale = 1
+    if base.endswith("-kB"):
+        base, scale = base[:-3] + "-bytes", 1024
+    name = STATS_PREFIX + re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_")
     if gauge:
-        return name, "gauge"
-    return name + "_total", "counter"
+        return name, "gauge", scale
+    return name + "_total", "counter", scale
 
 
 def _label(server: str) -> str:
@@ -396,7 +400,8 @@ def _samples(m: ServerMetrics) -> Iterator[tuple[str, str, str, int | float]]:
     for counter, value in (m.counters or {}).items():
         named = _metric_name(counter)
         if named is not None:
-            yield named[0], named[1], f"ZMailer SHOW COUNTERS {counter}.", value
+            name, kind, scale = named
+            yield name, kind, f"ZMailer SHOW COUNTERS {counter}.", value * scale
 
 
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")

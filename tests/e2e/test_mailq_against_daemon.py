@@ -411,8 +411,8 @@ def test_prometheus_over_every_transport(
     assert samples["zmailer_mailq_up"] == 1
     assert samples["zmailer_mailq_messages"] == 5
     assert samples["zmailer_mailq_recipients_stored"] == 8
-    assert samples["zmailer_mailq_counter_sc_receivedrecipients_total"] == 8
-    assert samples["zmailer_mailq_counter_sc_transportagentforks_total"] == 2
+    assert samples["zmailer_mailq_stats_sc_receivedrecipients_total"] == 8
+    assert samples["zmailer_mailq_stats_sc_transportagentforks_total"] == 2
 
 
 # -- case 83: after the recorded ETRNs and KILLs (raw/80, raw/81); runs last ----------------

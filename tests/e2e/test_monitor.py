@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, DaemonProc, wait_until
-from tests.promtext import parse
+from tests.promtext import parse, promtool_check
 from tests.test_packaging import used_metric_names
 
 RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
@@ -222,3 +222,5 @@ def test_mailq_prometheus_carries_the_daemons_metrics(
     assert dest.value(server=server, channel="smtp", host="later.example") == 1
     assert fams["zmailer_scheduler_ready"].value(server=server) == 1
     assert not any("pid" in name for name in fams)
+    checked = promtool_check(result.stdout)
+    assert checked is None or checked[0], checked

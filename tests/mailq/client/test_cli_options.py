@@ -19,7 +19,7 @@ from tests.mailq.client.replayserver import (
     auth_passwords,
     script_from_log,
 )
-from tests.promtext import parse
+from tests.promtext import parse, promtool_check
 
 RAW = TRANSCRIPTS / "raw"
 NOW = 1795312219.0
@@ -491,9 +491,9 @@ def test_prometheus_exposition() -> None:
     assert result.exit_code == 0
     assert 'zmailer_mailq_up{server="127.0.0.1"} 1\n' in text
     assert 'zmailer_mailq_messages{server="127.0.0.1"} 5\n' in text
-    assert "# TYPE zmailer_mailq_counter_sc_mq2connects_total counter\n" in text
-    assert "# TYPE zmailer_mailq_counter_sc_storedmessages gauge\n" in text
-    assert 'zmailer_mailq_counter_sys_load_avg_1_min{server="127.0.0.1"} 0.0' in text
+    assert "# TYPE zmailer_mailq_stats_sc_mq2connects_total counter\n" in text
+    assert "# TYPE zmailer_mailq_stats_sc_storedmessages gauge\n" in text
+    assert 'zmailer_mailq_stats_sys_load_avg_1_min{server="127.0.0.1"} 0.0' in text
     assert "schedulermasterpid" not in text  # PIDs and times are not metrics
     assert "starttime" not in text
     sample = re.compile(r'^[a-z_][a-z0-9_]*\{server="[^"]*"\} -?[0-9.]+$')
@@ -530,6 +530,8 @@ def test_prometheus_from_zmailer_adds_the_oldest_mail_per_destination() -> None:
     total = fams["zmailer_mailq_destination_recipients"].samples.values()
     assert sum(total) == 8
     assert not any(name.startswith("zmailer_scheduler_") for name in fams)
+    checked = promtool_check(result.stdout)
+    assert checked is None or checked[0], checked
 
 
 def test_prometheus_down_server() -> None:
