@@ -4,6 +4,7 @@ pseudo-terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -26,6 +27,14 @@ pytestmark = pytest.mark.skipif(
 DEADLINE = 60.0
 PID = re.compile(rb"scheduler pid (\d+)")
 PO = re.compile(rb"(?m)^postoffice (\S+)\r?$")
+
+
+def reap(*pids: int) -> None:
+    """After a failure: leave nothing behind (what the test looked for, by pid)."""
+    for pid in pids:
+        if pid and not gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def gone(pid: int) -> bool:
@@ -51,7 +60,10 @@ def test_agents_end_when_the_daemon_is_killed(daemon_factory: DaemonFactory) -> 
     assert d.proc is not None
     d.proc.send_signal(signal.SIGKILL)  # the daemon alone, not its process group
     d.proc.wait()
-    wait_until(lambda: gone(agent), limit=DEADLINE, what="the agent to end")
+    try:
+        wait_until(lambda: gone(agent), limit=DEADLINE, what="the agent to end")
+    finally:
+        reap(agent)
 
 
 def _start_demo(env: dict[str, str], **kwargs: object) -> subprocess.Popen[bytes]:
@@ -71,6 +83,7 @@ def test_scheduler_and_agents_end_when_the_demo_is_killed(tmp_path: Path) -> Non
     assert proc.stdout is not None
     out = Output(proc.stdout)
     deadline = time.monotonic() + DEADLINE
+    scheduler = 0
     try:
         scheduler = int(out.wait_for(r"scheduler pid (\d+)", deadline).group(1))
         po = Path(out.wait_for(r"^postoffice (\S+)$", deadline).group(1))
@@ -85,6 +98,7 @@ def test_scheduler_and_agents_end_when_the_demo_is_killed(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reap(scheduler)
         out.join()
         proc.stdout.close()
 
@@ -108,6 +122,7 @@ def test_demo_and_its_children_end_when_the_terminal_closes(tmp_path: Path) -> N
     os.close(slave)
     text = b""
     deadline = time.monotonic() + DEADLINE
+    scheduler = 0
     try:
         while not (PID.search(text) and PO.search(text)):
             assert time.monotonic() < deadline, text.decode(errors="replace")
@@ -130,3 +145,4 @@ def test_demo_and_its_children_end_when_the_terminal_closes(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reap(scheduler)
