@@ -281,6 +281,12 @@ def _listeners(port: int, path: Path) -> list[socket.socket]:
     return [tcp, unix]
 
 
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (a hang-up): the clean-up must go on."""
+    with contextlib.suppress(OSError):
+        click.echo(text)
+
+
 class Daemon:
     """The scheduler subprocess, in its own session (Ctrl-C reaches only the demo)."""
 
@@ -492,24 +498,24 @@ class Demo:
         return 0
 
     async def _shutdown(self) -> None:
-        click.echo("stopping ...")
+        _say("stopping ...")
         status = await self.daemon.stop()
         await self.sink.close()
         if status is not None:
-            click.echo(f"scheduler exited with status {status}")
-        click.echo(f"sink accepted {self.delivered} message(s)")
+            _say(f"scheduler exited with status {status}")
+        _say(f"sink accepted {self.delivered} message(s)")
         if self.options.keep:
-            click.echo(f"kept {self.paths.root}")
+            _say(f"kept {self.paths.root}")
         elif self.created_root:
             shutil.rmtree(self.paths.root, ignore_errors=True)
-            click.echo(f"removed {self.paths.root}")
+            _say(f"removed {self.paths.root}")
         else:
             for path in self.paths.owned():
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            click.echo(f"removed the demo's files from {self.paths.root}")
+            _say(f"removed the demo's files from {self.paths.root}")
 
 
 @click.command()

@@ -139,6 +139,7 @@ def test_demo_and_its_children_end_when_the_terminal_closes(tmp_path: Path) -> N
         wait_until(
             lambda: not processes_using(root), limit=DEADLINE, what="its children"
         )
+        assert not root.exists()  # the demo stopped cleanly and removed its files
     finally:
         if master >= 0:
             os.close(master)
