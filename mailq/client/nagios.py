@@ -84,6 +84,8 @@ def parse_range(text: str, value: Callable[[str], float] = _number) -> Range:
         raise ValueError(f"empty threshold range {text!r}")
     if ":" in spec:
         low, _, high = spec.partition(":")
+        if not low and not high:
+            raise ValueError(f"threshold range {text!r} has no bounds")
         start = -math.inf if low == "~" else (value(low) if low else 0.0)
         end = value(high) if high else math.inf
     else:
