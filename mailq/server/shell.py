@@ -260,12 +260,19 @@ class _Session:
             raise _NoAuth(limit) from None
 
     async def _process(self, conn: ServerConnection, client: Client) -> bool:
-        """Answer every complete line; False once the session is over."""
+        """Answer every complete line; False once the session is over.
+
+        Pipelined commands share one ``FORMAT_SLICE``: once it is used up the session
+        yields to the loop before the next reply, so a greedy client cannot hold it."""
         service = self.server.service
+        slice_start = time.perf_counter()
         while True:
             event = conn.next_event()
             if event is None:
                 return True
+            if time.perf_counter() - slice_start >= FORMAT_SLICE:
+                await asyncio.sleep(0)
+                slice_start = time.perf_counter()
             reply = service.handle(event, client, self.server.load_auth)
             if isinstance(reply, WatchRequest):
                 if not await self._watch(reply):

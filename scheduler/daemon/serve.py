@@ -31,9 +31,15 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
 
 
-def setup_logging(level: int, use_syslog: bool) -> None:
+def setup_logging(level: int, use_syslog: bool, *, stats: bool = False) -> None:
+    """Root logger at ``level``; the per-recipient statistics lines (``scheduler.stats``)
+    only with ``stats`` or at DEBUG (ZMailer writes them only with ``-l``)."""
     root = logging.getLogger()
     root.setLevel(level)
+    on = stats or level <= logging.DEBUG
+    logging.getLogger("scheduler.stats").setLevel(
+        logging.NOTSET if on else logging.WARNING
+    )
     for handler in list(root.handlers):
         root.removeHandler(handler)
     stderr = logging.StreamHandler(sys.stderr)
@@ -119,6 +125,12 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
 @click.option("--syslog", "use_syslog", is_flag=True, help="Also log to syslog (mail).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="Log a statistics line per delivered recipient (logger scheduler.stats; "
+    "also on at DEBUG).",
+)
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Pid file path.")
 @click.option("--replace", is_flag=True, help="Stop a running scheduler and take over.")
 @click.option("--freeze", is_flag=True, help="Never start transport agents (-F).")
@@ -160,6 +172,7 @@ def serve(
     use_syslog: bool,
     log_level: str | None,
     verbose: int,
+    stats: bool,
     pid_file: str | None,
     replace: bool,
     freeze: bool,
@@ -171,7 +184,7 @@ def serve(
     shutdown_timeout: float,
 ) -> None:
     """Run the scheduler daemon in the foreground until SIGTERM/SIGINT."""
-    setup_logging(_level(log_level, verbose), use_syslog)
+    setup_logging(_level(log_level, verbose), use_syslog, stats=stats)
     try:
         zenv = read_zenv(zenvfile)
     except OSError as exc:

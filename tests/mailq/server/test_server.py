@@ -512,3 +512,43 @@ async def test_big_dump_to_slow_reader_does_not_block_others(authfile: Path) -> 
     await slow.close()
     srv.close()
     await srv.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_pipelined_session_yields_between_replies(
+    server: MailqServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that pipelines many small commands does not hold the loop: the
+    session yields between replies once its time slice (here 0) is used up."""
+    from mailq.server import shell
+
+    monkeypatch.setattr(shell, "FORMAT_SLICE", 0.0)
+    order: list[str] = []
+    handle = server.service.handle
+
+    def recording(*args: object, **kwargs: object) -> object:
+        order.append("reply")
+        return handle(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server.service, "handle", recording)
+    peer = await Peer.open(server.addresses[0])
+    await peer.greet()
+    await peer.auth()
+    order.clear()
+    stop = False
+
+    async def probe() -> None:
+        while not stop:
+            order.append("other")
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(probe())
+    peer.writer.write(b"FOO\n" * 200 + b"QUIT\n")  # one-line replies
+    data = await asyncio.wait_for(peer.reader.read(), 30)
+    stop = True
+    await task
+    assert data.count(b"-MAILQ2 Unknown command") == 200
+    replies = [i for i, what in enumerate(order) if what == "reply"]
+    between = order[replies[0] : replies[-1]]
+    assert between.count("other") >= 100  # the loop ran others between the replies
+    await peer.close()
