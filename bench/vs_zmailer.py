@@ -24,7 +24,6 @@ ZMailer default needs the oracle build at /tmp/zm (see ../shared/oracle/README.m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import pickle
 import re
@@ -44,6 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
+
 from mailq.protocol.auth import authenticator
 from spool.ids import hash_prefix
 from spool.layout import init_postoffice
@@ -56,7 +57,9 @@ OURS = (
 ZMAILER = "env ZM_PREFIX=/tmp/zm/inst /work/shared/oracle/zm-run {po} {port} {conf} {auth} {wd}"
 DEFAULTS = '*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20 overfeed=150\n'
 BUSY_HOST = "big.example"
-SNMP_RE = re.compile(r"Msgs in (\d+) out (\d+) stored (\d+) Rcpnts in (\d+) out (\d+) stored (\d+)")
+SNMP_RE = re.compile(
+    r"Msgs in (\d+) out (\d+) stored (\d+) Rcpnts in (\d+) out (\d+) stored (\d+)"
+)
 
 
 # ---------------------------------------------------------------- spools
@@ -93,10 +96,8 @@ def descendants(pid: int) -> list[int]:
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
+            with contextlib.suppress(OSError, IndexError):
                 kids.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
-            except (OSError, IndexError):
-                pass
     out, todo = [], [pid]
     while todo:
         for kid in kids.get(todo.pop(), []):
@@ -225,7 +226,9 @@ class Daemon:
     def start(self, spool: Path, conf: str) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
-        subprocess.run(["cp", "-a", str(spool / "po"), str(self.root / "po")], check=True)
+        subprocess.run(
+            ["cp", "-a", str(spool / "po"), str(self.root / "po")], check=True
+        )
         (self.root / "conf").write_text(conf)
         (self.root / "auth").write_text("admin:pw:ALL:[127.0.0.0]/8\n")
         (self.root / "auth").chmod(0o600)
@@ -237,10 +240,10 @@ class Daemon:
                 conf=self.root / "conf", auth=self.root / "auth", wd=self.root / "wd",
             )
         )  # fmt: skip
-        self.log = open(self.root / "wd" / "out", "wb")
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log
-        )
+        with open(self.root / "wd" / "out", "wb") as log:  # the child keeps it
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
 
     def note_kids(self) -> None:
         if self.proc:
@@ -257,20 +260,19 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         for kid in self.kids:  # ZMailer's [TimeServer]; agents of either
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(kid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         self.kids.clear()
         self.proc = None
-        self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- measurements
 
 
-def dispatch_sample(d: Daemon, spool: Path, conf: str, messages: int) -> dict[str, float]:
+def dispatch_sample(
+    d: Daemon, spool: Path, conf: str, messages: int
+) -> dict[str, float]:
     """Rate from the agent's first report (its CLOCK_MONOTONIC stamp) to the first
     SHOW SNMP that shows every recipient out and nothing stored; tree CPU sampled
     (from /proc, not MQ2) as soon as the stamp appears and at the end."""
@@ -490,7 +492,9 @@ def alternate(names: list[str], samples: int) -> Iterator[str]:
 
 def row(label: str, zm: float, ours: float, unit: str, raw: float | None = None,
         smaller_is_better: bool = True) -> str:  # fmt: skip
-    ratio = (zm / ours if smaller_is_better else ours / zm) if zm and ours else float("nan")
+    ratio = (
+        (zm / ours if smaller_is_better else ours / zm) if zm and ours else float("nan")
+    )
     fmt = {"ms": lambda v: f"{v * 1000:.1f} ms", "s": lambda v: f"{v:.2f} s",
            "MB": lambda v: f"{v / 1e6:.1f} MB", "/s": lambda v: f"{v:,.0f}/s",
            "B": lambda v: f"{v / 1e6:.2f} MB"}[unit]  # fmt: skip
@@ -499,7 +503,9 @@ def row(label: str, zm: float, ours: float, unit: str, raw: float | None = None,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ours", default=OURS, help="our daemon's command template")
     ap.add_argument("--zmailer", default=ZMAILER, help="ZMailer's command template")
     ap.add_argument("--samples", type=int, default=3, help="samples of each daemon")
@@ -508,7 +514,9 @@ def main() -> None:
     ap.add_argument("--report-messages", type=int, default=100_000)
     ap.add_argument("--report-repeat", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list: dispatch,reports")
-    ap.add_argument("--tmp", type=Path, default=None, help="work folder (default: a temp dir)")
+    ap.add_argument(
+        "--tmp", type=Path, default=None, help="work folder (default: a temp dir)"
+    )
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="vszm", dir=args.tmp))
@@ -516,10 +524,14 @@ def main() -> None:
         "zmailer": Daemon("zmailer", args.zmailer, tmp / "run-zmailer"),
         "ours": Daemon("ours", args.ours, tmp / "run-ours"),
     }
-    print(f"machine: {os.cpu_count()} CPUs, {os.uname().release}; load average at start {loadavg()}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {os.uname().release}; load average at start {loadavg()}"
+    )
     lines: list[str] = []
     try:
-        subprocess.run(["cc", "-O2", "-o", str(tmp / "minta"), str(HERE / "minta.c")], check=True)
+        subprocess.run(
+            ["cc", "-O2", "-o", str(tmp / "minta"), str(HERE / "minta.c")], check=True
+        )
         if "dispatch" not in skip:
             lines += bench_dispatch(args, tmp, daemons)
         if "reports" not in skip:
@@ -534,12 +546,16 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def bench_dispatch(args: argparse.Namespace, tmp: Path, daemons: dict[str, Daemon]) -> list[str]:
+def bench_dispatch(
+    args: argparse.Namespace, tmp: Path, daemons: dict[str, Daemon]
+) -> list[str]:
     spool = tmp / "dispatch"
     t = time.monotonic()
     build_spool(spool / "po", args.messages, lambda n: f"h{n % args.hosts}.example")
     conf = DEFAULTS + f'smtp/*\tcommand="{tmp / "minta"} @STAMP@"\n'
-    print(f"dispatch spool: {args.messages} x 1 over {args.hosts} hosts, built in {time.monotonic() - t:.1f} s")
+    print(
+        f"dispatch spool: {args.messages} x 1 over {args.hosts} hosts, built in {time.monotonic() - t:.1f} s"
+    )
     got: dict[str, list[dict[str, float]]] = {"zmailer": [], "ours": []}
     for name in alternate(["ours", "zmailer"], args.samples):
         r = dispatch_sample(daemons[name], spool, conf, args.messages)
@@ -560,11 +576,15 @@ def bench_dispatch(args: argparse.Namespace, tmp: Path, daemons: dict[str, Daemo
     ]  # fmt: skip
 
 
-def bench_reports(args: argparse.Namespace, tmp: Path, daemons: dict[str, Daemon]) -> list[str]:
+def bench_reports(
+    args: argparse.Namespace, tmp: Path, daemons: dict[str, Daemon]
+) -> list[str]:
     spool = tmp / "reports"
     n = args.report_messages
     t = time.monotonic()
-    build_spool(spool / "po", n, lambda i: BUSY_HOST if i % 10 == 0 else f"h{i % 1000}.example")
+    build_spool(
+        spool / "po", n, lambda i: BUSY_HOST if i % 10 == 0 else f"h{i % 1000}.example"
+    )
     conf = DEFAULTS + 'smtp/*\tqueueonly command="bitbucket"\n'
     print(f"report spool: {n} x 1 queue-only, built in {time.monotonic() - t:.1f} s")
     got: dict[str, list[dict[str, float]]] = {"zmailer": [], "ours": []}
