@@ -289,6 +289,7 @@ def dispatch_sample(
     cpu_first = tree_cpu(d.proc.pid)
     first = min(float(x) for x in stamp.read_text().split())
     s = connect(d.port, time.monotonic() + 120)
+    loaded_at_first = snmp(s)[3]  # recipients in (loaded) when the first was delivered
     while True:
         d.note_kids()
         st = snmp(s)
@@ -308,6 +309,7 @@ def dispatch_sample(
         "total": now - t_start,
         "first": first - t_start,
         "done": float(st[4]),
+        "loaded_at_first": float(loaded_at_first),
     }
 
 
@@ -562,7 +564,8 @@ def bench_dispatch(
         got[name].append(r)
         print(f"  {name:8} {r['rate']:9,.0f} rcpt/s  tree CPU {r['cpu']:.2f} s"
               f" ({r['cpu_after_first']:.2f} s after the first delivery)"
-              f"  {r['done']:.0f} done in {r['total']:.1f} s (first at {r['first']:.1f} s)"
+              f"  {r['done']:.0f} done in {r['total']:.1f} s (first at {r['first']:.1f} s,"
+              f" {r['loaded_at_first']:.0f} loaded then)"
               f"  load {loadavg()}")  # fmt: skip
     shutil.rmtree(spool, ignore_errors=True)
     med = {k: {f: median([r[f] for r in v]) for f in v[0]} for k, v in got.items()}

@@ -70,7 +70,8 @@ SCAN_INTERVAL: Final = 10.0
 DEEP_SCAN_INTERVAL: Final = 120.0
 SYSTEM_REFRESH: Final = 30.0
 MIN_SLEEP: Final = 0.01
-BULK_BUDGET: Final = 0.2
+BULK_BUDGET: Final = 0.005
+BULK_TURNS: Final = 4  # loop turns after each bulk load pass (a query needs about 8)
 
 
 class Core(Protocol):
@@ -143,6 +144,7 @@ class Runner:
         self._load_budget = load_budget
         self._bulk_budget = bulk_budget
         self._frozen = False  # gc.freeze() done by a bulk pass, not yet undone
+        self._bulk_pass = False  # the last pass was a bulk load pass
         # The startup load of a big queue runs in worker processes (scheduler.daemon.loadworker)
         if load_workers is None:
             load_workers = 2 if (os.cpu_count() or 1) >= 2 else 1
@@ -243,10 +245,17 @@ class Runner:
             busy |= self._load_batch_now()
             busy |= self._tick_if_due()
             if busy or self._events:
-                await asyncio.sleep(0)
+                await self._yield_turns()
                 continue
             self.core.flush_counters()  # so readers of the shared block see them
             await self._sleep(self._timeout(self.clock()))
+
+    async def _yield_turns(self) -> None:
+        """One loop turn; ``BULK_TURNS`` after a bulk load pass, so that a MAILQ v2
+        query (accept, greeting, AUTH, reply) waits a few short passes, not dozens."""
+        turns, self._bulk_pass = (BULK_TURNS if self._bulk_pass else 1), False
+        for _ in range(turns):
+            await asyncio.sleep(0)
 
     async def shutdown(self, grace: float) -> None:
         """Slow shutdown: the core retires every TA; TERM, then KILL after ``grace``."""
@@ -370,6 +379,7 @@ class Runner:
         # loaded object again and again), the loaded objects frozen out of its sight.
         enabled = gc.isenabled()
         gc.disable()
+        self._bulk_pass = True
         try:
             load(now, len(queue) + 1_000_000, self._bulk_budget)
         finally:
