@@ -527,6 +527,11 @@ def main() -> None:
     )
     ap.add_argument("--ours", default=OURS, help="our daemon's command template")
     ap.add_argument("--zmailer", default=ZMAILER, help="ZMailer's command template")
+    ap.add_argument(
+        "--label",
+        default="ZMailer",
+        help="the table's name for the --zmailer daemon (e.g. 'main' for a before/after)",
+    )
     ap.add_argument("--samples", type=int, default=3, help="samples of each daemon")
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--hosts", type=int, default=200)
@@ -560,7 +565,7 @@ def main() -> None:
             d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nload average at end {loadavg()}\n")
-    print("| figure | ZMailer | ours | ZMailer / ours | % of raw |")
+    print(f"| figure | {args.label} | ours | {args.label} / ours | % of raw |")
     print("|---|---|---|---|---|")
     print("\n".join(lines))
 
