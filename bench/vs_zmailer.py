@@ -543,6 +543,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.zmailer == ZMAILER and not Path("/tmp/zm/inst/bin/scheduler").exists():
+        sys.exit("no ZMailer at /tmp/zm: build it with ../shared/oracle/build-zmailer")
     tmp = Path(tempfile.mkdtemp(prefix="vszm", dir=args.tmp))
     daemons = {
         "zmailer": Daemon("zmailer", args.zmailer, tmp / "run-zmailer"),
