@@ -466,7 +466,9 @@ def _parse_fast(data: bytes) -> ControlFile | None:
         cf.is_error_message = sender[0] == "error"
         cf.error_address = "" if cf.is_error_message else sender[2]
         pos = head.end()
-    slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
+    if flags & 3 != 3:
+        return None  # slots guessed line by line: the exact parser
+    slot = 12
     while pos < n:
         tag = text[pos]
         if tag == "r":
@@ -508,9 +510,8 @@ def _parse_fast(data: bytes) -> ControlFile | None:
                 return None
             if tag == "@":
                 flags = cf.flags
-                if flags & ~KNOWN_FLAGS or flags < 0:
+                if flags & ~KNOWN_FLAGS or flags < 0 or flags & 3 != 3:
                     return None
-                slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
         pos = end
     return cf
 

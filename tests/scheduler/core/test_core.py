@@ -104,20 +104,30 @@ def test_done_recipients_are_ignored_and_all_done_completes_at_once() -> None:
     pb.check_counts()
 
 
-def test_bad_host_is_bounced_not_dropped() -> None:
-    """S33 fix: an unparsable host gets an error d line and a '-' mark, then a DSN."""
+def test_host_dash_is_the_normal_thread_local_dash() -> None:
+    """Issue 12 item 1: ``local - user`` is the thread ``local/-`` (never bounced)."""
+    pb = pb_()
+    data = (
+        b"@ 0x00000007\ni 5\nl <x>\ne a@b\ns local - a@b 0\n"
+        b"r           local - root 65534\nm\nSubject: x\n\n"
+    )
+    cmds = pb.load("A/5", [], data=data)
+    assert pb.marks(cmds) == [] and pb.diags(cmds) == [] and pb.completes(cmds) == []
+    assert pb.sched.find_thread("local", "-") is not None
+    pb.check_counts()
+
+
+def test_uncuttable_host_is_queued_as_zmailer_queues_it() -> None:
+    """An unclosed host list is queued, not bounced: alone in its file it names its
+    vertex by the rest of the line, as ZMailer does (recorded: ``smtp/mx1 u@x 0``)."""
     pb = pb_()
     data = (
         b"@ 0x00000007\ni 5\nl <x>\ne a@b\ns local - a@b 0\n"
         b"r           smtp ((mx1 u@x 0\nm\nSubject: x\n\n"
     )
     cmds = pb.load("A/5", [], data=data)
-    off = data.index(b"\nr") + 1
-    assert pb.marks(cmds) == [("A/5", off, "-")]
-    (d,) = pb.diags(cmds)
-    assert d.startswith(f"d {off}:")
-    assert "failed" in d
-    assert pb.completes(cmds)[0].dsn is True
+    assert pb.marks(cmds) == [] and pb.diags(cmds) == [] and pb.completes(cmds) == []
+    assert pb.sched.find_thread("smtp", "mx1 u@x 0") is not None
 
 
 def test_unmatched_recipient_goes_to_the_fallback_clause() -> None:
