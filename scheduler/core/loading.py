@@ -47,6 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 class Loading(Operations):
     """Loading, reloading and dropping messages (SCHED-REF 3.4, 4.11)."""
 

@@ -67,6 +67,7 @@ TA_PROCS = "SC.TransportAgentProcesses-G"
 TA_ACTIVE = "SC.TransportAgentsActive-G"
 TA_IDLE = "SC.TransportAgentsIdle-G"
 
+
 class ModelState:
     """The model and its bookkeeping; the base of every part of the core."""
 

@@ -229,8 +229,12 @@ async def test_state_changing_commands_and_audit_log(
         == b"+OK; an ETRN started something.\n"
     )
     # issue 12 item 10: ZMailer's bytes, and nothing deleted
-    assert await peer.command("KILL THREAD SMTP example.org ") == b"-Unknown request.\n\n"
-    assert await peer.command("KILL THREAD smtp example.org") == b"-Unknown request.\n\n"
+    assert (
+        await peer.command("KILL THREAD SMTP example.org ") == b"-Unknown request.\n\n"
+    )
+    assert (
+        await peer.command("KILL THREAD smtp example.org") == b"-Unknown request.\n\n"
+    )
     assert await peer.command("KILL MSG nope") == b"-No such message.\n\n"
     assert await peer.command("KILL MSG") == b"-No such message.\n\n"
     assert await peer.command("REQUEUE MSG 100001") == b"-No such message.\n"

@@ -112,7 +112,9 @@ def test_host_dash_is_the_normal_thread_local_dash() -> None:
         b"r           local - root 65534\nm\nSubject: x\n\n"
     )
     cmds = pb.load("A/5", [], data=data)
-    assert pb.marks(cmds) == [] and pb.diags(cmds) == [] and pb.completes(cmds) == []
+    assert pb.marks(cmds) == []
+    assert pb.diags(cmds) == []
+    assert pb.completes(cmds) == []
     assert pb.sched.find_thread("local", "-") is not None
     pb.check_counts()
 
@@ -126,7 +128,9 @@ def test_uncuttable_host_is_queued_as_zmailer_queues_it() -> None:
         b"r           smtp ((mx1 u@x 0\nm\nSubject: x\n\n"
     )
     cmds = pb.load("A/5", [], data=data)
-    assert pb.marks(cmds) == [] and pb.diags(cmds) == [] and pb.completes(cmds) == []
+    assert pb.marks(cmds) == []
+    assert pb.diags(cmds) == []
+    assert pb.completes(cmds) == []
     assert pb.sched.find_thread("smtp", "mx1 u@x 0") is not None
 
 
