@@ -33,7 +33,7 @@ from spool.ctlrecords import (
 )
 from spool.errors import CorruptControlFile
 from spool.fastparse import RcptIndex, find_run
-from spool.quads import format_quad, parse_host, parse_quad
+from spool.quads import format_quad, parse_host, parse_quad, zm_sender_address
 
 __all__ = [
     "DEFAULT_NOTIFY",
@@ -105,6 +105,7 @@ class ControlFile:
         "log_id",
         "mid",
         "obsoletes",
+        "report_sender",
         "ret",
         "sender",
         "verbose_file",
@@ -124,6 +125,10 @@ class ControlFile:
     ret: str | None
     envid: str | None
     obsoletes: list[str]
+    report_sender: str
+    """The sender as ZMailer's scheduler shows it (SHOW THREAD field 3, ``mailq -v``):
+    the last ``e`` value or the ``s`` line's address token as written (quotes and a
+    ``-`` kept; ``""`` for the ``error`` channel)."""
     _recipients: list[Recipient] | None
     _index: RcptIndex | None
     _lines: list[Line] | None
@@ -147,6 +152,7 @@ class ControlFile:
         obsoletes: list[str] | None = None,
         *,
         data: bytes | None = None,
+        report_sender: str | None = None,
     ) -> None:
         if data is None:
             data = b"".join([line.raw for line in lines or ()])
@@ -167,6 +173,7 @@ class ControlFile:
         self.ret = ret
         self.envid = envid
         self.obsoletes = [] if obsoletes is None else obsoletes
+        self.report_sender = error_address if report_sender is None else report_sender
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
@@ -415,12 +422,13 @@ def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> 
     elif tag == "l":
         cf.log_id = value
     elif tag == "e":
-        cf.error_address = value
+        cf.error_address = cf.report_sender = value
     elif tag == "s":
         sender = parse_quad(value)
         cf.sender = sender
         cf.is_error_message = sender[0] == "error"
         cf.error_address = "" if cf.is_error_message else sender[2]
+        cf.report_sender = zm_sender_address(value)
     elif tag == "T":
         cf.etrn.append(value)
     elif tag == "v":
@@ -465,6 +473,7 @@ def _parse_fast(data: bytes) -> ControlFile | None:
         sender = cf.sender = parse_quad(head[5])
         cf.is_error_message = sender[0] == "error"
         cf.error_address = "" if cf.is_error_message else sender[2]
+        cf.report_sender = zm_sender_address(head[5])
         pos = head.end()
     if flags & 3 != 3:
         return None  # slots guessed line by line: the exact parser

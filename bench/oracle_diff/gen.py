@@ -109,7 +109,7 @@ def _message(rng: random.Random, number: int, wild: bool) -> Message:
     groups = rng.choice([1, 1, 1, 2, 3])
     for _ in range(groups):
         if rng.random() < 0.8:
-            lines.append(f"e {sender.split(' ')[2]}")
+            lines.append(f"e {rng.choice(USERS)}")
         lines.append(f"s {sender}")
         for _ in range(rng.choice([1, 1, 2, 3, 4, 6])):
             status = rng.choice(" " * 12 + "+-~")
@@ -138,7 +138,9 @@ def _message(rng: random.Random, number: int, wild: bool) -> Message:
             rng.randrange(0, 600),
             rng.randrange(600, DAY),
             rng.randrange(EXPIRY - 3600, EXPIRY + 3600),
-            EXPIRY + EXPIRY2 + rng.randrange(60, DAY),
+            # just short of expiry+expiry2: past it, the real scheduler's first
+            # periodic sweep writes an expiry report and segfaults (scnotaryreport)
+            EXPIRY + EXPIRY2 - rng.randrange(600, 7200),
             -rng.randrange(120, 3600),  # dated in the future
         ]
     )

@@ -78,7 +78,7 @@ class Loading(Operations):
             ints.clear()
         cdelta = ctime - mtime
         hdr = ints.setdefault(hdr, hdr)
-        sender = sys.intern(control.error_address)
+        sender = sys.intern(control.report_sender)
         msg: Message
         if len(specs) == 1:  # most messages: the message is its own vertex
             spec = specs[0]
@@ -131,12 +131,7 @@ class Loading(Operations):
         if clause.queueonly or (clause.wakeuprestartonly and th.thrkids):
             return
         if self.frozen and not self._shutdown:
-            th.pending = (
-                "Frozen"  # what _start_thread does when frozen, without the call
-            )
-            if not th.agenda_seq:
-                self._agenda.schedule(th, self._now + TICK)
-            return
+            return  # as ZMailer -F: never started, no pend= (only ETRN shows Frozen)
         self._start_thread(th)
 
     def _on_reloaded(self, ev: MessageReloaded) -> None:

@@ -153,6 +153,11 @@ def test_frozen_starts_nothing() -> None:
     assert pb.starts(pb.load("A/1", [("smtp", "h", "u@h")])) == []
     th = pb.sched.find_thread("smtp", "h")
     assert th is not None
+    assert th.pending == ""  # as ZMailer -F: no pend= until something tries to start it
+    pb.advance(3600)
+    assert pb.starts(pb.tick()) == []
+    _, cmds = pb.sched.etrn("h", pb.now)
+    assert pb.starts(cmds) == []
     assert th.pending == "Frozen"
 
 
