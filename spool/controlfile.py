@@ -269,12 +269,15 @@ def index_lines(data: bytes) -> list[Line]:
     pos, n = 0, len(data)
     while pos < n:
         tag = data[pos]
-        if tag == 109 or tag == 77:  # m, M
+        if tag == 109 or tag == 77:  # m, M (an unterminated block runs to the end)
             end = find(b"\n\n", pos) + 2
+            if end < 2:
+                end = n
             add(Line(_CHR[tag], "\n", pos, data[pos:end]))
         else:
             end = find(b"\n", pos) + 1
-            add(Line(_CHR[tag], _CHR[data[pos + 1]], pos, data[pos:end]))
+            status = _CHR[data[pos + 1]] if pos + 1 < n else "\n"
+            add(Line(_CHR[tag], status, pos, data[pos:end]))
         pos = end
     return out
 
@@ -310,9 +313,11 @@ def format_diagnostic(
 
 
 def parse(data: bytes, path: str = "<memory>") -> ControlFile:
-    """Parse a whole control file; raise :class:`CorruptControlFile` for anything that
-    is truncated (no final LF, unterminated ``m`` block), unknown (tag, format bits) or
-    malformed (short lines, bad numbers).
+    """Parse a whole control file; raise :class:`CorruptControlFile` for an empty file,
+    one without a final LF, unknown format bits or unreadable numbers. What ZMailer's
+    scheduler reads past is read past here too (issue 12): blank and status-less lines,
+    unknown tags and ``r`` lines with an unknown status are skipped, a header block
+    without its empty line runs to the end of the file.
 
     An ASCII file is validated in one pass in which runs of plain ``r`` lines (four
     unquoted fields) are checked by one regular expression each; their
@@ -359,31 +364,26 @@ def _parse_exact(data: bytes, path: str) -> ControlFile:
         tag = s[:1]
         if tag == "r":
             rcpt = recipient_of(s, pos, slot, flags, fix)
-            if isinstance(rcpt, str):
-                raise CorruptControlFile(path, i + 1, rcpt)
-            add_rcpt(rcpt)
+            if not isinstance(rcpt, str):  # else ignored, as ZMailer ignores it
+                add_rcpt(rcpt)
             pos = end
             i += 1
             continue
-        if tag == "m" or tag == "M":  # a block, through its empty line
-            if ln != 1:
-                raise CorruptControlFile(path, i + 1, f"text after the {tag} tag")
+        if tag == "m" or tag == "M":  # a block, through its empty line (or the end)
             end = text.find("\n\n", pos) + 2
-            if end < 2:
-                why = "truncated: unterminated header block"
-                raise CorruptControlFile(path, i + 1, why)
             if tag == "m":
                 for rcpt in recipients[unheaded:]:
                     rcpt.header_offset = pos + 2
                 unheaded = len(recipients)
+            if end < 2:  # unterminated: ZMailer lets it run to the end of the file
+                break
             i = parts.index("", i + 1) + 1
             pos = end
             continue
-        if ln < 2:
-            why = "empty line" if ln == 0 else "line without a status column"
-            raise CorruptControlFile(path, i + 1, why)
-        if tag not in TAGS:
-            raise CorruptControlFile(path, i + 1, f"unknown tag {tag!r}")
+        if ln < 2 or tag not in TAGS:  # blank, status-less or unknown: ZMailer skips it
+            pos = end
+            i += 1
+            continue
         status = s[1]
         value = utf8_value(s[2:]) if fix else s[2:]
         try:

@@ -10,6 +10,7 @@ SHORT/THREADS/THREADS2, SHOW THREAD for every thread, SHOW COUNTERS) and the rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -80,10 +81,8 @@ class Mq2:
         return b"".join(lines).decode("latin-1")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.sendall(b"QUIT\n")
-        except OSError:
-            pass
         self.reader.close()
         self.sock.close()
 
@@ -123,19 +122,15 @@ class Daemon:
         """SIGTERM the pid we started and every process of its session (the real
         scheduler's [TimeServer] child)."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)  # a leftover child
-        except ProcessLookupError:
-            pass
 
 
 def start_real(root: Path) -> Daemon:

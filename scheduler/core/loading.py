@@ -29,7 +29,6 @@ from scheduler.core.state import (
     STORED_MSGS,
     STORED_RCPTS,
     STORED_VERTICES,
-    TICK,
 )
 from scheduler.core.vertexspecs import Row, VertexSpec, intern_name, split_recipients
 from spool.ids import message_number
