@@ -47,7 +47,7 @@ def _near(a: str, b: str) -> bool:
 def _level(line: str) -> int:
     if not line[:1].isspace():
         return 0
-    return 2 if line[:2] in ("\t ", "\t\t") or line[:5] == "     " else 1
+    return 2 if line[:2] in ("\t ", "\t\t") else 1
 
 
 Node = tuple[str, list["Node"]]
@@ -84,6 +84,8 @@ def canonical(key: str, text: str) -> list[str]:
     lines = text.split("\n")
     if key == "SHOW COUNTERS":
         return [line.split(" ", 1)[0] for line in lines]
+    if key == "SHOW QUEUE THREADS2":  # one line per thread (names may start blank)
+        return sorted(lines, key=lambda line: _TOKEN.sub("#", line))
     out: list[str] = []
     _flatten(_tree(lines), out)
     return out

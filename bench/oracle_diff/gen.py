@@ -127,7 +127,8 @@ def _message(rng: random.Random, number: int, wild: bool) -> Message:
     if rng.random() < 0.3:
         lines.append(_diag(rng))
     if wild and rng.random() < 0.1:
-        lines.insert(rng.randrange(1, len(lines)), rng.choice(["", "Q junk", "X x"]))
+        # (no blank line: in ZMailer it swallows the line after it, a documented Fix)
+        lines.insert(rng.randrange(1, len(lines)), rng.choice(["Q junk", "X x", "Z"]))
     if wild and rng.random() < 0.05:
         lines.append(f"x {rng.randrange(100000, 100100)}")
     text = "\n".join(lines) + "\n"
@@ -144,12 +145,15 @@ def _message(rng: random.Random, number: int, wild: bool) -> Message:
             -rng.randrange(120, 3600),  # dated in the future
         ]
     )
-    queue_file = not (wild and rng.random() < 0.05)
-    return Message(name, text.encode("utf-8"), age, queue_file)
+    # A control file without its message file is left out: ZMailer re-counts it in
+    # "Msgs in" at every rescan (a documented difference; ours quarantines it once).
+    return Message(name, text.encode("utf-8"), age)
 
 
 def _diag(rng: random.Random) -> str:
-    status = rng.choice(" +")
+    # only reported ("d+") lines: an unreported one makes the real scheduler write a
+    # report at startup, and it segfaults doing so (scnotaryreport)
+    status = "+"
     msg = rng.choice(
         ["retry in 2m51s", "\r<<- MAIL From:<x>\r->> 250 ok", "user unknown"]
     )

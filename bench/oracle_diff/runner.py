@@ -77,7 +77,7 @@ class Mq2:
             return first.decode("latin-1")
         lines = [first]
         while (line := self.reader.readline()) not in (b".\n", b""):
-            lines.append(line)
+            lines.append(line[1:] if line[:2] == b".." else line)
         return b"".join(lines).decode("latin-1")
 
     def close(self) -> None:
@@ -111,7 +111,7 @@ def _settled(port: int) -> None:
             continue
         same = same + 1 if now == last else 0
         last = now
-        time.sleep(0.3)
+        time.sleep(0.2)
 
 
 class Daemon:
@@ -186,7 +186,7 @@ def _threads(threads2: str) -> list[tuple[str, str]]:
     return out
 
 
-def _reports(d: Daemon, zconf: Path, root: Path) -> dict[str, str]:
+def _reports(d: Daemon, zconf: Path, root: Path, mailq: bool) -> dict[str, str]:
     mq = Mq2(d.port)
     out: dict[str, str] = {}
     try:
@@ -198,7 +198,8 @@ def _reports(d: Daemon, zconf: Path, root: Path) -> dict[str, str]:
         out["SHOW COUNTERS"] = mq.ask("SHOW COUNTERS")
     finally:
         mq.close()
-    for mode in MAILQ_MODES:
+    client = ZM / "bin" / "mailq"
+    for mode in MAILQ_MODES if mailq and client.exists() else []:
         argv = [str(ZM / "bin" / "mailq"), "-Z", str(zconf), "-p", str(d.port), *mode]
         r = subprocess.run(argv, capture_output=True, timeout=60, check=False)
         text = r.stdout.decode("latin-1")
@@ -209,12 +210,17 @@ def _reports(d: Daemon, zconf: Path, root: Path) -> dict[str, str]:
 
 
 def collect(
-    spool: Spool, work: Path, which: tuple[str, ...] = ("real", "ours")
+    spool: Spool,
+    work: Path,
+    which: tuple[str, ...] = ("real", "ours"),
+    now: float | None = None,
+    mailq: bool = True,
 ) -> dict[str, dict[str, str]]:
     """Run ``spool`` through each daemon named in ``which`` at the same time (``real``
     may appear twice: the oracle against itself) and return each one's replies, keyed
     by daemon name (``real``, ``real2``, ``ours``)."""
-    now = time.time()
+    if now is None:
+        now = time.time()
     daemons: dict[str, Daemon] = {}
     roots: dict[str, Path] = {}
     try:
@@ -230,10 +236,21 @@ def collect(
                 zconf = root / "zmailer.conf"
                 zconf.write_text(f"POSTOFFICE={root / 'po'}\nMAILSERVER=127.0.0.1\n")
                 daemons[name] = start_ours(root, zconf)
-        for d in daemons.values():
+        for name, d in daemons.items():
             _wait(lambda d=d: d.zconf.exists(), "zm-run's zmailer.conf")  # type: ignore[misc]
-            _settled(d.port)
-        return {name: _reports(d, d.zconf, roots[name]) for name, d in daemons.items()}
+            try:
+                _settled(d.port)
+            except TimeoutError:
+                rc = d.proc.poll()
+                raise RuntimeError(
+                    f"{name} died (exit {rc})"
+                    if rc is not None
+                    else f"{name} never settled"
+                ) from None
+        return {
+            name: _reports(d, d.zconf, roots[name], mailq)
+            for name, d in daemons.items()
+        }
     finally:
         for d in daemons.values():
             d.stop()
