@@ -61,7 +61,27 @@ class Loading(Operations):
                 self._etrn(words[0].lower())
         if control.mid is None:
             return  # an ETRN request file (or a file without an i line): nothing to queue
+        for ident in control.obsoletes:
+            self._obsolete(ident, control.report_sender, ev.relpath)
         self._load(ev.relpath, control, ev.mtime, ev.mtime_ns, int(ev.ctime))
+
+    def _obsolete(self, ident: str, sender: str, by: str) -> None:
+        """An ``x <spool-id>`` line: the message with exactly that spool-id and the same
+        sender is dropped silently, as ZMailer's scheduler drops it (its router writes
+        the line when it replaces a file). Nothing else matches (not a file name)."""
+        ident = ident.strip()
+        if not ident.startswith("S"):
+            log.info("deletemsg: %s ID not found", ident)
+            return
+        msg = self._find_message(ident)
+        if msg is None or msg.sender != sender:
+            log.info("deletemsg: %s ID not found", ident)
+            return
+        log.info("%s: obsoleted by %s", msg.mid, by)
+        for v in msg.vertices:
+            if v.thread is not None:
+                self._kill_vertex(v)
+        self._maybe_complete(msg)
 
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int

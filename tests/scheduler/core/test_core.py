@@ -742,3 +742,21 @@ def test_config_change_reaches_a_group_with_only_idle_agents() -> None:
     assert th is not None
     assert th.group.clause.queueonly
     pb.check_counts()
+
+
+def test_obsoletes_line_drops_the_named_message_of_the_same_sender() -> None:
+    """Issue 12: ``x <spool-id>`` drops that message, as ZMailer's scheduler does, only
+    by exact spool-id and only with the same sender."""
+    pb = pb_()
+    pb.load("A/1", [("smtp", "h", "u@h")])
+    sid = pb.sched._spool_id(pb.sched._messages[1])
+    other = control_bytes("3", "x@y", [("smtp", "h3", "u@h")])
+    pb.load("A/3", [], data=other.replace(b"m\n", f"x {sid}\nm\n".encode(), 1))
+    assert pb.sched.find_thread("smtp", "h") is not None  # another sender: kept
+    data = control_bytes("2", "sender@example.org", [("smtp", "h2", "u@h")])
+    cmds = pb.load("A/2", [], data=data.replace(b"m\n", b"x 1\nm\n", 1))
+    assert pb.completes(cmds) == []  # a file name is not a spool-id
+    cmds = pb.load("A/4", [], data=data.replace(b"m\n", f"x {sid}\nm\n".encode(), 1))
+    assert [c.relpath for c in pb.completes(cmds)] == ["A/1"]
+    th = pb.sched.find_thread("smtp", "h")
+    assert th is None or list(th.vertices()) == []
