@@ -35,9 +35,7 @@ class Limits(Feeding):
         c = g.clause
         if c.queueonly and not etrn:
             return False
-        if self.frozen:  # ZMailer -F: the agenda never starts a thread; an ETRN
-            if etrn:  # reaches the start and leaves pend=Frozen
-                th.pending = "Frozen"
+        if self.frozen:  # ZMailer -F: thread_start() returns before it sets pend=
             return False
         th.pending = ""
         if th.thrkids >= c.maxthr or (th.thrkids and th.thrkids >= th.unfed):

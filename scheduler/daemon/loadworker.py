@@ -94,6 +94,7 @@ class PreparedControl:
 
     __slots__ = ("diagnostics", "mid", "prepared_split", "report_sender")
     etrn: tuple[str, ...] = ()
+    obsoletes: tuple[str, ...] = ()  # files with x lines are loaded by the daemon
 
     def __init__(self, record: Record) -> None:
         self.mid = record[3]
@@ -135,6 +136,7 @@ def prepare(
         if (
             mid is None
             or control.etrn
+            or control.obsoletes
             or control.log_id is None
             or control.flags & ~KNOWN_FLAGS
             or "/" in mid
