@@ -39,7 +39,7 @@ local/*\tcommand="/bin/cat"
 smtp/*\tcommand="/bin/cat"
 error/*\tcommand="/bin/cat"
 hold/*\tinterval=5m command="/bin/cat"
-?*/*\tcommand="/bin/cat"
+**/*\tcommand="/bin/cat"
 """
 AUTH = "nobody:nobody:ALL: [127.0.0.0]/8\n"
 MAILQ_MODES: list[list[str]] = [[], ["-s"], ["-Q"], ["-QQ"], ["-v"]]
