@@ -164,10 +164,10 @@ def start_ours(root: Path, zconf: Path) -> Daemon:
     return Daemon(proc, port, zconf)
 
 
-def _prepare(root: Path, spool: Spool, now: float) -> None:
+def _prepare(root: Path, spool: Spool, now: float, conf: str = CONF) -> None:
     root.mkdir(parents=True)
     init_postoffice(root / "po")
-    (root / "scheduler.conf").write_text(CONF)
+    (root / "scheduler.conf").write_text(conf)
     auth = root / "scheduler.auth"
     auth.write_text(AUTH)
     auth.chmod(0o600)
@@ -215,6 +215,7 @@ def collect(
     which: tuple[str, ...] = ("real", "ours"),
     now: float | None = None,
     mailq: bool = True,
+    conf: str = CONF,
 ) -> dict[str, dict[str, str]]:
     """Run ``spool`` through each daemon named in ``which`` at the same time (``real``
     may appear twice: the oracle against itself) and return each one's replies, keyed
@@ -229,7 +230,7 @@ def collect(
             root = roots[name] = work / f"{n}-{name}"
             if root.exists():
                 shutil.rmtree(root)
-            _prepare(root, spool, now)
+            _prepare(root, spool, now, conf)
             if who == "real":
                 daemons[name] = start_real(root)
             else:

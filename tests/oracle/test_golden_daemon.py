@@ -17,7 +17,7 @@ from tests.oracle.replay import GOLDEN, load_golden
 
 pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason="no golden recordings")
 
-_, RECORDS = load_golden() if GOLDEN.exists() else ({}, [])
+HEADER, RECORDS = load_golden() if GOLDEN.exists() else ({}, [])
 # a plain spool, one with malformed forms (seed % 3 == 0), and the biggest
 CHOSEN = sorted({RECORDS[1]["seed"], RECORDS[0]["seed"], max(
     RECORDS, key=lambda r: len(r["files"]))["seed"]}) if RECORDS else []  # fmt: skip
@@ -38,7 +38,9 @@ def test_daemon_matches_zmailer(seed: int, tmp_path: Path) -> None:
         seed, [Message(n, t.encode("utf-8"), age) for n, t, age in rec["files"]]
     )
     now = time.time()
-    ours = collect(spool, tmp_path, ("ours",), now=now, mailq=False)["ours"]
+    ours = collect(
+        spool, tmp_path, ("ours",), now=now, mailq=False, conf=HEADER["conf"]
+    )["ours"]
     delta = int(now) - int(rec["now"])
     want = {k: _shifted(v, delta) for k, v in rec["replies"].items()}
     counters = ours["SHOW COUNTERS"]
