@@ -162,15 +162,31 @@ def _diag(rng: random.Random) -> str:
     )
 
 
+ROUTED = sorted((Path(__file__).parent / "routed").glob("*.ctl"))
+"""Control files the real router wrote (see routed/README.md)."""
+
+
+def _routed(rng: random.Random, number: int) -> Message:
+    text = rng.choice(ROUTED).read_text()
+    lines = text.split("\n")
+    lines = [f"i {number}" if line.startswith("i ") else line for line in lines]
+    age = rng.choice([rng.randrange(0, 600), rng.randrange(600, DAY)])
+    return Message(str(number), "\n".join(lines).encode("utf-8"), age)
+
+
 def make_spool(seed: int, count: int | None = None) -> Spool:
     """The spool of ``seed``: 3-12 messages; seeds divisible by 3 also get malformed
-    forms (blanks and TABs in quads, bad host lists, stray lines, no ``@`` line)."""
+    forms (blanks and TABs in quads, bad host lists, stray lines, no ``@`` line); seeds
+    1 modulo 4 also one or two files the real router wrote (``routed/``)."""
     rng = random.Random(seed)
     wild = seed % 3 == 0
     spool = Spool(seed)
     n = count if count is not None else rng.randrange(3, 13)
     for k in range(n):
         spool.messages.append(_message(rng, 100001 + k, wild))
+    if seed % 4 == 1 and ROUTED:  # real router output too
+        for k in range(rng.choice([1, 2])):
+            spool.messages.append(_routed(rng, 100001 + n + k))
     return spool
 
 
