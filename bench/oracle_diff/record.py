@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=DEFAULT)
     ap.add_argument("seeds", nargs="+")
     opts = ap.parse_args(argv)
+    # a SIGTERM unwinds like an exception, so the daemons of the running seed are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not oracle_available():
         print("no ZMailer oracle (see /work/shared/oracle/README.md)", file=sys.stderr)
         return 2
