@@ -195,6 +195,12 @@ def zm_destination(quad: str, after: str = "") -> tuple[str, str, bool]:
 def zm_sender_address(value: str) -> str:
     """The sender address ZMailer's scheduler takes from an ``s`` line's value (the
     third token, quotes kept; an ``error`` channel gives ``""``)."""
+    if '"' not in value and "\\" not in value and "\t" not in value:
+        words = value.split(" ")
+        words = [w for w in words if w] if "" in words else words
+        if not words or words[0] == "error":
+            return ""
+        return words[2] if len(words) > 2 else ""
     n = len(value)
     i = 0
     while i < n and value[i] == " ":

@@ -76,42 +76,47 @@ def _extra_for(rows: list[Row], hdr: int) -> tuple[RcptExtra, ...] | None:
     return None
 
 
-def _lower_quad(row: Row) -> str:
-    return row[3].lower()
-
-
 _quad = itemgetter(3)
-
-
-def _ascending(rows: list[Row]) -> list[Row]:
-    """Sorted by lower-cased quad, ascending; equal quads keep file order (ZMailer's
-    qsort of glibc is a stable merge sort)."""
-    quads = "\n".join([r[3] for r in rows])
-    if quads.lower() == quads:  # the usual case: sort on the quad itself, in C
-        return sorted(rows, key=_quad)
-    return sorted(rows, key=_lower_quad)
-
-
 _SPECIAL = ('"', "\\", "(", "\t")
 
+Cut = tuple[str, str, bool]
 
-def destination(quad: str) -> tuple[str, str, bool]:
-    """``(channel, host, ok)`` as ZMailer's scheduler cuts the quad (see
-    :func:`spool.quads.zm_destination`); plain quads without a slow look."""
-    if quad[:1] != " ":
+
+def _plain_cut(low: str) -> Cut:
+    words = low.split(" ", 2)
+    if len(words) == 3 and words[0] and words[1]:
+        return words[0], words[1], True
+    return zm_destination(low)
+
+
+def _sorted_cuts(rows: list[Row]) -> tuple[list[Row], list[Cut]]:
+    """The rows sorted as ZMailer sorts them (by the lower-cased quad, ascending; equal
+    quads keep file order: glibc's qsort is a stable merge sort), with each row's
+    ``(channel, host, ok)`` as ZMailer cuts it (:func:`spool.quads.zm_destination`).
+    Without quotes, escapes, lists, TABs or leading blanks anywhere (the usual case)
+    a quad is cut by one ``split``."""
+    joined = "\n".join([r[3] for r in rows])
+    low = joined.lower()
+    if low == joined:
+        order = sorted(rows, key=_quad)
+        lows = [r[3] for r in order]
+    else:
+        keys = low.split("\n")
+        idx = sorted(range(len(rows)), key=keys.__getitem__)
+        order = [rows[i] for i in idx]
+        lows = [keys[i] for i in idx]
+    plain = joined[:1] != " " and "\n " not in joined
+    if plain:
         for c in _SPECIAL:
-            if c in quad:
+            if c in joined:
+                plain = False
                 break
-        else:
-            words = quad.split(" ", 2)
-            if len(words) == 3 and words[0] and words[1]:
-                return intern_name(words[0]), intern_name(words[1]), True
-    ch, host, ok = zm_destination(quad)
-    return intern_name(ch), intern_name(host), ok
+    cut = _plain_cut if plain else zm_destination
+    return order, [cut(q) for q in lows]
 
 
-def _groups(rows: list[Row]) -> list[tuple[str, str, list[Row]]]:
-    """The vertices of ZMailer's vtxprep: rows sorted ascending, a new vertex wherever
+def _groups(rows: list[Row], cuts: list[Cut]) -> list[tuple[str, str, list[Row]]]:
+    """The vertices of ZMailer's vtxprep over sorted rows: a new vertex wherever
     channel or host changes; a row whose host ZMailer cannot cut joins the vertex it
     sorts into (the first vertex is then named ``" "/" "``, the real program's start
     value, and a cut-less last row names the last vertex). Members are in descending
@@ -120,11 +125,10 @@ def _groups(rows: list[Row]) -> list[tuple[str, str, list[Row]]]:
     last = (" ", " ")
     start = 0
     ch = host = " "
-    for i, r in enumerate(rows):
-        ch, host, ok = destination(r[3])
+    for i, (ch, host, ok) in enumerate(cuts):
         if not ok:
             continue
-        if (ch, host) != last:
+        if ch != last[0] or host != last[1]:
             if i != start:
                 out.append((last[0], last[1], rows[start:i][::-1]))
             start = i
@@ -147,12 +151,27 @@ def split_recipients(control: ControlFile) -> Split:
     if not pending:
         return [], [], -1
     hdr = pending[0][5]
+    if len(pending) == 1:
+        r = pending[0]
+        quad = r[3]
+        plain = quad[:1] != " " and not any(c in quad for c in _SPECIAL)
+        ch, host, _ = _plain_cut(quad.lower()) if plain else zm_destination(quad)
+        spec = VertexSpec(
+            intern_name(ch), intern_name(host), r[0], _extra_for(pending, hdr), 1
+        )
+        return [spec], [], hdr
     specs: list[VertexSpec] = []
-    for channel, host, members in _groups(_ascending(pending)):
+    for channel, host, members in _groups(*_sorted_cuts(pending)):
         offsets: array[int] | int = (
             members[0][0] if len(members) == 1 else array("i", [r[0] for r in members])
         )
         specs.append(
-            VertexSpec(channel, host, offsets, _extra_for(members, hdr), len(members))
+            VertexSpec(
+                intern_name(channel),
+                intern_name(host),
+                offsets,
+                _extra_for(members, hdr),
+                len(members),
+            )
         )
     return specs, [], hdr

@@ -213,6 +213,17 @@ def test_flags_decide_the_slots() -> None:
     assert cf.recipients[0].quad == "smtp h u 0"
 
 
+def test_slots_guessed_without_format_bits() -> None:
+    """Issue 12: without the PID/delay bits a blank or digit where a slot would start
+    is that slot, as in ZMailer (a locked line of a file without an ``@`` line no
+    longer strands its recipient in a thread named by the PID)."""
+    cf = parse(b"i 1\nr~123456smtp h u 0\nr           local - root 0\nr smtp h2 u 0\n")
+    a, b, c = cf.recipients
+    assert (a.pid, a.quad) == (123456, "smtp h u 0")
+    assert (b.pid, b.quad) == (None, "local - root 0")
+    assert (c.pid, c.quad) == (None, "smtp h2 u 0")
+
+
 def test_formatters() -> None:
     quad = cfm.format_quad("smtp", "", 'a "b"\\c', "-")
     assert quad == 'smtp - "a \\"b\\"\\\\c" "-"'
