@@ -263,7 +263,7 @@ def thread_detail_report(
     wakeup = thread.wakeup
     retry = f"retry in {saytime(wakeup - now)}" if wakeup > now else None
     states = _VERTEX_STATES
-    wake = f"\t{max(wakeup, 0)}\t"  # an ETRN's reset (-1) is ZMailer's 0
+    wake = f"\t{wakeup}\t"
     for vertex in list(thread.vertices()):
         state = retry if retry is not None else states.get(vertex.waiting_for, "thread")
         after = (

@@ -12,7 +12,6 @@ from scheduler.core.commands import Command
 from scheduler.core.events import ConfigChanged, ShutdownRequested
 from scheduler.core.limits import Limits
 from scheduler.core.model import M_REQUEUE, V_FED, V_UNFED, Vertex
-from scheduler.core.retry import ETRN_RESET
 from scheduler.core.state import SHUTDOWN_KILL_AFTER
 
 __all__ = ["Operations"]
@@ -78,7 +77,7 @@ class Operations(Limits, AgentLines):
         started = 0
         for th in found:
             if th.alive and th.thrkids == 0:
-                th.wakeup = ETRN_RESET  # ZMailer's 0, remembered as an ETRN's
+                th.wakeup = 0
                 if self._start_thread(th, etrn=True):
                     started += 1
         return started

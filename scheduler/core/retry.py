@@ -18,7 +18,6 @@ import random
 from collections.abc import Sequence
 
 __all__ = [
-    "ETRN_RESET",
     "c_div",
     "fixed_reschedule",
     "pick_index",
@@ -26,11 +25,6 @@ __all__ = [
     "zm_reschedule",
     "zm_thread_reschedule",
 ]
-
-
-ETRN_RESET = -1
-"""The wakeup an ETRN leaves on a thread (ZMailer's ``thr->wakeup = 0``); the next
-deferral then reschedules as ZMailer does from zero (issue 12 item 9). Reports print 0."""
 
 
 def c_div(a: int, b: int) -> int:
@@ -62,13 +56,8 @@ def _advance(
     retryindex: int,
     rng: random.Random,
 ) -> tuple[int, int]:
-    i = pick_index(retryindex, len(retries), rng)
-    if wakeup == ETRN_RESET:  # as ZMailer after turnme(): from a zero wakeup, S17 kept
-        w = retries[i] * interval
-        if w < now:
-            w = ((now - w) // interval + 1) * interval + 10
-        return w, i + 1
     w = now if wakeup <= 0 else wakeup
+    i = pick_index(retryindex, len(retries), rng)
     w += skew_adjust(w, interval, skew) + retries[i] * interval
     if w <= now:
         w += ((now - w) // interval + 1) * interval
@@ -114,7 +103,7 @@ def zm_reschedule(
     n = len(retries)
     if wakeup > now or n <= 0:
         return wakeup, retryindex, True
-    w = max(wakeup, 0)
+    w = wakeup
     if factor in (-1, -2) and attempts:
         retryindex = pick_index(retryindex, n, rng)
         w += skew_adjust(w, interval, skew) + retries[retryindex] * interval

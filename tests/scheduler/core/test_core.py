@@ -760,21 +760,3 @@ def test_obsoletes_line_drops_the_named_message_of_the_same_sender() -> None:
     assert [c.relpath for c in pb.completes(cmds)] == ["A/1"]
     th = pb.sched.find_thread("smtp", "h")
     assert th is None or list(th.vertices()) == []
-
-
-def test_next_wakeup_after_an_etrn_run_is_zmailers() -> None:
-    """Issue 12 item 9: ETRN zeroes the thread's wakeup; the deferral of that run
-    reschedules from zero as ZMailer does (S17 formula): due within interval + 10 s,
-    not retries[i] * interval later."""
-    pb = pb_()
-    pb.load("A/1", [("q", "h", "u@h")])
-    pb.advance(3600)
-    _, cmds = pb.sched.etrn("h", pb.now)
-    (start,) = pb.starts(cmds)
-    pb.started(start.proc)
-    assert pb.jobs(pb.hungry(start.proc)) == ["A/1\th"]
-    th = pb.sched.find_thread("q", "h")
-    assert th is not None
-    pb.line(start.proc, f"1/{rcpt_offset(pb, 1)}\t\tdeferred")
-    assert th.wakeup == ((pb.now - 60) // 60 + 1) * 60 + 10
-    assert 10 <= th.wakeup - pb.now <= 70
