@@ -33,7 +33,7 @@ from spool.ctlrecords import (
 )
 from spool.errors import CorruptControlFile
 from spool.fastparse import RcptIndex, find_run
-from spool.quads import format_quad, parse_host, parse_quad
+from spool.quads import format_quad, parse_host, parse_quad, zm_sender_address
 
 __all__ = [
     "DEFAULT_NOTIFY",
@@ -105,6 +105,7 @@ class ControlFile:
         "log_id",
         "mid",
         "obsoletes",
+        "report_sender",
         "ret",
         "sender",
         "verbose_file",
@@ -124,6 +125,10 @@ class ControlFile:
     ret: str | None
     envid: str | None
     obsoletes: list[str]
+    report_sender: str
+    """The sender as ZMailer's scheduler shows it (SHOW THREAD field 3, ``mailq -v``):
+    the last ``e`` value or the ``s`` line's address token as written (quotes and a
+    ``-`` kept; ``""`` for the ``error`` channel)."""
     _recipients: list[Recipient] | None
     _index: RcptIndex | None
     _lines: list[Line] | None
@@ -147,6 +152,7 @@ class ControlFile:
         obsoletes: list[str] | None = None,
         *,
         data: bytes | None = None,
+        report_sender: str | None = None,
     ) -> None:
         if data is None:
             data = b"".join([line.raw for line in lines or ()])
@@ -167,6 +173,7 @@ class ControlFile:
         self.ret = ret
         self.envid = envid
         self.obsoletes = [] if obsoletes is None else obsoletes
+        self.report_sender = error_address if report_sender is None else report_sender
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
@@ -262,12 +269,15 @@ def index_lines(data: bytes) -> list[Line]:
     pos, n = 0, len(data)
     while pos < n:
         tag = data[pos]
-        if tag == 109 or tag == 77:  # m, M
+        if tag == 109 or tag == 77:  # m, M (an unterminated block runs to the end)
             end = find(b"\n\n", pos) + 2
+            if end < 2:
+                end = n
             add(Line(_CHR[tag], "\n", pos, data[pos:end]))
         else:
             end = find(b"\n", pos) + 1
-            add(Line(_CHR[tag], _CHR[data[pos + 1]], pos, data[pos:end]))
+            status = _CHR[data[pos + 1]] if pos + 1 < n else "\n"
+            add(Line(_CHR[tag], status, pos, data[pos:end]))
         pos = end
     return out
 
@@ -303,9 +313,11 @@ def format_diagnostic(
 
 
 def parse(data: bytes, path: str = "<memory>") -> ControlFile:
-    """Parse a whole control file; raise :class:`CorruptControlFile` for anything that
-    is truncated (no final LF, unterminated ``m`` block), unknown (tag, format bits) or
-    malformed (short lines, bad numbers).
+    """Parse a whole control file; raise :class:`CorruptControlFile` for an empty file,
+    one without a final LF, unknown format bits or unreadable numbers. What ZMailer's
+    scheduler reads past is read past here too (issue 12): blank and status-less lines,
+    unknown tags and ``r`` lines with an unknown status are skipped, a header block
+    without its empty line runs to the end of the file.
 
     An ASCII file is validated in one pass in which runs of plain ``r`` lines (four
     unquoted fields) are checked by one regular expression each; their
@@ -352,31 +364,26 @@ def _parse_exact(data: bytes, path: str) -> ControlFile:
         tag = s[:1]
         if tag == "r":
             rcpt = recipient_of(s, pos, slot, flags, fix)
-            if isinstance(rcpt, str):
-                raise CorruptControlFile(path, i + 1, rcpt)
-            add_rcpt(rcpt)
+            if not isinstance(rcpt, str):  # else ignored, as ZMailer ignores it
+                add_rcpt(rcpt)
             pos = end
             i += 1
             continue
-        if tag == "m" or tag == "M":  # a block, through its empty line
-            if ln != 1:
-                raise CorruptControlFile(path, i + 1, f"text after the {tag} tag")
+        if tag == "m" or tag == "M":  # a block, through its empty line (or the end)
             end = text.find("\n\n", pos) + 2
-            if end < 2:
-                why = "truncated: unterminated header block"
-                raise CorruptControlFile(path, i + 1, why)
             if tag == "m":
                 for rcpt in recipients[unheaded:]:
                     rcpt.header_offset = pos + 2
                 unheaded = len(recipients)
+            if end < 2:  # unterminated: ZMailer lets it run to the end of the file
+                break
             i = parts.index("", i + 1) + 1
             pos = end
             continue
-        if ln < 2:
-            why = "empty line" if ln == 0 else "line without a status column"
-            raise CorruptControlFile(path, i + 1, why)
-        if tag not in TAGS:
-            raise CorruptControlFile(path, i + 1, f"unknown tag {tag!r}")
+        if ln < 2 or tag not in TAGS:  # blank, status-less or unknown: ZMailer skips it
+            pos = end
+            i += 1
+            continue
         status = s[1]
         value = utf8_value(s[2:]) if fix else s[2:]
         try:
@@ -415,12 +422,13 @@ def _interpret(cf: ControlFile, tag: str, status: str, pos: int, value: str) -> 
     elif tag == "l":
         cf.log_id = value
     elif tag == "e":
-        cf.error_address = value
+        cf.error_address = cf.report_sender = value
     elif tag == "s":
         sender = parse_quad(value)
         cf.sender = sender
         cf.is_error_message = sender[0] == "error"
         cf.error_address = "" if cf.is_error_message else sender[2]
+        cf.report_sender = zm_sender_address(value)
     elif tag == "T":
         cf.etrn.append(value)
     elif tag == "v":
@@ -465,8 +473,11 @@ def _parse_fast(data: bytes) -> ControlFile | None:
         sender = cf.sender = parse_quad(head[5])
         cf.is_error_message = sender[0] == "error"
         cf.error_address = "" if cf.is_error_message else sender[2]
+        cf.report_sender = zm_sender_address(head[5])
         pos = head.end()
-    slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
+    if flags & 3 != 3:
+        return None  # slots guessed line by line: the exact parser
+    slot = 12
     while pos < n:
         tag = text[pos]
         if tag == "r":
@@ -508,9 +519,8 @@ def _parse_fast(data: bytes) -> ControlFile | None:
                 return None
             if tag == "@":
                 flags = cf.flags
-                if flags & ~KNOWN_FLAGS or flags < 0:
+                if flags & ~KNOWN_FLAGS or flags < 0 or flags & 3 != 3:
                     return None
-                slot = 2 + (6 if flags & 1 else 0) + (4 if flags & 2 else 0)
         pos = end
     return cf
 

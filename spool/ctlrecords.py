@@ -155,6 +155,19 @@ def _pid(text: str) -> int | None:
     return pid if pid > 0 else None
 
 
+def _guess_slot(s: str, flags: int) -> int:
+    """Where the quad starts when the format line does not promise both slots: ZMailer's
+    scheduler then takes a blank or a digit where a slot would start as that slot."""
+    slot = 2
+    c = s[2:3]
+    if flags & 1 or c == " " or "0" <= c <= "9":
+        slot = 8
+    c = s[slot : slot + 1]
+    if flags & 2 or c == " " or "0" <= c <= "9":
+        slot += 4
+    return slot
+
+
 def recipient_of(s: str, pos: int, slot: int, flags: int, fix: bool) -> Recipient | str:
     """The :class:`Recipient` of the ``r`` line ``s`` (without its LF) at ``pos``, or
     the reason why the line is corrupt."""
@@ -163,7 +176,9 @@ def recipient_of(s: str, pos: int, slot: int, flags: int, fix: bool) -> Recipien
         return "short recipient line"
     if status not in _RCPT_STATUS:
         return "bad recipient status"
-    pid = _pid(s[2:slot]) if flags & 1 else None
+    if flags & 3 != 3:
+        slot = _guess_slot(s, flags)
+    pid = _pid(s[2:slot]) if slot >= 8 else None
     quad = s[slot:]
     if fix:
         quad = utf8_value(quad)

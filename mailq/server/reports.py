@@ -90,7 +90,8 @@ def _proc_parts(thread: ThreadView, procs: Sequence[ProcView], now: int) -> list
 def _detail(thread: ThreadView, now: int, sep: str) -> str:
     """The alternatives a/b/c and ``QA=`` (MQ2-REF 9.1 steps 2-3), each led by ``sep``."""
     oldest = thread.oldest_mtime
-    qa = "-1s" if oldest is None else _age(now - oldest)
+    # ZMailer ages from min(oldest mtime, now + 1): future-dated mail shows QA=-1s
+    qa = "-1s" if oldest is None else _age(now - min(oldest, now + 1))
     procs = thread.procs()
     if procs:
         return sep + sep.join(_proc_parts(thread, procs, now)) + sep + "QA=" + qa

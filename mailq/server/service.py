@@ -229,17 +229,8 @@ class Service:
                 "killed" if found else "not-found",
             )
             return Reply(replies.KILL_OK if found else replies.KILL_NO_SUCH_MESSAGE)
-        if what == "THREAD":
-            self.count("CommandKillThr")
-            channel, host = split_word(args)
-            channel, host = _name_arg(channel), _name_arg(host)
-            removed = self.ops.kill_thread(channel, host) if channel and host else 0
-            _audit(
-                client, "KILL THREAD %r %r result=%d recipients", channel, host, removed
-            )
-            return Reply(
-                replies.KILL_OK if removed > 0 else replies.KILL_NO_SUCH_THREAD
-            )
+        # KILL THREAD is answered as ZMailer answers it ("-Unknown request."), and
+        # deletes nothing: an old client or a typo never loses mail (issue 12 item 10).
         _audit(client, "KILL %r result=unknown-request", rest)
         return Reply(replies.KILL_UNKNOWN_REQUEST)
 

@@ -35,10 +35,7 @@ class Limits(Feeding):
         c = g.clause
         if c.queueonly and not etrn:
             return False
-        if self.frozen:
-            th.pending = "Frozen"
-            if not th.agenda_seq:
-                self._agenda.schedule(th, self._now + TICK)
+        if self.frozen:  # ZMailer -F: thread_start() returns before it sets pend=
             return False
         th.pending = ""
         if th.thrkids >= c.maxthr or (th.thrkids and th.thrkids >= th.unfed):

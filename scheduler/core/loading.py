@@ -6,8 +6,8 @@
 * Recipients are sorted by their lower-cased quad; consecutive ones with equal channel and
   host form one vertex. Vertices come out in ascending (channel, host) order; inside a
   vertex the members are stored in **descending** quad order (S49 keep).
-* A recipient whose host cannot be parsed (``host_ok`` False) is returned separately so that
-  the core can bounce it (S33 fix) instead of dropping it silently.
+* Every pending recipient is queued, whatever its host field looks like (ZMailer does the
+  same; a host of ``-`` is the normal thread ``local/-``).
 
 :class:`Loading` is the part of the scheduler core that turns ``MessageLoaded``,
 ``MessageReloaded`` and ``MessageGone`` into model changes.
@@ -19,7 +19,6 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from scheduler.core.commands import AppendDiagnostic, MarkRecipient
 from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
 from scheduler.core.model import M_DIAG, Message, PlainVertex, SoloMessage, Vertex
 from scheduler.core.operations import Operations
@@ -30,10 +29,8 @@ from scheduler.core.state import (
     STORED_MSGS,
     STORED_RCPTS,
     STORED_VERTICES,
-    TICK,
 )
 from scheduler.core.vertexspecs import Row, VertexSpec, intern_name, split_recipients
-from spool.controlfile import format_diagnostic
 from spool.ids import message_number
 
 if TYPE_CHECKING:
@@ -48,11 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-BAD_HOST_NOTARY = (
-    "\x03\x01failed\x015.1.2\x01x-local; 500 (unparsable destination host)\x01"
-)
-BAD_HOST_TEXT = "unparsable destination host in the control file"
 
 
 class Loading(Operations):
@@ -69,7 +61,27 @@ class Loading(Operations):
                 self._etrn(words[0].lower())
         if control.mid is None:
             return  # an ETRN request file (or a file without an i line): nothing to queue
+        for ident in control.obsoletes:
+            self._obsolete(ident, control.report_sender, ev.relpath)
         self._load(ev.relpath, control, ev.mtime, ev.mtime_ns, int(ev.ctime))
+
+    def _obsolete(self, ident: str, sender: str, by: str) -> None:
+        """An ``x <spool-id>`` line: the message with exactly that spool-id and the same
+        sender is dropped silently, as ZMailer's scheduler drops it (its router writes
+        the line when it replaces a file). Nothing else matches (not a file name)."""
+        ident = ident.strip()
+        if not ident.startswith("S"):
+            log.info("deletemsg: %s ID not found", ident)
+            return
+        msg = self._find_message(ident)
+        if msg is None or msg.sender != sender:
+            log.info("deletemsg: %s ID not found", ident)
+            return
+        log.info("%s: obsoleted by %s", msg.mid, by)
+        for v in msg.vertices:
+            if v.thread is not None:
+                self._kill_vertex(v)
+        self._maybe_complete(msg)
 
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
@@ -79,13 +91,13 @@ class Loading(Operations):
         if number in self._messages:
             log.warning("message %s is already loaded; ignored", relpath)
             return
-        specs, bad, hdr = split_recipients(control)
+        specs, _, hdr = split_recipients(control)
         ints = self._ints
         if len(ints) > 65536:
             ints.clear()
         cdelta = ctime - mtime
         hdr = ints.setdefault(hdr, hdr)
-        sender = sys.intern(control.error_address)
+        sender = sys.intern(control.report_sender)
         msg: Message
         if len(specs) == 1:  # most messages: the message is its own vertex
             spec = specs[0]
@@ -101,8 +113,6 @@ class Loading(Operations):
         if control.diagnostics and any(d.status == " " for d in control.diagnostics):
             msg.flags |= M_DIAG
             self._marked[msg] = self._now + self.config.params.global_report_interval
-        if bad:
-            self._bounce_bad_hosts(msg, bad)
         self._messages[number] = msg
         if not specs:
             self._count(STORED_MSGS)
@@ -140,29 +150,8 @@ class Loading(Operations):
         if clause.queueonly or (clause.wakeuprestartonly and th.thrkids):
             return
         if self.frozen and not self._shutdown:
-            th.pending = (
-                "Frozen"  # what _start_thread does when frozen, without the call
-            )
-            if not th.agenda_seq:
-                self._agenda.schedule(th, self._now + TICK)
-            return
+            return  # as ZMailer -F: never started, no pend= (only ETRN shows Frozen)
         self._start_thread(th)
-
-    def _bounce_bad_hosts(self, msg: Message, bad: list[Row]) -> None:
-        """S33 fix: a recipient with an unparsable host gets an error ``d`` line and ``-``."""
-        for off, _ch, _host, _quad, _notify, hdr, dsn in bad:
-            line = format_diagnostic(
-                off,
-                hdr,
-                dsn,
-                self._now,
-                BAD_HOST_NOTARY,
-                BAD_HOST_TEXT,
-            )
-            self._out.append(AppendDiagnostic(msg.relpath, line))
-            self._out.append(MarkRecipient(msg.relpath, off, "-"))
-            log.warning("bad destination host in %s at offset %d", msg.relpath, off)
-        self._mark_diag(msg)
 
     def _on_reloaded(self, ev: MessageReloaded) -> None:
         number = message_number(ev.relpath.rpartition("/")[2])

@@ -67,11 +67,6 @@ TA_PROCS = "SC.TransportAgentProcesses-G"
 TA_ACTIVE = "SC.TransportAgentsActive-G"
 TA_IDLE = "SC.TransportAgentsIdle-G"
 
-BAD_HOST_NOTARY = (
-    "\x03\x01failed\x015.1.2\x01x-local; 500 (unparsable destination host)\x01"
-)
-BAD_HOST_TEXT = "unparsable destination host in the control file"
-
 
 class ModelState:
     """The model and its bookkeeping; the base of every part of the core."""

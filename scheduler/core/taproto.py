@@ -5,6 +5,7 @@ TA -> scheduler lines are parsed into small objects; job lines are formatted her
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -84,6 +85,9 @@ TaLine = Hungry | Resync | Debug | Report | Garbage
 _HUNGRY = Hungry()
 
 
+_WS = re.compile(r"[ \t\r\n\v\f]")
+
+
 def parse_line(line: str) -> TaLine:
     """Parse one TA output line (without its LF; a trailing CR is tolerated)."""
     if line == HUNGRY:
@@ -116,12 +120,15 @@ def _parse_report(line: str) -> TaLine:
     if not tab:
         return Garbage(line, "Misformed diagnostic2")
     rest = rest.lstrip(" \t")
-    parts = rest.split(None, 1)
-    if not parts:
+    if not rest:
         return Garbage(line, "Misformed diagnostic3")
-    status = parts[0]
-    message = parts[1] if len(parts) > 1 else ""
-    return Report(int(ident), int(off), notary, status, message)
+    # As ZMailer: the status runs to the first white-space character, the message is
+    # everything after that one character (a leading CR of the message is kept).
+    end = _WS.search(rest)
+    if end is None:
+        return Report(int(ident), int(off), notary, rest, "")
+    i = end.start()
+    return Report(int(ident), int(off), notary, rest[:i], rest[i + 1 :])
 
 
 def parse_retryat(message: str, now: int) -> tuple[int | None, str]:

@@ -6,10 +6,11 @@ scheduler state), shared by the core's loading and the startup load workers
 * Channel and host are lower-cased (and interned: a million recipients share a few
   thousand names).
 * Recipients are sorted by their lower-cased quad; consecutive ones with equal channel and
-  host form one vertex. Vertices come out in ascending (channel, host) order; inside a
-  vertex the members are stored in **descending** quad order (S49 keep).
-* A recipient whose host cannot be parsed (``host_ok`` False) is returned separately so that
-  the core can bounce it (S33 fix) instead of dropping it silently.
+  host (cut as ZMailer cuts them: quotes and ``-`` kept, ``((h))`` is ``h``) form one
+  vertex, in ascending quad order; inside a vertex the members are stored in
+  **descending** order, the later of two equal lines first (S49 keep).
+* A recipient whose host ZMailer cannot cut rides along with the vertex it sorts into,
+  as in ZMailer; nothing is bounced for its form (the agent decides).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from scheduler.core.model import DEFAULT_NOTIFY, RcptExtra
 from spool.controlfile import DEFAULT_NOTIFY as _PARSER_DEFAULT, SummaryRow as Row
+from spool.quads import zm_destination
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -74,23 +76,71 @@ def _extra_for(rows: list[Row], hdr: int) -> tuple[RcptExtra, ...] | None:
     return None
 
 
-def _lower_quad(row: Row) -> str:
-    return row[3].lower()
-
-
 _quad = itemgetter(3)
+_SPECIAL = ('"', "\\", "(", "\t")
+
+Cut = tuple[str, str, bool]
 
 
-def _descending(rows: list[Row]) -> list[Row]:
-    """Sorted by lower-cased quad, descending; equal quads keep file order."""
-    quads = "\n".join([r[3] for r in rows])
-    if quads.lower() == quads:  # the usual case: sort on the quad itself, in C
-        return sorted(rows, key=_quad, reverse=True)
-    return sorted(rows, key=_lower_quad, reverse=True)
+def _plain_cut(low: str) -> Cut:
+    words = low.split(" ", 2)
+    if len(words) == 3 and words[0] and words[1]:
+        return words[0], words[1], True
+    return zm_destination(low)
+
+
+def _sorted_cuts(rows: list[Row]) -> tuple[list[Row], list[Cut]]:
+    """The rows sorted as ZMailer sorts them (by the lower-cased quad, ascending; equal
+    quads keep file order: glibc's qsort is a stable merge sort), with each row's
+    ``(channel, host, ok)`` as ZMailer cuts it (:func:`spool.quads.zm_destination`).
+    Without quotes, escapes, lists, TABs or leading blanks anywhere (the usual case)
+    a quad is cut by one ``split``."""
+    joined = "\n".join([r[3] for r in rows])
+    low = joined.lower()
+    if low == joined:
+        order = sorted(rows, key=_quad)
+        lows = [r[3] for r in order]
+    else:
+        keys = low.split("\n")
+        idx = sorted(range(len(rows)), key=keys.__getitem__)
+        order = [rows[i] for i in idx]
+        lows = [keys[i] for i in idx]
+    plain = joined[:1] != " " and "\n " not in joined
+    if plain:
+        for c in _SPECIAL:
+            if c in joined:
+                plain = False
+                break
+    cut = _plain_cut if plain else zm_destination
+    return order, [cut(q) for q in lows]
+
+
+def _groups(rows: list[Row], cuts: list[Cut]) -> list[tuple[str, str, list[Row]]]:
+    """The vertices of ZMailer's vtxprep over sorted rows: a new vertex wherever
+    channel or host changes; a row whose host ZMailer cannot cut joins the vertex it
+    sorts into (the first vertex is then named ``" "/" "``, the real program's start
+    value, and a cut-less last row names the last vertex). Members are in descending
+    order (the later of two equal lines first)."""
+    out: list[tuple[str, str, list[Row]]] = []
+    last = (" ", " ")
+    start = 0
+    ch = host = " "
+    for i, (ch, host, ok) in enumerate(cuts):
+        if not ok:
+            continue
+        if ch != last[0] or host != last[1]:
+            if i != start:
+                out.append((last[0], last[1], rows[start:i][::-1]))
+            start = i
+            last = (ch, host)
+    out.append((ch, host, rows[start:][::-1]))
+    return out
 
 
 def split_recipients(control: ControlFile) -> Split:
-    """Return ``(vertex specs, recipients with a bad host, default header offset)``.
+    """Return ``(vertex specs, [], default header offset)`` (the second item is kept
+    for the load workers' records: no recipient is set apart any more, ZMailer queues
+    every one).
 
     A control object prepared elsewhere (:class:`scheduler.daemon.loadworker.PreparedControl`)
     carries its split already in ``prepared_split``."""
@@ -98,55 +148,30 @@ def split_recipients(control: ControlFile) -> Split:
     if prepared is not None:
         return prepared
     pending: list[Row] = control.pending_summary()
-    bad: list[Row] = []
-    for r in pending:
-        if not r[2]:
-            bad = [r for r in pending if not r[2]]
-            pending = [r for r in pending if r[2]]
-            break
     if not pending:
-        return [], bad, -1
-    first = pending[0]
-    hdr = first[5]
+        return [], [], -1
+    hdr = pending[0][5]
     if len(pending) == 1:
+        r = pending[0]
+        quad = r[3]
+        plain = quad[:1] != " " and not any(c in quad for c in _SPECIAL)
+        ch, host, _ = _plain_cut(quad.lower()) if plain else zm_destination(quad)
         spec = VertexSpec(
-            intern_name(first[1]),
-            intern_name(first[2]),
-            first[0],
-            _extra_for(pending, hdr),
-            1,
+            intern_name(ch), intern_name(host), r[0], _extra_for(pending, hdr), 1
         )
-        return [spec], bad, hdr
-    channel, host = first[1], first[2]
-    for r in pending:
-        if r[1] != channel or r[2] != host:
-            break
-    else:
-        # the common case: one destination
-        members = _descending(pending)
-        spec = VertexSpec(
-            intern_name(channel),
-            intern_name(host),
-            array("i", [r[0] for r in members]),
-            _extra_for(members, hdr),
-            len(members),
-        )
-        return [spec], bad, hdr
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for r in _descending(pending):
-        key = (intern_name(r[1]), intern_name(r[2]))
-        lst = groups.get(key)
-        if lst is None:
-            groups[key] = [r]
-        else:
-            lst.append(r)
+        return [spec], [], hdr
     specs: list[VertexSpec] = []
-    for key in sorted(groups):
-        members = groups[key]  # already in descending quad order
+    for channel, host, members in _groups(*_sorted_cuts(pending)):
         offsets: array[int] | int = (
             members[0][0] if len(members) == 1 else array("i", [r[0] for r in members])
         )
         specs.append(
-            VertexSpec(key[0], key[1], offsets, _extra_for(members, hdr), len(members))
+            VertexSpec(
+                intern_name(channel),
+                intern_name(host),
+                offsets,
+                _extra_for(members, hdr),
+                len(members),
+            )
         )
-    return specs, bad, hdr
+    return specs, [], hdr

@@ -237,6 +237,9 @@ class Loader:
             logger.debug("%s vanished before loading", relpath)
             return None
         except _Reject as exc:
+            self._counters.incr(
+                RECEIVED_MESSAGES
+            )  # ZMailer counts every file it picks up
             self._quarantine(relpath, str(exc))
             return None
         return MessageLoaded(relpath, control, mtime, mtime_ns, ctime)

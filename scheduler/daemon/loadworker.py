@@ -67,7 +67,7 @@ SpecTuple = tuple[str, str, "bytes | int", "tuple[RcptExtra, ...] | None", int]
 bytes."""
 
 Record = tuple[float, int, str, str, int, int, str, int, bool, list[SpecTuple]]
-"""A prepared file: ``(ctime, number, relpath, mid, mtime, mtime_ns, error_address,
+"""A prepared file: ``(ctime, number, relpath, mid, mtime, mtime_ns, report_sender,
 header offset, has unreported diagnostics, vertex specs)``; it starts like its entry."""
 
 RECORD_LEN: Final = 10
@@ -89,15 +89,16 @@ _ONE_PENDING: Final = (_PendingDiagnostic(),)
 
 class PreparedControl:
     """What the core's loading reads of a ``ControlFile``, prepared by a worker
-    (``mid``, ``etrn``, ``error_address``, ``diagnostics`` (only whether one is
+    (``mid``, ``etrn``, ``report_sender``, ``diagnostics`` (only whether one is
     unreported), and the recipient split in ``prepared_split``)."""
 
-    __slots__ = ("diagnostics", "error_address", "mid", "prepared_split")
+    __slots__ = ("diagnostics", "mid", "prepared_split", "report_sender")
     etrn: tuple[str, ...] = ()
+    obsoletes: tuple[str, ...] = ()  # files with x lines are loaded by the daemon
 
     def __init__(self, record: Record) -> None:
         self.mid = record[3]
-        self.error_address = record[6]
+        self.report_sender = record[6]
         self.diagnostics = _ONE_PENDING if record[8] else ()
         specs: list[VertexSpec] = []
         for channel, host, offsets, extra, count in record[9]:
@@ -135,6 +136,7 @@ def prepare(
         if (
             mid is None
             or control.etrn
+            or control.obsoletes
             or control.log_id is None
             or control.flags & ~KNOWN_FLAGS
             or "/" in mid
@@ -154,7 +156,7 @@ def prepare(
         mid,
         ns // 1_000_000_000,
         ns % 1_000_000_000,
-        control.error_address,
+        control.report_sender,
         hdr,
         any(d.status == " " for d in control.diagnostics),
         [(s.channel, s.host, _wire(s.offsets), s.extra, s.count) for s in specs],

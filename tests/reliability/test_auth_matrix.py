@@ -62,7 +62,7 @@ COMMANDS: list[tuple[str, str | None, str, str]] = [
     ),
     ("ETRN unknown.example", "ETRN", "+OK; an ETRN didn't start anything.", "-No ETRN allowed for you."),
     ("KILL MSG no-such-id", "KILL", "-No such message.\n", "-No KILL allowed for you."),
-    ("KILL THREAD smtp nowhere.example", "KILL", "-No such thread.\n", "-No KILL allowed for you."),
+    ("KILL THREAD smtp nowhere.example", "KILL", "-Unknown request.\n", "-No KILL allowed for you."),
     ("KILL BOGUS", "KILL", "-Unknown request.\n", "-No KILL allowed for you."),
     ("REQUEUE MSG no-such-id", "KILL", "-No such message.", unknown("REQUEUE", "MSG no-such-id")),
     ("REROUTE MSG 123", "NEVER", "", unknown("REROUTE", "MSG")),

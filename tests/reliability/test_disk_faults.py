@@ -363,27 +363,36 @@ def test_agent_failed_d_line_append_does_not_lose_the_recipient(
     assert len(cf.diagnostics) == 1
 
 
-def bad_host_message(env: Env) -> str:
-    """A recipient whose host cannot be parsed: the core bounces it at load (S33),
-    through the runner's own AppendDiagnostic + MarkRecipient."""
-    return env.submit("smtp (a)b x@fail.example")
+def expired_message(env: Env) -> str:
+    """A message past its expiry (not expiry2) whose agent defers: the first deferral
+    expires it (S21: the expiry falls before the next wakeup) through the runner's own
+    AppendDiagnostic + MarkRecipient. (Before issue 12 a host the scheduler could not
+    cut was bounced at load; ZMailer queues those, so we do too.) No await between
+    submit and utime: the runner cannot load it in between."""
+    relpath = env.submit("x@defer.example")
+    old = time.time() - 6 * 86400
+    for path in env.po.queue.rglob(relpath.rpartition("/")[2]):
+        os.utime(path, (old, old))
+    return relpath
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
 async def test_runner_failed_d_line_append_does_not_lose_the_bounce(
-    make_env: Callable[..., Env], monkeypatch: pytest.MonkeyPatch, err: int
+    make_env: Callable[..., Env],
+    monkeypatch: pytest.MonkeyPatch,
+    err: int,
 ) -> None:
     failing = Failing(store.append_diagnostic, err)
     monkeypatch.setattr(store, "append_diagnostic", failing)
     env = make_env()
-    bad = bad_host_message(env)
+    bad = expired_message(env)
     good = env.submit("y@ok.example")
     await until(lambda: gone(env.po, good), "the good message")
     await until(lambda: env.dsns(), "a bounce for the bad-host recipient")
     assert failing.calls >= 2  # the first append failed, a rescan retried it
     (dsn,) = env.dsns()
-    assert b"x@fail.example" in dsn
+    assert b"x@defer.example" in dsn
     await until(lambda: gone(env.po, bad), "the bounced message to be completed")
 
 

@@ -113,7 +113,7 @@ def test_check_reports_and_quarantines(tmp_path: Path) -> None:
     po = Postoffice(root)
     files = recorded()
     (po.transport / "100001").write_bytes(files["100001"])  # message file missing
-    (po.transport / "100002").write_bytes(files["100002"][:-1])  # truncated
+    (po.transport / "100002").write_bytes(files["100002"][:-2])  # truncated
     (po.transport / "100003").write_bytes(b"@ 0x00000008\ni 100003\n")
     (po.transport / "100004").write_bytes(files["100004"].replace(b"i 100004\n", b""))
     (po.queue / "100004").write_bytes(MESSAGE)
@@ -124,7 +124,7 @@ def test_check_reports_and_quarantines(tmp_path: Path) -> None:
     t = po.transport
     assert sorted(result.output.splitlines()) == [
         f"{t}/100001:2: missing message file {po.queue}/100001",
-        f"{t}/100002:10: truncated: unterminated header block",
+        f"{t}/100002:16: truncated: no final newline",
         f"{t}/100003:1: unknown/unsupported format set: 0x00000008",
         f"{t}/100004:1: missing 'i' line (message file name)",
     ]
@@ -142,7 +142,7 @@ def test_check_reports_and_quarantines(tmp_path: Path) -> None:
         "100004.msg",
         "100004.reason",
     ]
-    assert (po.freezer / "100002").read_bytes() == files["100002"][:-1]
+    assert (po.freezer / "100002").read_bytes() == files["100002"][:-2]
     result = runner.invoke(main, ["check", "-P", str(root)])
     assert (result.exit_code, result.output) == (0, "")
 
@@ -151,14 +151,14 @@ def test_list_reports_corrupt_files_and_goes_on(tmp_path: Path) -> None:
     runner = CliRunner()
     root = tmp_path / "po"
     runner.invoke(main, ["init", str(root)])
-    (root / "transport" / "1").write_bytes(b"Z\n")
+    (root / "transport" / "1").write_bytes(b"@ zz\n")
     (root / "transport" / "100001").write_bytes(recorded()["100001"])
     (root / "queue" / "100001").write_bytes(MESSAGE)
     result = runner.invoke(main, ["list", "-P", str(root), "--json"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert json.loads(lines[0])["path"] == "100001"
-    assert any("1:1: line without a status column" in line for line in lines)
+    assert any("1:1: bad '@' line" in line for line in lines)
 
 
 def test_submit_errors_are_messages(tmp_path: Path) -> None:

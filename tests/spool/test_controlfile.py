@@ -165,18 +165,11 @@ def test_unquoted_host_list_spans_blanks() -> None:
     [
         (b"", 1, "empty file"),
         (HEAD + b"r           smtp h u 0", 5, "truncated"),
-        (HEAD + b"m\nSubject: x\n", 5, "unterminated header block"),
-        (HEAD + b"Z foo\n", 5, "unknown tag 'Z'"),
         (b"@ 0x00000008\n", 1, "unknown/unsupported format set: 0x00000008"),
         (b"@ 0x0000000f\n", 1, "unknown/unsupported format set: 0x0000000f"),
         (b"@ zz\n", 1, "bad '@' line"),
         (HEAD + b"o x\n", 5, "bad 'o' line"),
-        (HEAD + b"\n", 5, "empty line"),
-        (HEAD + b"i\n", 5, "line without a status column"),
-        (HEAD + b"r  12\n", 5, "short recipient line"),
-        (HEAD + b"r?          smtp h u 0\n", 5, "bad recipient status"),
         (HEAD + b"d 1:2::4\tx\tm\n", 5, "bad 'd' line"),
-        (HEAD + b"m\nA: b\n\nmx\n", 8, "text after the m tag"),
     ],
 )
 def test_corrupt(data: bytes, line: int, reason: str) -> None:
@@ -188,6 +181,29 @@ def test_corrupt(data: bytes, line: int, reason: str) -> None:
     assert str(err) == f"transport/Q/I/123456:{line}: {err.reason}"
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"m\nSubject: x\n",  # unterminated header block: runs to the end
+        b"Z foo\n",  # unknown tag
+        b"\n",  # blank line
+        b"i\n",  # no status column
+        b"r  12\n",  # short recipient line
+        b"r?          smtp h u 0\n",  # unknown recipient status
+        b"m\nA: b\n\nmx\n",  # text after the m tag: still a block
+    ],
+)
+def test_zmailer_reads_past_it(tail: bytes) -> None:
+    """Issue 12: forms the real scheduler queues are queued (not quarantined); the
+    line is skipped (or the block runs on) and the file formats back unchanged."""
+    data = HEAD + b"r           smtp h u 0\n" + tail
+    cf = parse(data, "transport/Q/I/123456")
+    assert [r.quad for r in cf.recipients] == ["smtp h u 0"]
+    assert cfm.format(cf) == data
+    cf.lines = cf.lines  # the line index covers every byte
+    assert cfm.format(cf) == data
+
+
 def test_flags_decide_the_slots() -> None:
     cf = parse(b"@ 0x00000004\ni 1\nr smtp h u 0\n")
     (r,) = cf.recipients
@@ -195,6 +211,17 @@ def test_flags_decide_the_slots() -> None:
     cf = parse(b"@ 0x00000001\ni 1\nr~  4711smtp h u 0\n")
     assert cf.recipients[0].pid == 4711
     assert cf.recipients[0].quad == "smtp h u 0"
+
+
+def test_slots_guessed_without_format_bits() -> None:
+    """Issue 12: without the PID/delay bits a blank or digit where a slot would start
+    is that slot, as in ZMailer (a locked line of a file without an ``@`` line no
+    longer strands its recipient in a thread named by the PID)."""
+    cf = parse(b"i 1\nr~123456smtp h u 0\nr           local - root 0\nr smtp h2 u 0\n")
+    a, b, c = cf.recipients
+    assert (a.pid, a.quad) == (123456, "smtp h u 0")
+    assert (b.pid, b.quad) == (None, "local - root 0")
+    assert (c.pid, c.quad) == (None, "smtp h2 u 0")
 
 
 def test_formatters() -> None:

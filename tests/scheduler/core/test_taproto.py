@@ -67,3 +67,15 @@ def test_job_lines() -> None:
         format_job("Y/F/100001", "example.net", False) == b"Y/F/100001\texample.net\n"
     )
     assert format_job("Y/F/100001", "example.net", True) == b"Y/F/100001\n"
+
+
+def test_message_keeps_its_leading_cr() -> None:
+    """Issue 12 item 3: ZMailer cuts the status at the first white-space character and
+    keeps the rest as the message, so SHOW THREAD shows ``\\r<<- MAIL From:...``."""
+    line = "100001/132\t\x03\x01deferred\x01\tdeferred \r<<- MAIL From:<a@b>\r->> 451 x"
+    rep = parse_line(line)
+    assert isinstance(rep, Report)
+    assert (rep.status, rep.message) == ("deferred", "\r<<- MAIL From:<a@b>\r->> 451 x")
+    rep = parse_line("1/2\tn\tok  two blanks")
+    assert isinstance(rep, Report)
+    assert (rep.status, rep.message) == ("ok", " two blanks")

@@ -1,0 +1,18 @@
+@ 0x00000007
+i 2244644
+o 143
+l <S2244644AbmLFR4m3yzRw/20261206175642Z+1@mail.example.org>
+e root <root>
+e root@mail.example.org
+s local root@mail.example.org root@mail.example.org 1
+r           local postmaster root@mail.example.org 0
+N ORCPT=rfc822;postmaster INRCPT=rfc822;postmaster INFROM=rfc822;root
+m
+Received: ("??"@vm) by mail.example.org id S2244644AbmLFR4m3yzRw;
+	Sun, 6 Dec 2026 17:56:42 +0000
+From:	root <root@mail.example.org>
+Subject: t
+Message-Id: <S2244644AbmLFR4m3yzRw/20261206175642Z+1@mail.example.org>
+To:	unlisted-recipients:; (no To-header on input)
+Date:	Sun, 6 Dec 2026 17:56:42 +0000
+
