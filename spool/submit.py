@@ -45,9 +45,12 @@ log = logging.getLogger(__name__)
 
 def parse_recipient(spec: str | tuple[str, str, str]) -> tuple[str, str, str]:
     """``user@domain`` -> ``(smtp, domain lower-cased, user@domain)``; ``user`` ->
-    ``(local, user, user)``; ``"channel host user"`` -> its three words."""
+    ``(local, user, user)``; ``"channel host user"`` -> its three words; an address with
+    a quoted local part (``"john doe"@example.com``) is one address, blanks and all."""
     if isinstance(spec, tuple):
         channel, host, user = spec
+    elif '"' in spec:  # one address with a quoted local part: "john doe"@example.com
+        channel, host, user = _quoted_address(spec)
     else:
         words = spec.split()
         if len(words) == 3:
@@ -65,6 +68,17 @@ def parse_recipient(spec: str | tuple[str, str, str]) -> tuple[str, str, str]:
         if not value or "\n" in value or "\r" in value:
             raise SubmitError(f"bad recipient {spec!r}")
     return channel, host, user
+
+
+def _quoted_address(spec: str) -> tuple[str, str, str]:
+    """``"john doe"@Example.com`` -> smtp to ``example.com``; ``"o'hara smith"`` -> local.
+
+    The domain is after the last ``@`` outside the quotes (blanks inside them are part of
+    the local part, as RFC 5321 allows)."""
+    at = spec.rfind("@")
+    if at > 0 and spec.count('"', 0, at) % 2 == 0 and '"' not in spec[at:]:
+        return "smtp", spec[at + 1 :].lower(), spec
+    return "local", spec, spec
 
 
 def split_headers(message: bytes) -> tuple[bytes, int]:

@@ -322,3 +322,18 @@ def test_with_zmailers_router_the_dsn_goes_through_router_as_zmailers_does(
     assert report["Subject"] == "Returned mail: see the transcript [FAILED(1)]"
     assert report.get_content_type() == "multipart/report"
     assert [d.status for d in _cf(po, rel).diagnostics] == ["+"]
+
+
+def test_a_bounce_to_a_quoted_local_part_is_written(po: Postoffice) -> None:
+    """A sender like ``"o'hara smith"`` (ZMailer keeps the quotes) gets its DSN; the
+    submission used to be refused, and the pass retried at every rescan."""
+    for sender in ('"o\'hara smith"', '"john doe"@Example.com'):
+        rel = submit(po, sender, ["bob@example.net"], MESSAGE)
+        notary = "bob@example.net\001failed\0015.1.1\001smtp; 550 no\001mx.example.net\001"
+        _d(po, rel, "bob@example.net", notary, "smtp; 550 no")
+        new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
+        assert new is not None
+        [rcpt] = _cf(po, new).recipients
+        assert rcpt.user == sender
+        expected = ("local", sender) if "@" not in sender else ("smtp", "example.com")
+        assert (rcpt.channel, rcpt.host) == expected
