@@ -329,7 +329,9 @@ def test_a_bounce_to_a_quoted_local_part_is_written(po: Postoffice) -> None:
     submission used to be refused, and the pass retried at every rescan."""
     for sender in ('"o\'hara smith"', '"john doe"@Example.com'):
         rel = submit(po, sender, ["bob@example.net"], MESSAGE)
-        notary = "bob@example.net\001failed\0015.1.1\001smtp; 550 no\001mx.example.net\001"
+        notary = (
+            "bob@example.net\001failed\0015.1.1\001smtp; 550 no\001mx.example.net\001"
+        )
         _d(po, rel, "bob@example.net", notary, "smtp; 550 no")
         new = dsnpass.run_dsn_pass(po, rel, now=NOW, hostname="mx.test")
         assert new is not None
