@@ -18,6 +18,7 @@ from spool.controlfile import ControlFile, parse
 from spool.errors import CorruptControlFile, SpoolError
 from spool.ids import message_number, spool_id
 from spool.layout import Postoffice, init_postoffice
+from spool.opstate import read_holds
 from spool.scan import scan
 from spool.store import quarantine, read_control
 from spool.submit import submit
@@ -114,13 +115,20 @@ def _messages(po: Postoffice, errors: list[str]) -> Iterator[_Listed]:
         yield _Listed(entry.relpath, cf, size, mtime, mtime_ns)
 
 
-def _record(m: _Listed, now: float) -> dict[str, Any]:
+def _record(
+    m: _Listed, now: float, holds: dict[str, tuple[str, int, str, str]] | None = None
+) -> dict[str, Any]:
     cf = m.control
     sender = "" if cf.is_error_message or cf.sender is None else cf.sender[2]
     number = message_number(cf.mid or m.relpath) if (cf.mid or "")[:1].isdigit() else 0
+    sid = spool_id(number, m.mtime, m.mtime_ns) if m.size >= 0 else None
+    hold = (holds or {}).get(sid or "")
     return {
         "path": m.relpath,
-        "spool_id": spool_id(number, m.mtime, m.mtime_ns) if m.size >= 0 else None,
+        "spool_id": sid,
+        "held": None
+        if hold is None
+        else {"since": hold[1], "op": hold[2], "reason": hold[3]},
         "sender": sender,
         "size": m.size,
         "age": int(now - m.mtime) if m.size >= 0 else None,
@@ -154,15 +162,19 @@ _STATUS = {" ": "queued", "~": "locked", "+": "done", "-": "failed"}
 
 def _text(rec: dict[str, Any]) -> Iterator[str]:
     age = "?" if rec["age"] is None else saytime(rec["age"])
+    held = rec.get("held")
+    note = "" if held is None else f" held ({held['reason']})"
     yield (
         f"{rec['path']} {rec['spool_id'] or '-'} from <{rec['sender']}>"
-        f" size {rec['size']} age {age}"
+        f" size {rec['size']} age {age}{note}"
     )
     last = {d["rcpt_offset"]: d for d in rec["diagnostics"]}
     for r in rec["recipients"]:
+        status = _STATUS.get(r["status"], r["status"])
+        if held is not None and r["status"] == " ":
+            status = "held"
         yield (
-            f"  {r['offset']} {r['channel']} {r['host'] or '-'} {r['user']}"
-            f" {_STATUS.get(r['status'], r['status'])}"
+            f"  {r['offset']} {r['channel']} {r['host'] or '-'} {r['user']} {status}"
         )
         diag = last.get(r["offset"])
         if diag is not None:
@@ -182,8 +194,9 @@ def list_cmd(postoffice: str, as_json: bool) -> None:
         )
     errors: list[str] = []
     now = time.time()
+    holds = {row[0]: row for row in read_holds(po.root)}
     for m in _messages(po, errors):
-        rec = _record(m, now)
+        rec = _record(m, now, holds)
         if as_json:
             click.echo(json.dumps(rec, ensure_ascii=False))
         else:

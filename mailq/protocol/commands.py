@@ -25,6 +25,12 @@ class Right(enum.IntFlag):
     ETRN = 0x10
     KILL = 0x20
     WATCH = 0x800  # stream delivery events: WATCH (extension, docs/monitoring.md)
+
+    MSGS = 0x100  # read message details: SHOW MSG, SHOW MSGS, addresses (extension)
+    CONTROL = (
+        0x200  # act on messages: HOLD RELEASE RETRY BOUNCE DELETE UNDO (extension)
+    )
+    RULES = 0x400  # destination rules: SUSPEND RESUME POLICY (extension)
     ALL = 0x7FFFFFFF
 
 
@@ -38,6 +44,9 @@ _TOKENS: dict[str, Right] = {
     "ETRN": Right.ETRN,
     "KILL": Right.KILL,
     "WATCH": Right.WATCH,
+    "MSGS": Right.MSGS,
+    "CONTROL": Right.CONTROL,
+    "RULES": Right.RULES,
     "ALL": Right.ALL,
 }
 

@@ -155,6 +155,11 @@ def _stuff_batch(lines: list[str]) -> str:
     return text + "\n"
 
 
+def encode_body_lines(lines: list[str]) -> bytes:
+    """Body lines as sent inside a multi-line reply (dot-stuffed, LF after each)."""
+    return _encode(_stuff_batch(lines)) if lines else b""
+
+
 class ServerConnection:
     """One MAILQ v2 session, without I/O."""
 

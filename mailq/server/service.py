@@ -31,8 +31,9 @@ from mailq.protocol.connection import (
     Reply,
     ServerReply,
 )
-from mailq.server import reports
+from mailq.server import opctl, reports
 from mailq.server.authfile import AuthFile, Peer
+from mailq.server.opviews import ControlPlane, Deferred
 from mailq.server.views import QueueOperations, QueueView
 from mailq.server.watch import EventSource, WatchRequest, parse_where
 
@@ -67,7 +68,9 @@ class Client:
         return self.who
 
 
-Handler = Callable[["Service", Client, str, int], "ServerReply | WatchRequest"]
+Handler = Callable[
+    ["Service", Client, str, int], "ServerReply | WatchRequest | Deferred"
+]
 
 
 def _name_arg(text: str) -> str:
@@ -93,6 +96,10 @@ class Service:
         # extensions the daemon plugs in: SHOW METRICS and WATCH (docs/monitoring.md)
         self.metrics: Callable[[], str] | None = None
         self.events: EventSource | None = None
+        self.control: ControlPlane | None = (
+            None  # operator commands (mailq.server.opctl)
+        )
+        self.opstate = opctl.OperatorState()
 
     # -- counters ----------------------------------------------------------------------
 
@@ -110,8 +117,9 @@ class Service:
 
     def handle(
         self, event: Event, client: Client, auth: Callable[[], AuthFile | None]
-    ) -> ServerReply | WatchRequest | None:
-        """The reply to one event; ``None`` for :class:`ConnectionClosed`."""
+    ) -> ServerReply | WatchRequest | Deferred | None:
+        """The reply to one event; ``None`` for :class:`ConnectionClosed`; a
+        :class:`Deferred` for operator commands whose work spans loop turns."""
         if isinstance(event, ConnectionClosed):
             return None
         self.count("Commands")
@@ -148,7 +156,9 @@ class Service:
         logger.debug("%s AUTH ok (line %d)", client, entry.line_no)
         return AuthAccepted(request.user, entry.rights)
 
-    def execute(self, command: Command, client: Client) -> ServerReply | WatchRequest:
+    def execute(
+        self, command: Command, client: Client
+    ) -> ServerReply | WatchRequest | Deferred:
         """Run an authenticated command through the table."""
         handler = _TABLE.get(command.verb)
         if handler is None:
@@ -165,7 +175,7 @@ class Service:
         logger.info("%s unknown or refused: %r %r", client.who, verb[:40], shown[:80])
         return Reply(replies.unknown_command(verb, rest))
 
-    def _show(self, client: Client, rest: str, now: int) -> ServerReply:
+    def _show(self, client: Client, rest: str, now: int) -> ServerReply | Deferred:
         word, args = split_word(rest)
         if word == "COUNTERS":
             if self.strict_counters and not client.rights & Right.SNMP:
@@ -179,6 +189,9 @@ class Service:
             return self._show_queue(client, args, now)
         if word == "METRICS" and client.rights & Right.SNMP and self.metrics:
             return MultilineReply(self.metrics().splitlines())
+        extension = opctl.SHOW_TABLE.get(word)
+        if extension is not None:
+            return extension(self, client, args, now)
         if word == "THREAD" and client.rights & Right.TT:
             channel, host = split_word(args)
             self.count("CommandShowThread")
@@ -190,7 +203,9 @@ class Service:
             )
         return self._unknown(client, "SHOW", word)  # REST = first word only (B8)
 
-    def _show_queue(self, client: Client, args: str, now: int) -> ServerReply:
+    def _show_queue(
+        self, client: Client, args: str, now: int
+    ) -> ServerReply | Deferred:
         mode, _ = split_word(args)
         if mode == "SHORT" and client.rights & Right.QQ:
             self.count("CommandShowQueueShort")
@@ -201,6 +216,8 @@ class Service:
         if mode == "THREADS2" and client.rights & Right.TT:
             self.count("CommandShowQueueThreads2")
             return MultilineReply(reports.threads2_report(self.view, now))
+        if mode == "SHAPE":
+            return opctl.show_shape(self, client, args[len("SHAPE") :], now)
         return self._unknown(client, "SHOW", "QUEUE")
 
     def _etrn(self, client: Client, rest: str, now: int) -> Reply:
@@ -214,11 +231,14 @@ class Service:
         _audit(client, "ETRN %r %r result=%d started", domain, extra, started)
         return Reply(replies.ETRN_STARTED if started > 0 else replies.ETRN_NOTHING)
 
-    def _kill(self, client: Client, rest: str, now: int) -> Reply:
+    def _kill(self, client: Client, rest: str, now: int) -> Reply | Deferred:
         if not client.rights & Right.KILL:
             _audit(client, "KILL %r result=denied", rest)
             return Reply(replies.KILL_DENIED)
         what, args = split_word(rest)
+        guarded = opctl.kill_thread(self, client, rest, now)  # ... CONFIRM [token]
+        if guarded is not None:
+            return guarded
         if what == "MSG":  # not counted: ZMailer never counts MQ2CommandKillMsg
             ident, _ = split_word(args)
             found = bool(ident) and self.ops.kill_msg(ident)
@@ -270,4 +290,5 @@ _TABLE: Final[dict[str, Handler]] = {
     "REQUEUE": Service._requeue,
     "REROUTE": Service._reroute,
     "WATCH": Service._watch,
+    **opctl.TABLE,
 }

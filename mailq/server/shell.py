@@ -38,12 +38,15 @@ from mailq.protocol.connection import (
     Reply,
     ServerConnection,
     ServerReply,
+    encode_body_lines,
 )
 from mailq.protocol.errors import AuthFileError, RemoteProtocolError
+from mailq.protocol.lines import BODY_END, BODY_START
 from mailq.protocol.states import State
 from mailq.server.authfile import AuthFile, IPPeer, Peer, UnixPeer, read_auth_file
 from mailq.server.config import ServerConfig
 from mailq.server.listeners import BACKLOG, bind_listeners, describe_socket
+from mailq.server.opviews import AsyncBody, Deferred
 from mailq.server.service import Client, Service
 from mailq.server.views import QueueOperations, QueueView
 from mailq.server.watch import WatchRequest, stream
@@ -278,6 +281,15 @@ class _Session:
                 if not await self._watch(reply):
                     return False
                 continue
+
+            if isinstance(reply, Deferred):
+                # operator bulk work, in loop-sized slices; shielded: a session that
+                # ends meanwhile does not leave an operation half done and unsaved
+                deferred = await asyncio.shield(asyncio.ensure_future(reply.run()))
+                if isinstance(deferred, AsyncBody):
+                    await self._write_async_body(conn, deferred)
+                    continue
+                reply = deferred
             if reply is None:
                 logger.debug("%s closed by peer (%s)", self.where, client.user or "-")
                 return False
@@ -295,6 +307,19 @@ class _Session:
         loop = asyncio.get_running_loop()
         self.deadline.reschedule(loop.time() + self.server.config.lifetime)
         return alive
+
+    async def _write_async_body(self, conn: ServerConnection, body: AsyncBody) -> None:
+        """``+OK until LF.LF``, each batch as the generator produces it, ``.``."""
+        writer = self.writer
+        writer.write(BODY_START)
+        try:
+            async for lines in body.batches:
+                writer.write(encode_body_lines(lines))
+                await writer.drain()
+                self.progress = time.monotonic()
+        finally:
+            writer.write(BODY_END)
+        await writer.drain()
 
     async def _write(self, conn: ServerConnection, reply: ServerReply) -> None:
         writer = self.writer

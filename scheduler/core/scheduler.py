@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from scheduler.core.control import Control
 from scheduler.core.events import (
     AgentExited,
     AgentLine,
@@ -31,7 +32,6 @@ from scheduler.core.events import (
     ShutdownRequested,
     Tick,
 )
-from scheduler.core.loading import Loading
 from scheduler.core.sweeps import Sweeps
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler"]
 
 
-class Scheduler(Loading, Sweeps):
+class Scheduler(Control, Sweeps):
     """ZMailer's scheduling decisions over an in-memory model (also a ``QueueView``)."""
 
     @cached_property

@@ -207,6 +207,10 @@ class Runner:
             self._next_deep = 0.0
         self._wake.set()
 
+    def poke(self) -> None:
+        """Wake the loop so that it recomputes its next wakeup (operator commands)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()

@@ -33,6 +33,7 @@ from scheduler.daemon import pidfile
 from scheduler.daemon.deliveries import DeliveryTap
 from scheduler.daemon.monitor import Monitor
 from scheduler.daemon.notify import NotifySocket, notify_address
+from scheduler.daemon.opcontrol import ControlPlaneImpl
 from scheduler.daemon.runner import Runner
 from scheduler.daemon.sdnotify import EX_CONFIG, Notifier
 from scheduler.errors import ConfigError
@@ -187,6 +188,13 @@ class Daemon:
         assert self._server is not None
         self._server.service.metrics = monitor.metrics_text
         self._server.service.events = tap.hub
+
+        plane = ControlPlaneImpl(
+            core, runner, self.po, trash_days=_trash_days(self.opts.zenv)
+        )
+        plane.restore()
+        if self._server is not None:
+            self._server.service.control = plane
         self._install_signals(runner)
         self._write_ready()
         clock = asyncio.create_task(
@@ -196,7 +204,10 @@ class Daemon:
         monitor.runner_task, monitor.listening = task, True
         monitor.start_heartbeat()
         self.systemd.start(monitor.status_line, lambda: not task.done())
+
+        rules = asyncio.create_task(_rule_ticks(plane))
         await self._stop.wait()
+        rules.cancel()
         logger.info("shutting down")
         clock.cancel()
         self.systemd.stop()
@@ -377,6 +388,26 @@ def open_counters(path: str | None) -> Counters:
     except (OSError, SpoolError) as exc:
         logger.error("counter file unusable: %s; counting in memory until restart", exc)
         return Counters.open(None)
+
+
+def _trash_days(zenv: Mapping[str, str]) -> float:
+    """``MAILQTRASHDAYS`` (ZENV or environment): days ``DELETE`` keeps messages; 7."""
+    text = zenv.get("MAILQTRASHDAYS") or os.environ.get("MAILQTRASHDAYS") or "7"
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        logger.warning("MAILQTRASHDAYS=%r is not a number; keeping 7 days", text)
+        return 7.0
+
+
+async def _rule_ticks(plane: ControlPlaneImpl, every: float = 2.0) -> None:
+    """Lift expired suspensions and policies (they persist until then)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            plane.tick()
+        except OSError as exc:
+            logger.error("cannot update the rules file: %s", exc)
 
 
 def _startup_counters(counters: Counters, start: int, postoffice: str) -> None:

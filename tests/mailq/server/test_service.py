@@ -24,6 +24,7 @@ from mailq.protocol.connection import (
     ServerReply,
 )
 from mailq.server.authfile import IPPeer, parse_auth_file
+from mailq.server.opviews import Deferred
 from mailq.server.service import Client, Service
 from mailq.server.watch import WatchRequest
 from tests.mailq.server import fakeview
@@ -56,6 +57,8 @@ def _run(
     before = dict(queue.counters.values)
     reply = service.handle(event, client, lambda: AUTH)  # type: ignore[arg-type]
     assert not isinstance(reply, WatchRequest)
+
+    assert not isinstance(reply, Deferred)  # only operator commands defer
     if isinstance(reply, MultilineReply):
         reply = MultilineReply(list(reply.lines))
     after = queue.counters.values

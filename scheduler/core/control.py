@@ -1,0 +1,580 @@
+"""Operator control in the core (docs/protocol.md "Operator control"): holds,
+suspensions and runtime policies, message selection by filter, retry now or at a time.
+
+A held message stays loaded but its vertices are *parked*: taken out of their threads
+(so they are never fed, count in no thread and never expire) and put back by a release.
+A vertex that a TA holds when the message is held is parked when the TA gives it back.
+Holds arrive from the postoffice at startup through :meth:`Control.restore_holds`; a
+message loaded later whose number is held is parked as it loads.
+
+Rules (suspensions and policies) are handed in whole by :meth:`Control.set_rules`; a
+thread that a rule matches does not start (suspension) or starts within the rule's
+limits (policy). The core never reads a clock: expiry of rules is the caller's business,
+which calls ``set_rules`` again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
+from scheduler.core.loading import Loading
+from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
+from scheduler.core.state import SENT_RCPTS, TICK
+from spool.controlfile import format_diagnostic
+from spool.filters import Filter, Term
+from spool.ids import parse_spool_id, spool_id
+
+if TYPE_CHECKING:
+    from spool.controlfile import ControlFile
+
+__all__ = ["Control", "HoldInfo", "Rule", "message_state"]
+
+log = logging.getLogger(__name__)
+
+Addresses = Callable[[Message], Sequence[tuple[str, str, str]]]
+"""(channel, host, address) of a message's pending recipients (read from disk)."""
+
+
+@dataclass(slots=True)
+class HoldInfo:
+    """One held message: why, since when, by which operation, and its parked vertices."""
+
+    reason: str
+    since: int
+    op: str
+    sid: str = ""
+    # flat vertex, channel, host, vertex, ...: no tuple per vertex for the collector
+    # to walk (a bulk HOLD of a million recipients would add a million of them)
+    parked: list[object] = field(default_factory=list)
+
+    def park(self, v: Vertex, channel: str, host: str) -> None:
+        self.parked += (v, channel, host)
+
+    def destinations(self) -> Iterator[tuple[Vertex, str, str]]:
+        p = self.parked
+        for i in range(0, len(p), 3):
+            yield p[i], p[i + 1], p[i + 2]  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A suspension (``kind`` ``suspend``) or a policy (``policy``) over threads."""
+
+    id: str
+    kind: str
+    channel: str
+    host: str
+    until: int = 0  # 0: until lifted
+    reason: str = ""
+    maxthr: int = 0
+    maxring: int = 0
+    rate: int = 0  # deliveries (TA starts and feeds) per ``period`` seconds
+    period: int = 0
+    created: int = 0
+    user: str = ""
+
+    @property
+    def selector(self) -> str:
+        return f"{self.channel}/{self.host}"
+
+    def matches(self, channel: str, host: str) -> bool:
+        return _glob(self.channel).fullmatch(channel.lower()) is not None and (
+            _glob(self.host).fullmatch(host.lower()) is not None
+        )
+
+
+_globs: dict[str, re.Pattern[str]] = {}
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    got = _globs.get(pattern)
+    if got is None:
+        if len(_globs) > 4096:
+            _globs.clear()
+        got = _globs[pattern] = re.compile(fnmatch.translate(pattern.lower()))
+    return got
+
+
+def vertex_state(v: Vertex, held: bool) -> str:
+    if held:
+        return "held"
+    if v.state & V_FED:
+        return "active"
+    return "deferred" if v.attempts > 0 else "queued"
+
+
+def message_state(msg: Message, held: bool) -> str:
+    """``held``, ``active`` (a TA has a part), ``deferred`` (tried) or ``queued``."""
+    if held:
+        return "held"
+    states = {vertex_state(v, False) for v in msg.vertices}
+    for s in ("active", "deferred"):
+        if s in states:
+            return s
+    return "queued"
+
+
+class Control(Loading):
+    """Holds, rules, selection and retry on top of the loading core."""
+
+    _holds: dict[int, HoldInfo]
+    _rules: tuple[Rule, ...]
+    _buckets: dict[tuple[str, str], tuple[float, int]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holds = {}
+        self._rules = ()
+        self._buckets = {}
+
+    # -- identifying messages ------------------------------------------------------------
+
+    def resolve(self, ident: str) -> Message | None:
+        """A message by spool-id, file path (``Q/I/123456``, ``transport/...``), number."""
+        msg = self._find_message(ident)
+        if msg is not None:
+            return msg
+        text = ident.strip()
+        for prefix in ("transport/", "queue/"):
+            text = text.removeprefix(prefix)
+        name = text.rpartition("/")[2]
+        if name.isdigit():
+            msg = self._messages.get(int(name))
+            if msg is not None and (text == name or msg.relpath == text):
+                return msg
+        for msg in self._messages.values():
+            if msg.relpath == text:
+                return msg
+        return None
+
+    def spool_id_of(self, msg: Message) -> str:
+        return spool_id(msg.number, msg.mtime, msg.mtime_ns)
+
+    def messages(self) -> Iterable[Message]:
+        return self._messages.values()
+
+    # -- holds ---------------------------------------------------------------------------
+
+    def hold_info(self, number: int) -> HoldInfo | None:
+        return self._holds.get(number)
+
+    def held_numbers(self) -> dict[int, HoldInfo]:
+        return self._holds
+
+    def restore_holds(self, entries: Iterable[tuple[str, int, str, str]]) -> None:
+        """Holds read from the postoffice: (spool-id, since, op, reason)."""
+        for sid, since, op, reason in entries:
+            number = parse_spool_id(sid)[0]
+            info = self._holds.setdefault(number, HoldInfo(reason, since, op, sid))
+            msg = self._messages.get(number)
+            if msg is not None and self.spool_id_of(msg) == sid:
+                self._park_message(msg, info)
+
+    def hold(
+        self, msgs: Iterable[Message], reason: str, op: str, now: float
+    ) -> tuple[list[Message], list[Command]]:
+        """Hold each message not already held; returns those newly held."""
+        self._begin(now)
+        done: list[Message] = []
+        for msg in msgs:
+            if msg.number in self._holds or self._messages.get(msg.number) is not msg:
+                continue
+            info = HoldInfo(reason, self._now, op, self.spool_id_of(msg))
+            self._holds[msg.number] = info
+            self._park_message(msg, info)
+            done.append(msg)
+        return done, self._end()
+
+    def release(
+        self, msgs: Iterable[Message], now: float
+    ) -> tuple[list[Message], list[Command]]:
+        """Release each held message; returns those released."""
+        self._begin(now)
+        done: list[Message] = []
+        compacted: set[int] = set()
+        for msg in msgs:
+            info = self._holds.pop(msg.number, None)
+            if info is None:
+                continue
+            for _v, channel, host in info.destinations():
+                # a parked vertex may still sit in its old thread's vlist: compact
+                # that thread once per batch before linking anything back into it
+                th = self._threads.get((channel, host))
+                if th is not None and th.dead and id(th) not in compacted:
+                    compacted.add(id(th))
+                    th.compact()
+            for v, channel, host in info.destinations():
+                if v.offsets and v.thread is None:
+                    self._link(v, channel, host, len(v.offsets))
+            info.parked.clear()
+            done.append(msg)
+        return done, self._end()
+
+    def _schedule_now(self, th: Thread) -> None:
+        if th.group.clause.queueonly:
+            return
+        self._agenda.schedule(th, self._now)
+
+    def _park_message(self, msg: Message, info: HoldInfo) -> None:
+        for v in msg.vertices:
+            if v.thread is not None and not v.state & V_FED:
+                self._park(v, info)
+
+    def _park(self, v: Vertex, info: HoldInfo) -> None:
+        th = v.thread
+        assert th is not None
+        n = len(v.offsets)
+        v.thread = None
+        if v.state & V_UNFED:
+            v.state &= ~V_UNFED
+            th.unfed -= 1
+        th.jobs -= 1
+        th.rcpts -= n
+        th.dead += 1
+        th.note_removed(v.msg.mtime)
+        self.total_vertices -= 1
+        self.total_recipients -= n
+        info.park(v, th.channel, th.host)
+        if th.dead > 32 and th.dead > th.jobs:
+            th.compact()
+        if th.jobs == 0 and th.thrkids == 0:
+            self._delete_thread(th)
+
+    def _job_done(self, v: Vertex) -> None:
+        super()._job_done(v)
+        holds = self._holds
+        if holds and v.thread is not None and not v.state & V_FED:
+            info = holds.get(v.msg.number)
+            if info is not None and v.offsets:
+                self._park(v, info)
+
+    def _load(
+        self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
+    ) -> None:
+        super()._load(relpath, control, mtime, mtime_ns, ctime)
+        holds = self._holds
+        if holds:
+            name = relpath.rpartition("/")[2]
+            info = holds.get(int(name)) if name.isdigit() else None
+            msg = self._messages.get(int(name)) if name.isdigit() else None
+            if info is not None and msg is not None:
+                if info.sid == self.spool_id_of(msg):
+                    self._park_message(msg, info)
+                else:
+                    del holds[msg.number]  # a new message in a reused file name
+
+    def _maybe_complete(self, msg: Message) -> None:
+        super()._maybe_complete(msg)
+        if msg.flags & M_DONE and self._holds:
+            info = self._holds.get(msg.number)
+            if info is not None and info.sid == self.spool_id_of(msg):
+                del self._holds[msg.number]
+
+    def kill_msg(self, ident: str, now: float) -> tuple[bool, list[Command]]:
+        """KILL MSG also takes the path ``mailq`` prints, and kills held messages."""
+        msg = self.resolve(ident)
+        if msg is None:
+            return super().kill_msg(ident, now)
+        cmds = self.release([msg], now)[1] if msg.number in self._holds else []
+        found, more = super().kill_msg(self.spool_id_of(msg), now)
+        return found, cmds + more
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def set_rules(self, rules: Iterable[Rule], now: float) -> list[Command]:
+        """Replace every suspension and policy; threads no longer held back are woken."""
+        self._begin(now)
+        self._rules = tuple(rules)
+        for th in self._threads.values():
+            if th.thrkids == 0 and th.pending.startswith(("Suspended", "Policy")):
+                th.pending = ""
+                self._schedule_now(th)
+        return self._end()
+
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def rule_for(self, th: Thread, kind: str) -> Rule | None:
+        for r in self._rules:
+            if r.kind == kind and r.matches(th.channel, th.host):
+                return r
+        return None
+
+    def _start_thread(self, th: Thread, etrn: bool = False) -> bool:
+        if self._rules and th.jobs:
+            held = self._rule_hold(th)
+            if held:
+                th.pending = held
+                if not th.agenda_seq and not th.thrkids:
+                    self._agenda.schedule(th, self._now + TICK)
+                return False
+        return super()._start_thread(th, etrn)
+
+    def _pick_next_thread(self, p: Proc) -> Thread | None:
+        """A TA switching threads in its group skips threads a rule holds back."""
+        nxt = super()._pick_next_thread(p)
+        if nxt is None or not self._rules:
+            return nxt
+        blocked: list[Thread] = []
+        while nxt is not None:
+            held = self._rule_hold(nxt)
+            if not held:
+                break
+            nxt.pending = held
+            blocked.append(nxt)
+            nxt = self._pick_after(p, blocked)
+        for th in blocked:
+            if not th.agenda_seq and not th.thrkids:
+                self._agenda.schedule(th, self._now + TICK)
+        return nxt
+
+    def _pick_after(self, p: Proc, skip: list[Thread]) -> Thread | None:
+        g = p.group
+        c = g.clause
+        now = self._now
+        for th in g.threads():
+            if th is p.thread or th in skip or th.channel != p.channel:
+                continue
+            if th.wakeup > now and th.attempts > 0:
+                continue
+            if th.thrkids >= c.maxthr or th.thrkids >= th.jobs:
+                continue
+            if th.thrkids and not th.unfed:
+                continue
+            return th
+        return None
+
+    def _rule_hold(self, th: Thread) -> str:
+        """The pending text when a rule keeps ``th`` from starting another TA, else ""."""
+        s = self.rule_for(th, "suspend")
+        if s is not None:
+            return "Suspended:" + (s.reason or s.id).replace(" ", "_")[:40]
+        p = self.rule_for(th, "policy")
+        if p is None:
+            return ""
+        if p.maxthr and th.thrkids >= p.maxthr:
+            return f"Policy:{p.id}:maxthr"
+        if p.maxring and th.group.proc_count >= p.maxring:
+            return f"Policy:{p.id}:maxring"
+        if p.rate and p.period and not self._take_token(th, p):
+            return f"Policy:{p.id}:rate"
+        return ""
+
+    def _take_token(self, th: Thread, p: Rule) -> bool:
+        """Token bucket per (rule, thread): ``rate`` TA starts per ``period`` seconds."""
+        key = (p.id, f"{th.channel}/{th.host}")
+        tokens, last = self._buckets.get(key, (float(p.rate), self._now))
+        tokens = min(float(p.rate), tokens + (self._now - last) * p.rate / p.period)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, self._now)
+            return False
+        self._buckets[key] = (tokens - 1.0, self._now)
+        return True
+
+    # -- bounce ---------------------------------------------------------------------------
+
+    def bounce(
+        self, msgs: Iterable[Message], reason: str, now: float
+    ) -> tuple[int, list[Command]]:
+        """Fail every pending recipient not held by a TA now: a ``d`` line, the ``-``
+        mark, and the DSN pass (RFC 3464, spool.dsn) once the message completes."""
+        msgs = list(msgs)
+        self.release([m for m in msgs if m.number in self._holds], now)
+        self._begin(now)
+        text = reason.replace("\x01", " ").replace("\n", " ")[:200]
+        notary = f"\x03\x01failed\x015.0.0\x01x-local; 500 ({text})\x01"
+        n = 0
+        for msg in msgs:
+            for v in list(msg.vertices):
+                while v.thread is not None and v.offsets and not v.state & V_FED:
+                    _notify, hdr, dsn = v.rcpt_extra(0)
+                    off = v.offsets[0]
+                    line = format_diagnostic(off, hdr, dsn, self._now, notary, text)
+                    self._out.append(AppendDiagnostic(msg.relpath, line))
+                    self._out.append(MarkRecipient(msg.relpath, off, "-"))
+                    self._mark_diag(msg)
+                    self._stat(msg, "bounce", v.thread)
+                    self._count(SENT_RCPTS)
+                    self._remove_rcpt(v, 0)
+                    n += 1
+        return n, self._end()
+
+    # -- retry ---------------------------------------------------------------------------
+
+    def retry(
+        self, msgs: Iterable[Message], at: float, now: float
+    ) -> tuple[int, list[Command]]:
+        """Move the threads of these messages' vertices to ``at`` (now when ``at`` <= now)."""
+        self._begin(now)
+        when = max(int(at), self._now)
+        seen: set[int] = set()
+        for msg in msgs:
+            for v in msg.vertices:
+                th = v.thread
+                if th is None or id(th) in seen or th.thrkids:
+                    continue
+                seen.add(id(th))
+                th.wakeup = when
+                th.retry_floor = 0
+                th.pending = ""
+                if not th.group.clause.queueonly:
+                    self._agenda.schedule(th, when)
+        return len(seen), self._end()
+
+    # -- selection -----------------------------------------------------------------------
+
+    def select(
+        self,
+        flt: Filter,
+        now: float,
+        addresses: Addresses | None = None,
+        sizes: Callable[[Message], int] | None = None,
+        tick: int = 0,
+    ) -> Iterator[Message | None]:
+        """Loaded messages that ``flt`` matches (a generator). With ``tick`` > 0 it
+        also yields None after every ``tick`` messages tested, so that a caller
+        slicing its work by time is never kept long by a sparse match."""
+        mterms = flt.message_terms
+        rterms = flt.recipient_terms
+        # candidates come from the matching threads: nothing more to test per vertex
+        if rterms and all(t.key in ("channel", "host") for t in rterms):
+            rterms = ()
+        holds = self._holds
+        n = 0
+        seen: set[int] = set()
+        for msg in self._candidates(flt):
+            n += 1
+            if tick and n % tick == 0:
+                yield None
+            if msg.flags & M_DONE or msg.number in seen:
+                continue
+            seen.add(msg.number)
+            if mterms and not all(self._msg_term(msg, t, now, sizes) for t in mterms):
+                continue
+            if not rterms:
+                yield msg
+                continue
+            info = holds.get(msg.number)
+            if self._rcpt_match(msg, info, rterms, addresses):
+                yield msg
+
+    def _candidates(self, flt: Filter) -> Iterator[Message]:
+        """The messages worth testing, lazily: through the matching threads when the
+        filter names a channel or host (a few thousand threads instead of every
+        message), only held ones for ``state=held``, else all. A message may come
+        twice (the caller's tests are idempotent; :meth:`select` drops repeats)."""
+        msgs = self._messages
+        if any(
+            t.key == "state" and t.op == "=" and t.value == "held" for t in flt.terms
+        ):
+            for n in list(self._holds):
+                m = msgs.get(n)
+                if m is not None:
+                    yield m
+            return
+        dest = [t for t in flt.terms if t.key in ("channel", "host")]
+        if not dest:
+            yield from list(msgs.values())
+            return
+        for th in list(self._threads.values()):
+            if all(
+                t.text_matches(th.channel if t.key == "channel" else th.host)
+                for t in dest
+            ):
+                for v in list(th.vertices()):
+                    yield v.msg
+        for info in list(self._holds.values()):
+            for v, channel, host in info.destinations():
+                if all(
+                    t.text_matches(channel if t.key == "channel" else host)
+                    for t in dest
+                ):
+                    yield v.msg
+                    break
+
+    def _msg_term(
+        self,
+        msg: Message,
+        t: Term,
+        now: float,
+        sizes: Callable[[Message], int] | None,
+    ) -> bool:
+        k = t.key
+        if k == "age":
+            return t.number_matches(now - msg.mtime)
+        if k == "size":
+            return sizes is not None and t.number_matches(sizes(msg))
+        if k == "sender":
+            return t.text_matches(msg.sender)
+        # id: any of the forms an operator may have in hand
+        forms = (self.spool_id_of(msg), msg.relpath, msg.mid)
+        hits = [Term(t.key, "=" if t.op in ("=", "!=") else "~", t.value, 0, t.pattern)]
+        hit = any(hits[0].text_matches(f) for f in forms)
+        return hit if t.op in ("=", "~") else not hit
+
+    def _rcpt_match(
+        self,
+        msg: Message,
+        info: HoldInfo | None,
+        terms: tuple[Term, ...],
+        addresses: Addresses | None,
+    ) -> bool:
+        rows = list(self.destinations(msg, info))
+        needs_addr = any(t.key == "rcpt" for t in terms)
+        addr_rows: Sequence[tuple[str, str, str]] = ()
+        if needs_addr:
+            if addresses is None:
+                return False
+            addr_rows = addresses(msg)
+        for v, channel, host in rows:
+            state = vertex_state(v, info is not None)
+            if not all(
+                self._vtest(t, v, channel, host, state)
+                for t in terms
+                if t.key != "rcpt"
+            ):
+                continue
+            if not needs_addr:
+                return True
+            for ch, h, addr in addr_rows:
+                if (
+                    ch == channel
+                    and h == host
+                    and all(t.text_matches(addr) for t in terms if t.key == "rcpt")
+                ):
+                    return True
+        return False
+
+    @staticmethod
+    def _vtest(t: Term, v: Vertex, channel: str, host: str, state: str) -> bool:
+        k = t.key
+        if k == "channel":
+            return t.text_matches(channel)
+        if k == "host":
+            return t.text_matches(host)
+        if k == "attempts":
+            return t.number_matches(v.attempts)
+        if k == "state":
+            return (state == t.value) == (t.op == "=")
+        if k == "diag":
+            return t.text_matches(v.message or "")
+        return True
+
+    def destinations(
+        self, msg: Message, info: HoldInfo | None = None
+    ) -> Iterator[tuple[Vertex, str, str]]:
+        """(vertex, channel, host) of every live vertex, parked ones included."""
+        if info is None:
+            info = self._holds.get(msg.number)
+        for v in msg.vertices:
+            th = v.thread
+            if th is not None:
+                yield v, th.channel, th.host
+        if info is not None:
+            yield from info.destinations()

@@ -1,0 +1,218 @@
+"""The operator filter language of ``WHERE`` (docs/protocol.md, "Operator control").
+
+A filter is blank-separated terms, all of which must hold (AND); each term is
+``key op value``. It lives in ``spool`` (pure, no I/O) because three parties share it:
+the MAILQ v2 server parses it, the scheduler core evaluates it against its model, and
+clients may check a filter before sending it.
+
+Keys and operators:
+
+* ``id sender rcpt channel host diag``: ``=`` and ``!=`` take a glob (``*``, ``?``,
+  ``[...]``, compared case-insensitively); ``~`` and ``!~`` a substring.
+* ``age size attempts``: ``= != < <= > >=`` with a number; ``age`` takes units
+  ``s m h d w`` (``2h``), ``size`` takes ``k M G`` (powers of 1024, ``1M``).
+* ``state``: ``=`` or ``!=`` one of ``queued held active deferred``.
+
+A value may be double-quoted to hold blanks (``diag~"connection refused"``); ``\\"`` and
+``\\\\`` escape inside quotes. An optional ``AND`` between terms is accepted. Bad input
+raises :class:`FilterError` naming the term (1-based) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "KEYS",
+    "STATES",
+    "Filter",
+    "FilterError",
+    "Term",
+    "parse_filter",
+]
+
+TEXT_KEYS = frozenset({"id", "sender", "rcpt", "channel", "host", "diag"})
+NUMBER_KEYS = frozenset({"age", "size", "attempts"})
+KEYS = TEXT_KEYS | NUMBER_KEYS | {"state"}
+STATES = ("queued", "held", "active", "deferred")
+MESSAGE_KEYS = frozenset({"id", "sender", "age", "size"})
+"""Keys about the whole message; the others are about one recipient (destination)."""
+
+_TERM = re.compile(r"([A-Za-z]+)(<=|>=|!=|!~|=|<|>|~)(.*)", re.DOTALL)
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]?)")
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MAX_TERMS = 32
+_MAX_TEXT = 1000
+
+
+class FilterError(ValueError):
+    """A bad filter: ``index`` is the 1-based term, ``term`` its text."""
+
+    def __init__(self, index: int, term: str, reason: str) -> None:
+        super().__init__(index, term, reason)
+        self.index = index
+        self.term = term
+        self.reason = reason
+
+    def __str__(self) -> str:
+        shown = self.term if len(self.term) <= 60 else self.term[:57] + "..."
+        return f"bad filter term {self.index} {shown!r}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One ``key op value``; ``number`` is set for numeric keys (seconds, bytes)."""
+
+    key: str
+    op: str
+    value: str
+    number: float = 0.0
+    pattern: re.Pattern[str] | None = None
+
+    def text_matches(self, text: str) -> bool:
+        """``=``/``!=``/``~``/``!~`` of a text key against ``text``."""
+        if self.op in ("~", "!~"):
+            hit = self.value.lower() in text.lower()
+        else:
+            assert self.pattern is not None
+            hit = self.pattern.fullmatch(text.lower()) is not None
+        return hit if self.op in ("=", "~") else not hit
+
+    def number_matches(self, value: float) -> bool:
+        n, op = self.number, self.op
+        if op == "=":
+            return value == n
+        if op == "!=":
+            return value != n
+        if op == "<":
+            return value < n
+        if op == "<=":
+            return value <= n
+        if op == ">":
+            return value > n
+        return value >= n
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Terms ANDed; the empty filter matches everything."""
+
+    terms: tuple[Term, ...] = ()
+    text: str = ""
+
+    def of(self, keys: frozenset[str]) -> tuple[Term, ...]:
+        return tuple(t for t in self.terms if t.key in keys)
+
+    @property
+    def message_terms(self) -> tuple[Term, ...]:
+        return self.of(MESSAGE_KEYS)
+
+    @property
+    def recipient_terms(self) -> tuple[Term, ...]:
+        return tuple(t for t in self.terms if t.key not in MESSAGE_KEYS)
+
+    @property
+    def needs_addresses(self) -> bool:
+        """True when a term reads recipient addresses (kept on disk, not in memory)."""
+        return any(t.key == "rcpt" for t in self.terms)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def split_terms(text: str) -> list[str]:
+    """Blank-separated words, double quotes grouping (quotes kept out, escapes applied)."""
+    words: list[str] = []
+    cur: list[str] = []
+    in_word = quoted = False
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if quoted:
+            if ch == "\\" and i + 1 < n:
+                i += 1
+                cur.append(text[i])
+            elif ch == '"':
+                quoted = False
+            else:
+                cur.append(ch)
+        elif ch == '"':
+            quoted = in_word = True
+        elif ch in " \t":
+            if in_word:
+                words.append("".join(cur))
+                cur, in_word = [], False
+        else:
+            cur.append(ch)
+            in_word = True
+        i += 1
+    if quoted:
+        raise FilterError(len(words) + 1, "".join(cur), "unterminated quote")
+    if in_word:
+        words.append("".join(cur))
+    return words
+
+
+def parse_filter(text: str) -> Filter:
+    """Parse a ``WHERE`` filter; raises :class:`FilterError`."""
+    if len(text) > _MAX_TEXT:
+        raise FilterError(0, text[:20], f"filter longer than {_MAX_TEXT} characters")
+    words = [w for w in split_terms(text) if w.upper() != "AND"]
+    if len(words) > _MAX_TERMS:
+        raise FilterError(_MAX_TERMS + 1, words[_MAX_TERMS], "too many terms")
+    terms = tuple(_term(i, w) for i, w in enumerate(words, 1))
+    return Filter(terms, " ".join(words))
+
+
+def _term(index: int, word: str) -> Term:
+    m = _TERM.fullmatch(word)
+    if m is None:
+        raise FilterError(
+            index, word, "expected key, operator and value (host=*.example)"
+        )
+    key, op, value = m.group(1).lower(), m.group(2), m.group(3)
+    if key not in KEYS:
+        raise FilterError(
+            index, word, f"unknown key {key!r} (known: {' '.join(sorted(KEYS))})"
+        )
+    if value == "":
+        raise FilterError(index, word, "empty value")
+    if key in NUMBER_KEYS:
+        if op in ("~", "!~"):
+            raise FilterError(index, word, f"{key} takes = != < <= > >=, not {op}")
+        return Term(key, op, value, _number(index, word, key, value))
+    if op in ("<", "<=", ">", ">="):
+        raise FilterError(index, word, f"{key} takes = != ~ !~, not {op}")
+    if key == "state":
+        if op not in ("=", "!="):
+            raise FilterError(index, word, f"state takes = or !=, not {op}")
+        if value.lower() not in STATES:
+            raise FilterError(index, word, f"state is one of {'|'.join(STATES)}")
+        return Term(
+            key, op, value.lower(), pattern=re.compile(re.escape(value.lower()))
+        )
+    pattern = None
+    if op in ("=", "!="):
+        pattern = re.compile(fnmatch.translate(value.lower()), re.DOTALL)
+    return Term(key, op, value, pattern=pattern)
+
+
+def _number(index: int, word: str, key: str, value: str) -> float:
+    m = _NUMBER.fullmatch(value)
+    if m is None:
+        raise FilterError(index, word, f"{key} needs a number, not {value!r}")
+    unit = m.group(2).lower()
+    if key == "attempts":
+        if unit or "." in m.group(1):
+            raise FilterError(index, word, "attempts is a whole number")
+        return float(m.group(1))
+    units = _AGE_UNITS if key == "age" else _SIZE_UNITS
+    if key == "age" and m.group(2) == "M":
+        unit = "m"  # minutes; sizes take M for MiB
+    if unit not in units:
+        known = " ".join(u for u in units if u)
+        raise FilterError(index, word, f"unknown {key} unit {m.group(2)!r} ({known})")
+    return float(m.group(1)) * units[unit]

@@ -1,0 +1,218 @@
+"""Every operator command over a raw socket against the real daemon (no delivery: the
+destinations are suspended or the channel is queue-only)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+from mailq.protocol.auth import authenticator
+from tests.e2e.conftest import ADMIN, ADMIN_PW, DaemonFactory, DaemonProc, wait_until
+
+CONF = """\
+*/*\tinterval=1s idlemax=30s expiry=5d retries="60 60"
+\tmaxchannel=0 maxring=20 overfeed=10
+
+smtp/*\tqueueonly command="builtin:smtp -h e2e.test"
+"""
+
+
+def _loaded(d: DaemonProc, *relpaths: str) -> bool:
+    (body,) = d.query("SHOW MSGS")
+    have = {line.split("\t")[1] for line in body.splitlines()}
+    return all(p in have for p in relpaths)
+
+
+def _raw(d: DaemonProc, user: str, password: str, *commands: str) -> list[bytes]:
+    """Each reply's raw bytes (status line, or the whole body with its terminator)."""
+    with socket.create_connection(d.address, timeout=20) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        challenge = reader.readline().decode().rstrip("\n")
+        sock.sendall(f"AUTH {user} {authenticator(challenge, password)}\n".encode())
+        assert reader.readline() == b"+OK\n"
+        out = []
+        for command in commands:
+            sock.sendall(command.encode() + b"\n")
+            first = reader.readline()
+            if first == b"+OK until LF.LF\n":
+                while (line := reader.readline()) not in (b".\n", b""):
+                    first += line
+                first += b".\n"
+            elif (
+                command.startswith("KILL ") and first != b"-No KILL allowed for you.\n"
+            ):
+                first += reader.readline()  # the KILL replies' extra empty line (B2)
+            out.append(first)
+        sock.sendall(b"QUIT\n")
+    return out
+
+
+def _daemon(daemon_factory: DaemonFactory) -> DaemonProc:
+    d = daemon_factory(CONF)
+    d.auth.write_text(
+        f"{ADMIN}:{ADMIN_PW}:ALL:[127.0.0.0]/8\n"
+        "nobody:nopw:QQ TT:[127.0.0.0]/8\n"
+        "reader:rdpw:QQ TT MSGS:[127.0.0.0]/8\n"
+        "killer:klpw:KILL:[127.0.0.0]/8\n"
+    )
+    return d
+
+
+def test_show_msg_takes_every_id_form(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    path = d.submit("alice@a.example", "bob@b.example")
+    wait_until(lambda: _loaded(d, path), what="loading")
+    (body,) = d.query(f"SHOW MSG {path}")
+    fields = dict(line.split("\t", 1) for line in body.splitlines())
+    sid = fields["spool-id:"]
+    assert fields["file:"] == path
+    assert fields["sender:"] == "sender@example.com"
+    assert fields["state:"] == "queued"
+    rcpts = [line for line in body.splitlines() if line.startswith("rcpt:")]
+    assert [r.split("\t")[1:5] for r in rcpts] == [
+        ["smtp", "a.example", "alice@a.example", "queued"],
+        ["smtp", "b.example", "bob@b.example", "queued"],
+    ]
+    number = path.rpartition("/")[2]
+    msgid = fields["message-id:"]
+    assert msgid.startswith("<")
+    for ident in (sid, number, "transport/" + path, msgid):
+        (again,) = d.query(f"SHOW MSG {ident}")
+        assert again == body
+    (missing,) = d.query("SHOW MSG S1AbmLFR1q")
+    assert missing == "-No such message.\n"
+
+
+def test_kill_msg_takes_the_path_mailq_prints(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    one = d.submit("x@k.example")
+    wait_until(lambda: _loaded(d, one), what="loading")
+    (sid_line,) = d.query(f"SHOW MSG {one}")
+    sid = sid_line.split("\n")[0].split("\t")[1]
+    assert _raw(d, ADMIN, ADMIN_PW, f"KILL MSG {one}") == [
+        b"+OK; KILLed something.\n\n"
+    ]
+    two = d.submit("y@k.example")
+    wait_until(lambda: _loaded(d, two), what="loading")
+    (line,) = d.query(f"SHOW MSG {two}")
+    sid = line.split("\n")[0].split("\t")[1]
+    # the old form keeps its exact reply
+    assert _raw(d, ADMIN, ADMIN_PW, f"KILL MSG {sid}") == [
+        b"+OK; KILLed something.\n\n"
+    ]
+    assert _raw(d, ADMIN, ADMIN_PW, "KILL MSG S1AbmLFR1q") == [b"-No such message.\n\n"]
+
+
+def test_rights_nobody_sees_no_addresses(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    path = d.submit("secret@s.example")
+    wait_until(lambda: _loaded(d, path), what="loading")
+    denied = _raw(d, "nobody", "nopw", "SHOW MSGS", f"SHOW MSG {path}", f"HOLD {path}")
+    assert denied == [
+        b"-MAILQ2 Unknown command, or refused by access control; VERB='SHOW' REST='MSGS'\n",
+        b"-MAILQ2 Unknown command, or refused by access control; VERB='SHOW' REST='MSG'\n",
+        b"-MAILQ2 Unknown command, or refused by access control; VERB='HOLD' REST='"
+        + path.encode()
+        + b"'\n",
+    ]
+    (shape,) = _raw(d, "nobody", "nopw", "SHOW QUEUE SHAPE BY domain")
+    assert b"secret" not in shape
+    assert b"s.example" in shape
+    (msgs, hold) = _raw(d, "reader", "rdpw", "SHOW MSGS", f"HOLD {path}")
+    assert b"secret@s.example" not in msgs  # rows carry the sender, not recipients
+    assert path.encode() in msgs
+    assert hold.startswith(b"-MAILQ2 Unknown command")
+    (kill,) = _raw(d, "killer", "klpw", "SHOW MSGS")
+    assert kill.startswith(b"-MAILQ2 Unknown command")
+
+
+def test_kill_thread_previews_then_acts(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    paths = [d.submit(f"u{i}@kt.example") for i in range(3)]
+    wait_until(lambda: _loaded(d, *paths), what="loading")
+    # the old form: ZMailer's answer, and nothing deleted
+    assert _raw(d, ADMIN, ADMIN_PW, "KILL THREAD smtp kt.example") == [
+        b"-Unknown request.\n\n"
+    ]
+    assert _loaded(d, *paths)
+    (preview,) = _raw(d, ADMIN, ADMIN_PW, "KILL THREAD smtp kt.example CONFIRM")
+    assert preview.startswith(b"-Not done: preview: 3 messages, 3 recipients;")
+    assert preview.endswith(b"\n\n")
+    assert _loaded(d, *paths)
+    token = re.search(rb"CONFIRM (\S+)", preview)
+    assert token is not None
+    command = f"KILL THREAD smtp kt.example CONFIRM {token.group(1).decode()}"
+    (acted,) = _raw(d, ADMIN, ADMIN_PW, command)
+    assert acted.startswith(b"+OK; KILLed something. op=")
+    wait_until(lambda: d.query("SHOW MSGS") == [""], what="the thread to go")
+    assert _raw(d, ADMIN, ADMIN_PW, "KILL THREAD smtp kt.example CONFIRM") == [
+        b"-No such thread.\n\n"
+    ]
+
+
+def test_retry_at_bounce_policy_shape_explain(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    path = d.submit("r@retry.example")
+    wait_until(lambda: _loaded(d, path), what="loading")
+    at = int(time.time()) + 3600
+    (reply,) = d.query(f"RETRY {path} AT {at}")
+    assert reply.startswith("+OK op=")
+    assert f"at {at}" in reply
+    (bad,) = d.query(f"RETRY {path} AT tomorrowish")
+    assert bad.startswith("-bad time")
+    (explain,) = d.query(f"EXPLAIN MSG {path}")
+    assert "destination:\tsmtp/retry.example\tqueued" in explain
+    assert "clause:\tsmtp/*\t" in explain
+
+    (pol,) = d.query("POLICY SET smtp/*.example maxthr=2 rate=10/1m FOR 1h")
+    m = re.search(r"rule=(\S+)", pol)
+    assert m is not None
+    (pols,) = d.query("SHOW POLICIES")
+    assert pols.startswith(m.group(1) + "\tsmtp/*.example\t")
+    assert "maxthr=2 rate=10/60s" in pols
+    (gone,) = d.query(f"POLICY DELETE {m.group(1)}")
+    assert gone.startswith("+OK op=")
+    assert d.query("SHOW POLICIES") == [""]
+
+    (shape,) = d.query("SHOW QUEUE SHAPE BY host TOP 5")
+    lines = shape.splitlines()
+    assert lines[0].split("\t")[:3] == ["", "T", "5"]
+    assert lines[1].startswith("TOTAL\t1\t1")
+    assert lines[2].startswith("retry.example\t1\t1")
+    (bad_shape,) = d.query("SHOW QUEUE SHAPE BY color")
+    assert bad_shape.startswith("-SHOW QUEUE SHAPE BY")
+
+    (bounce,) = d.query(f"BOUNCE {path} cancelled in the incident")
+    assert re.match(r"\+OK op=\S+ bounced 1 messages \(1 recipients\)", bounce)
+    control = (
+        d.po.control_path(path).read_bytes()
+        if d.po.control_path(path).exists()
+        else b""
+    )
+    # the recipient is marked failed (the DSN pass then completes the message)
+    assert control == b"" or b"cancelled in the incident" in control
+
+
+def test_undo_hold_and_show_ops(daemon_factory: DaemonFactory) -> None:
+    d = _daemon(daemon_factory)
+    path = d.submit("h@undo.example")
+    wait_until(lambda: _loaded(d, path), what="loading")
+    (reply,) = d.query(f"HOLD {path} why not")
+    op = re.search(r"op=(\S+)", reply)
+    assert op is not None
+    (ops,) = d.query("SHOW OPS")
+    row = ops.splitlines()[-1].split("\t")
+    assert row[0] == op.group(1)
+    assert row[2] == ADMIN
+    assert row[4] == f"HOLD {path} why not"
+    assert row[5:7] == ["1", "1"]
+    (undo,) = d.query(f"UNDO {op.group(1)}")
+    assert undo.startswith("+OK op=")
+    (body,) = d.query(f"SHOW MSG {path}")
+    assert "state:\tqueued" in body
+    (twice,) = d.query(f"UNDO {op.group(1)}")
+    assert twice.startswith("-Operation")
+    (unknown,) = d.query("UNDO O1-1")
+    assert unknown.startswith("-No such operation")
