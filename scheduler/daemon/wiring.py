@@ -183,6 +183,7 @@ class Daemon:
             counters=counters,
             dsn_pass=dsn_pass_for(self.opts.zenv),
             hostname=self.opts.zenv.get("HOSTNAME") or socket.gethostname(),
+            agent_timeout=self._agent_timeout(),
         )
         logger.info(
             "scheduler daemon pid %d started on %s (config %s)",
@@ -254,6 +255,12 @@ class Daemon:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
+
+    def _agent_timeout(self) -> float:
+        """``--agent-timeout``, else ``PARAMagent-timeout``, else 0 (none)."""
+        if self.opts.agent_timeout is not None:
+            return self.opts.agent_timeout
+        return float(self.config.params.agent_timeout or 0)
 
     def _authfile(self) -> str:
         if self.opts.authfile:
@@ -379,6 +386,7 @@ class Daemon:
             )
             return
         self.config = config
+        runner.agents.silence_timeout = self._agent_timeout()
         runner.reconfigure(config)
         logger.info("configuration reloaded from %s", config.source)
 
