@@ -310,7 +310,9 @@ class _Session:
             if isinstance(event, AuthRequest):
                 wait = server.throttle.wait_before_auth(self.key)
                 if wait > 0:
+                    self.idle = True  # a shutdown may interrupt the wait
                     await asyncio.sleep(wait)
+                    self.idle = False
             reply = service.handle(event, client, server.load_auth)
             if isinstance(reply, AuthRejected):
                 server.throttle.failed(self.key)
