@@ -12,7 +12,10 @@ half-closing or aborting. Every reply stream is checked with the test's oracle; 
 errors logged by the server are counted. Prints the inputs tried, bytes sent, failures,
 the session registry and the asyncio tasks after close, and RSS before/after; an RSS
 sample (after a full ``gc.collect()``) every ``--sample-every`` seconds as it goes, so a
-5-minute run shows whether RSS stays flat. ``--trace`` also prints the biggest
+5-minute run shows whether RSS stays flat, with the number of live Python memory blocks
+(``sys.getallocatedblocks``: flat means no Python object leaks). ``--trim`` hands glibc's
+free pages back after each sample (``malloc_trim``) and prints the RSS then: RSS that
+``malloc_trim`` gives back is allocator high-water, not a leak. ``--trace`` also prints the biggest
 ``tracemalloc`` growths between the first sample and the end (slower; to hunt leaks).
 The AUTH failure budget is switched off (every fuzz client is 127.0.0.1: the throttle
 would make this a bench of the throttle).
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -52,6 +57,17 @@ def rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def trim_rss_kib() -> int:
+    """RSS after handing glibc's free heap pages back (``malloc_trim``): what is
+    really in use, without the allocator's high-water mark."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return rss_kib()
 
 
 def random_stream(rng: random.Random) -> bytes:
@@ -108,9 +124,15 @@ async def fuzz(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             await asyncio.sleep(min(every, max(0.0, deadline - time.monotonic())))
             gc.collect()  # cycles (transports <-> protocols) are freed only by gc
-            samples.append((time.monotonic() - start, tried, rss_kib()))
-            t, n, r = samples[-1]
-            print(f"  t={t:6.0f}s sessions={n:8d} RSS={r} KiB", flush=True)
+            rss = rss_kib()
+            trimmed = f", after malloc_trim {trim_rss_kib()} KiB" if args.trim else ""
+            samples.append((time.monotonic() - start, tried, rss))
+            t, n, _ = samples[-1]
+            print(
+                f"  t={t:6.0f}s sessions={n:8d} RSS={rss} KiB{trimmed}; Python "
+                f"objects {sys.getallocatedblocks()} blocks",
+                flush=True,
+            )
             if args.trace and not first_snapshot:
                 first_snapshot.append(tracemalloc.take_snapshot())
 
@@ -180,9 +202,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sample-every", type=float, default=0.0, help="seconds")
     p.add_argument("--trace", action="store_true", help="tracemalloc growth report")
+    p.add_argument(
+        "--trim", action="store_true", help="malloc_trim after each sample, and report"
+    )
     args = p.parse_args()
     if args.trace:
-        tracemalloc.start(8)
+        tracemalloc.start(1)
     return asyncio.run(fuzz(args))
 
 

@@ -230,3 +230,15 @@ async def test_tcp_nodelay_on_accepted_sockets(mq_server: StartServer) -> None:
     (session,) = h.server._sessions  # white-box: the option is on the server's socket
     sock = session.writer.get_extra_info("socket")
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_tcp_nodelay_on_the_client_socket(mq_server: StartServer) -> None:
+    from mailq.client.library import MailqClient
+
+    h = await mq_server()
+    client = MailqClient(timeout=20)
+    await client.connect(h.host, h.port)
+    sock = client._writer.get_extra_info("socket") if client._writer else None
+    assert sock is not None
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    await client.close()
