@@ -165,15 +165,19 @@ def test_a_large_valid_control_file_is_parsed_off_the_loop(
 ) -> None:
     d = daemon_factory(start=False, env=OK)
     mid = "400003"
-    head = good_control(mid).split(b"m\n")[0]
+    head, _, _ = good_control(mid).partition(b"\nm\n")
+    head += b"\n"
     rcpts = b"".join(
-        b"r           smtp ok.example u%06d@ok.example 0\n" % i for i in range(40_000)
+        b"r           smtp ok.example u%06d@ok.example 0\n" % i for i in range(2_000)
     )
-    d.po.control_path(mid).write_bytes(head + rcpts + b"m\nSubject: t\n\n")
+    headers = b"".join(b"X-Pad-%06d: %s\n" % (i, b"x" * 60) for i in range(20_000))
+    d.po.control_path(mid).write_bytes(head + rcpts + b"m\n" + headers + b"\n")
     d.po.message_path(mid, mid).write_bytes(MESSAGE)
     d.start()
     wait_until(lambda: "parsed off the event loop" in d.log(), what="the big parse")
     wait_until(lambda: files_gone(d.po, mid), limit=120, what="its delivery")
+    assert not (d.po.freezer / mid).exists()  # delivered, not quarantined
+    assert mid in (d.root / "ta.log").read_text()
     assert d.stop() == 0
 
 
