@@ -444,9 +444,9 @@ class MailqServer:
                 )
             self._servers.append(srv)
             self._sockets.append(sock)
+            logger.info("MAILQ v2 listening on %s", describe_socket(sock))
         for name in LIMITED_LOGGERS:
             logging.getLogger(name).addFilter(self.log_limiter)
-            logger.info("MAILQ v2 listening on %s", describe_socket(sock))
         problems = []
         with contextlib.suppress(OSError):
             from mailq.server.authfile import check_auth_file_permissions
