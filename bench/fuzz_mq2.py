@@ -1,6 +1,7 @@
 """Long protocol fuzzing of the MAILQ v2 server over real sockets.
 
     python bench/fuzz_mq2.py [--seconds 60] [--concurrency 16] [--seed N]
+                             [--sample-every S] [--trace]
 
 One in-process server on 127.0.0.1 port 0 (a fake queue, max_line 256 so the length limit
 is hit often) serves ``--concurrency`` fuzzing clients for ``--seconds``. Each client
@@ -9,13 +10,23 @@ session sends a random stream built from the same pieces as the hypothesis test
 binary garbage, CR/NUL, lines around the limit) in random chunks and ends by reading,
 half-closing or aborting. Every reply stream is checked with the test's oracle; internal
 errors logged by the server are counted. Prints the inputs tried, bytes sent, failures,
-the session registry and the asyncio tasks after close, and RSS before/after.
+the session registry and the asyncio tasks after close, and RSS before/after; an RSS
+sample (after a full ``gc.collect()``) every ``--sample-every`` seconds as it goes, so a
+5-minute run shows whether RSS stays flat, with the number of live Python memory blocks
+(``sys.getallocatedblocks``: flat means no Python object leaks). ``--trim`` hands glibc's
+free pages back after each sample (``malloc_trim``) and prints the RSS then: RSS that
+``malloc_trim`` gives back is allocator high-water, not a leak. ``--trace`` also prints the biggest
+``tracemalloc`` growths between the first sample and the end (slower; to hunt leaks).
+The AUTH failure budget is switched off (every fuzz client is 127.0.0.1: the throttle
+would make this a bench of the throttle).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -23,6 +34,7 @@ import random
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +57,17 @@ def rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def trim_rss_kib() -> int:
+    """RSS after handing glibc's free heap pages back (``malloc_trim``): what is
+    really in use, without the allocator's high-water mark."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return rss_kib()
 
 
 def random_stream(rng: random.Random) -> bytes:
@@ -78,7 +101,12 @@ async def fuzz(args: argparse.Namespace) -> int:
         queue,
         FakeOps(queue),
         ServerConfig(
-            authfile=f.name, max_line=MAX_LINE, lifetime=30, max_sessions=1000
+            authfile=f.name,
+            max_line=MAX_LINE,
+            lifetime=30,
+            max_sessions=1000,
+            max_per_peer=0,
+            auth_free_failures=1 << 30,
         ),
         clock=lambda: float(NOW),
     )
@@ -89,11 +117,24 @@ async def fuzz(args: argparse.Namespace) -> int:
     deadline = start + args.seconds
     samples: list[tuple[float, int, int]] = []
 
+    first_snapshot: list[tracemalloc.Snapshot] = []
+
     async def sampler() -> None:
+        every = args.sample_every or args.seconds / 8
         while time.monotonic() < deadline:
-            await asyncio.sleep(args.seconds / 8)
+            await asyncio.sleep(min(every, max(0.0, deadline - time.monotonic())))
             gc.collect()  # cycles (transports <-> protocols) are freed only by gc
-            samples.append((time.monotonic() - start, tried, rss_kib()))
+            rss = rss_kib()
+            trimmed = f", after malloc_trim {trim_rss_kib()} KiB" if args.trim else ""
+            samples.append((time.monotonic() - start, tried, rss))
+            t, n, _ = samples[-1]
+            print(
+                f"  t={t:6.0f}s sessions={n:8d} RSS={rss} KiB{trimmed}; Python "
+                f"objects {sys.getallocatedblocks()} blocks",
+                flush=True,
+            )
+            if args.trace and not first_snapshot:
+                first_snapshot.append(tracemalloc.take_snapshot())
 
     async def worker(seed: int) -> None:
         nonlocal tried, sent, failures
@@ -125,6 +166,11 @@ async def fuzz(args: argparse.Namespace) -> int:
     sessions_left = server.session_count
     gc.collect()
     rss_after = rss_kib()
+    if args.trace and first_snapshot:
+        growth = tracemalloc.take_snapshot().compare_to(first_snapshot[0], "lineno")
+        print("biggest growths since the first sample:")
+        for stat in growth[:12]:
+            print(f"  {stat}")
     server.close()
     await server.wait_closed()
     tasks_left = len(asyncio.all_tasks() - {asyncio.current_task()})
@@ -154,7 +200,15 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
-    return asyncio.run(fuzz(p.parse_args()))
+    p.add_argument("--sample-every", type=float, default=0.0, help="seconds")
+    p.add_argument("--trace", action="store_true", help="tracemalloc growth report")
+    p.add_argument(
+        "--trim", action="store_true", help="malloc_trim after each sample, and report"
+    )
+    args = p.parse_args()
+    if args.trace:
+        tracemalloc.start(1)
+    return asyncio.run(fuzz(args))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from spool.controlfile import ControlFile, parse
-from spool.errors import CorruptControlFile
+from spool.errors import CorruptControlFile, SpoolError
 from spool.layout import Postoffice
 from spool.scan import scan, scan_queue
 from spool.store import read_control
 
 __all__ = ["ORPHAN_MIN_AGE", "Problem", "check_control", "check_postoffice"]
 
+MAX_CONTROL_BYTES = 64 * 1024 * 1024  # the daemon's limit too
 ORPHAN_MIN_AGE = 3600.0
 """A message file without a control file is only an orphan after this many seconds
 (submission writes the message file first, then the control file)."""
@@ -60,7 +61,13 @@ def check_control(po: Postoffice, relpath: str, data: bytes) -> list[Problem]:
         problems.append(Problem(relpath, path, 1, "missing 'l' line (log identifier)"))
     if cf.mid is not None:
         message = po.message_path(relpath, cf.mid)
-        if not message.is_file():
+        if message.is_symlink() or (message.exists() and not message.is_file()):
+            problems.append(
+                Problem(
+                    relpath, path, 1, f"message file {message} is not a regular file"
+                )
+            )
+        elif not message.is_file():
             i_line = next(ln for ln in cf.lines if ln.tag == "i" and ln.status == " ")
             line = _line_of(data, i_line.offset)
             problems.append(
@@ -75,15 +82,27 @@ def check_postoffice(
     """Every problem of every control file (files vanishing meanwhile are skipped),
     then every orphaned message file older than ``orphan_min_age`` seconds."""
     referenced: set[str] = set()
-    for entry in scan(po):
+    unreadable: list[str] = []
+    for entry in scan(po, unreadable=unreadable):
+        control = po.control_path(entry.relpath)
         try:
-            data = read_control(po.control_path(entry.relpath))
+            data = read_control(control, MAX_CONTROL_BYTES)
         except FileNotFoundError:
+            continue
+        except (OSError, SpoolError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            yield Problem(
+                entry.relpath, os.fspath(control), 0, f"cannot read: {reason}"
+            )
             continue
         referenced.add(os.fspath(po.message_path(entry.relpath, _mid(data))))
         yield from check_control(po, entry.relpath, data)
+    queue_files = scan_queue(po, unreadable)
+    for text in unreadable:
+        where, _, reason = text.rpartition(": ")
+        yield Problem("", where, 0, f"cannot read directory ({reason}); skipped")
     cutoff = (time.time() if now is None else now) - orphan_min_age
-    for entry in scan_queue(po):
+    for entry in queue_files:
         path = os.fspath(po.queue / entry.relpath)
         if path not in referenced and entry.ctime <= cutoff:
             reason = "orphaned message file: no control file refers to it"

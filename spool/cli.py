@@ -231,7 +231,8 @@ def check(postoffice: str, do_quarantine: bool, orphan_age: float) -> None:
     if do_quarantine:
         reasons: dict[str, list[str]] = {}
         for problem in problems:
-            reasons.setdefault(problem.relpath, []).append(str(problem))
+            if problem.relpath:  # not an unreadable directory
+                reasons.setdefault(problem.relpath, []).append(str(problem))
         for relpath, texts in reasons.items():
             dest = quarantine(po, relpath, "; ".join(texts))
             click.echo(f"{relpath}: quarantined as {dest}", err=True)

@@ -24,6 +24,7 @@ from spool.dsn import (
     is_counted,
     summary,
 )
+from spool.errors import SpoolError
 from spool.ids import message_number, spool_id as make_spool_id
 from spool.layout import Postoffice
 from spool.submit import submit
@@ -113,10 +114,10 @@ def _origin(
         return make_spool_id(number, int(ctl.st_mtime), 0), int(ctl.st_mtime), None
     sid = make_spool_id(number, int(st.st_mtime), st.st_mtime_ns % 1_000_000_000)
     try:
-        with open(mpath, "rb") as f:
+        with store.open_message(mpath) as f:  # never a link or a FIFO
             f.seek(cf.body_offset or 0)
             body: bytes | None = f.read()
-    except OSError:
+    except (OSError, SpoolError):
         body = None
     return sid, int(st.st_mtime), body
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CorruptControlFile", "SpoolError", "SubmitError"]
+__all__ = [
+    "CorruptControlFile",
+    "NotRegularFile",
+    "OversizedFile",
+    "SpoolError",
+    "SubmitError",
+]
 
 
 class SpoolError(Exception):
@@ -27,3 +33,23 @@ class CorruptControlFile(SpoolError):
 
 class SubmitError(SpoolError):
     """A message could not be submitted; nothing was left half-written."""
+
+
+class NotRegularFile(SpoolError):
+    """A spool file is a symlink, FIFO, device, socket or directory: never followed,
+    never read (a FIFO would block its reader for ever)."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(f"{path}: not a regular file ({kind})")
+        self.path = path
+        self.kind = kind
+
+
+class OversizedFile(SpoolError):
+    """A control file larger than the limit: refused before it is read."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path}: oversized control file ({size} bytes > {limit})")
+        self.path = path
+        self.size = size
+        self.limit = limit

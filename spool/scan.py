@@ -37,11 +37,24 @@ def _is_hash_dir(name: str) -> bool:
     return len(name) == 1 and "A" <= name <= "Z"
 
 
-def _walk(path: str, prefix: str, depth: int, deep: bool, out: list[ScanEntry]) -> None:
+def _walk(
+    path: str,
+    prefix: str,
+    depth: int,
+    deep: bool,
+    out: list[ScanEntry],
+    unreadable: list[str],
+) -> None:
     try:
         it = os.scandir(path)
     except (FileNotFoundError, NotADirectoryError):
         return  # a hash directory removed under us
+    except OSError as exc:  # EACCES, EIO: skip it, scan the rest
+        if depth == 0:
+            raise
+        unreadable.append(f"{path}: {exc.strerror or exc}")
+        log.warning("%s: cannot read directory (%s); skipped", path, exc.strerror)
+        return
     with it:
         for entry in it:
             name = entry.name
@@ -57,31 +70,52 @@ def _walk(path: str, prefix: str, depth: int, deep: bool, out: list[ScanEntry]) 
                     and _is_hash_dir(name)
                     and entry.is_dir(follow_symlinks=False)
                 ):
-                    _walk(entry.path, prefix + name + "/", depth + 1, deep, out)
-            except FileNotFoundError:
-                continue  # vanished between readdir and stat
+                    _walk(
+                        entry.path,
+                        prefix + name + "/",
+                        depth + 1,
+                        deep,
+                        out,
+                        unreadable,
+                    )
+            except OSError:
+                continue  # vanished between readdir and stat, or cannot be stat()ed
 
 
 def _order(entry: ScanEntry) -> tuple[float, str]:
     return entry.ctime, entry.relpath
 
 
-def scan(po: Postoffice, *, deep: bool = True) -> list[ScanEntry]:
+def scan(
+    po: Postoffice, *, deep: bool = True, unreadable: list[str] | None = None
+) -> list[ScanEntry]:
     """Every control file: names starting with a digit at the top level of
     ``transport/`` and, when ``deep``, in one-letter ``A``-``Z`` subdirectories (two
     levels). Dot files (submissions in progress) and other names are ignored. Oldest
-    ctime first (the scheduler's loading order, SCHED-REF 3.3)."""
+    ctime first (the scheduler's loading order, SCHED-REF 3.3).
+
+    A hash directory that cannot be read is skipped (logged, and appended to
+    ``unreadable`` as ``path: reason``); the rest is scanned."""
     out: list[ScanEntry] = []
-    _walk(os.fspath(po.transport), "", 0, deep, out)
+    _walk(
+        os.fspath(po.transport),
+        "",
+        0,
+        deep,
+        out,
+        [] if unreadable is None else unreadable,
+    )
     out.sort(key=_order)
     return out
 
 
-def scan_queue(po: Postoffice) -> list[ScanEntry]:
+def scan_queue(po: Postoffice, unreadable: list[str] | None = None) -> list[ScanEntry]:
     """Every message file in ``queue/`` (same naming and hashing as ``transport/``),
-    oldest ctime first."""
+    oldest ctime first; unreadable hash directories as in :func:`scan`."""
     out: list[ScanEntry] = []
-    _walk(os.fspath(po.queue), "", 0, True, out)
+    _walk(
+        os.fspath(po.queue), "", 0, True, out, [] if unreadable is None else unreadable
+    )
     out.sort(key=_order)
     return out
 

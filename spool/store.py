@@ -2,6 +2,11 @@
 
 Every in-place edit is a read-check-write of a few bytes under a byte-range lock
 (:mod:`spool.locking`); appends are ``O_APPEND`` writes followed by ``fsync``.
+
+Every control and message file is opened with :func:`open_spool_fd` (or
+:func:`open_message`): ``O_NOFOLLOW`` (a symlink is never followed), ``O_NONBLOCK`` (a
+FIFO never blocks the open) and an ``fstat`` check that it is a regular file, else
+:class:`~spool.errors.NotRegularFile`.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import errno
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from spool.controlfile import parse
-from spool.errors import SpoolError
+from spool.errors import NotRegularFile, OversizedFile, SpoolError
 from spool.layout import Postoffice
 from spool.locking import APPEND_LOCK_OFFSET, range_lock
 from spool.procs import pid_alive
@@ -26,6 +33,8 @@ __all__ = [
     "lock_recipient",
     "mark_diagnostic_reported",
     "mark_recipient",
+    "open_message",
+    "open_spool_fd",
     "pid_alive",
     "quarantine",
     "read_control",
@@ -48,16 +57,76 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
-def read_control(path: PathLike) -> bytes:
-    """The whole control file (``os.read``: twice as fast as ``open().read()``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+_SAFE_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def open_spool_fd(path: PathLike, flags: int = os.O_RDONLY) -> int:
+    """Open a control or message file safely (see the module doc); the fd.
+
+    Raises :class:`~spool.errors.NotRegularFile` for a symlink (``ELOOP`` from
+    ``O_NOFOLLOW``), a FIFO, device, socket or directory.
+    """
     try:
+        fd = os.open(path, flags | _SAFE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(os.fspath(path), "symlink") from exc
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # ENXIO: a FIFO opened for writing
+            raise NotRegularFile(os.fspath(path), "not a plain file") from exc
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(os.fspath(path), _kind(mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_message(path: PathLike) -> BinaryIO:
+    """A message file for reading (a regular file only: never a link or a FIFO)."""
+    return os.fdopen(open_spool_fd(path), "rb")
+
+
+def read_control(path: PathLike, max_bytes: int | None = None) -> bytes:
+    """The whole control file (``os.read``: twice as fast as ``open().read()``).
+
+    With ``max_bytes``, a larger file is refused from its ``fstat`` size before a
+    byte is read (:class:`~spool.errors.OversizedFile`), and no more than
+    ``max_bytes + 1`` bytes are ever read (a file growing meanwhile).
+    """
+    fd = open_spool_fd(path)
+    try:
+        if max_bytes is not None:
+            size = os.fstat(fd).st_size
+            if size > max_bytes:
+                raise OversizedFile(os.fspath(path), size, max_bytes)
         data = os.read(fd, _READ_SIZE)
         if len(data) < _READ_SIZE:
             return data
         chunks = [data]
+        total = len(data)
+        limit = max_bytes if max_bytes is not None else -1
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
+            total += len(chunk)
+            if 0 <= limit < total:
+                raise OversizedFile(os.fspath(path), total, limit)
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -77,7 +146,7 @@ def _slot_width(fd: int) -> tuple[int, int]:
 
 
 def _open_rw(path: PathLike) -> int:
-    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    return open_spool_fd(path, os.O_RDWR)
 
 
 def _check_r(path: PathLike, head: bytes, offset: int) -> None:
@@ -170,7 +239,7 @@ def append_diagnostic(path: PathLike, line: bytes, *, fsync: bool = True) -> int
     """Append one ``d`` line (``O_APPEND``, then ``fsync``); return its offset."""
     if not line.startswith(b"d") or not line.endswith(b"\n") or line.count(b"\n") != 1:
         raise ValueError(f"not a single d line: {line!r}")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    fd = open_spool_fd(path, os.O_RDWR | os.O_APPEND)
     try:
         with range_lock(fd, APPEND_LOCK_OFFSET, 1):
             size = os.fstat(fd).st_size
@@ -211,12 +280,18 @@ def mark_diagnostic_reported(path: PathLike, offset: int) -> None:
 def remove_message(po: Postoffice, relpath: str, mid: str) -> None:
     """Unlink the control file, then the message file; missing files are fine.
 
+    A control file not named by its number alone (``<n>-<pid>``, the fallback name of
+    a submission) names its message file in its ``i`` line, which is read first.
+
     Built on ``str`` paths (the same files as ``control_path``/``message_path``): this
     runs once per delivered message, and pathlib joins cost microseconds each.
     """
-    prefix, sep, _ = relpath.rpartition("/")
+    prefix, sep, name = relpath.rpartition("/")
+    control = f"{po.transport_dir}/{relpath}"
+    if not name.isdigit():  # "<n>-<pid>": the message file is the i line's name
+        mid = _mid_of(Path(control)) or mid
     message = f"{po.queue_dir}/{prefix}{sep}{mid}"
-    for path in (f"{po.transport_dir}/{relpath}", message):
+    for path in (control, message):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
@@ -268,8 +343,12 @@ def quarantine(po: Postoffice, relpath: str, reason: str) -> Path:
 def _mid_of(control: Path) -> str | None:
     """The ``i`` line of a (possibly corrupt) control file, best effort."""
     try:
-        data = read_control(control)
-    except OSError:
+        fd = open_spool_fd(control)
+        try:
+            data = os.read(fd, _READ_SIZE)  # the i line comes first
+        finally:
+            os.close(fd)
+    except (OSError, SpoolError):
         return None
     for line in data.split(b"\n"):
         if line.startswith(b"i ") and b"/" not in line and len(line) > 2:

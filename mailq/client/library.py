@@ -151,6 +151,7 @@ class MailqClient:
             fam, kind, proto, _, addr = info
             sock = socket.socket(fam, kind, proto)
             try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # pipelining
                 sock.setblocking(False)
                 await self._within(loop.sock_connect(sock, addr))
                 return await asyncio.open_connection(sock=sock)

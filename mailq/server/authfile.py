@@ -12,8 +12,10 @@ Differences from ZMailer (see docs/protocol.md):
 * a malformed literal (``[1.2.3.4/24]``, ``[localhost]``, a bad width) never matches and
   is logged as a warning (A1 fix);
 * extension: an ACL word ``unix`` admits every Unix-socket peer, ``unix:UID`` or
-  ``unix:USERNAME`` only the peer with that uid (SO_PEERCRED). Without it a Unix-socket
-  peer matches only lines with an empty ACL (A4 keep).
+  ``unix:USERNAME`` only the peer with that uid (SO_PEERCRED). It counts only as a whole
+  word (``xunix`` or ``unixes`` is not it); a word starting with ``#`` comments out the
+  rest of the ACL field. Without it a Unix-socket peer matches only lines with an empty
+  ACL (A4 keep).
 """
 
 from __future__ import annotations
@@ -146,10 +148,10 @@ class AuthFile:
 _ACL_TOKEN = re.compile(
     r"(?P<neg>!)"
     r"|\[(?P<lit>[^\]]*)\](?:/(?P<width>\d*))?"
-    r"|(?P<unix>(?i:unix)(?::(?P<who>[A-Za-z0-9_.-]+))?)(?![A-Za-z0-9_.:-])"
-    r"|(?P<sep>[\s,])"
     r"|."
 )
+_ACL_WORD_SPLIT = re.compile(r"[\s,]+")
+_UNIX_WORD = re.compile(r"(?P<neg>!?)(?i:unix)(?::(?P<who>[A-Za-z0-9_.-]+))?")
 _WARNED: set[str] = set()
 _MAX_WARNED = 1024
 
@@ -176,10 +178,39 @@ def _parse_literal(body: str, width: str | None) -> IPNetwork:
 
 
 def parse_acl(text: str, where: str = "") -> tuple[AclEntry, ...]:
-    """Tokenize an ACL field; malformed literals are dropped with a warning (A1)."""
+    """Tokenize an ACL field; malformed literals are dropped with a warning (A1).
+
+    The field is split into words on whitespace and commas. A word starting with ``#``
+    begins a comment: it and the rest of the field are ignored. ``unix``/``unix:WHO``
+    (optionally ``!``-negated) counts only as a whole word, never inside another word
+    or a comment; other words are scanned for address literals as ZMailer does.
+    """
+    items: list[AclEntry] = []
+    for word in _ACL_WORD_SPLIT.split(text):
+        if not word:
+            continue
+        if word.startswith("#"):
+            break
+        unix = _UNIX_WORD.fullmatch(word)
+        if unix is not None:
+            items.append(
+                AclEntry(bool(unix.group("neg")), unix=unix.group("who") or "")
+            )
+            continue
+        found = _literals(word, where)
+        if not found and word.strip("!"):
+            _warn_once(
+                f"{where}ACL word {word!r} is neither a literal nor unix: ignored"
+            )
+        items.extend(found)
+    return tuple(items)
+
+
+def _literals(word: str, where: str) -> list[AclEntry]:
+    """The address literals of one ACL word (``!`` negates the next one)."""
     items: list[AclEntry] = []
     negate = False
-    for m in _ACL_TOKEN.finditer(text):
+    for m in _ACL_TOKEN.finditer(word):
         if m.group("neg"):
             negate = True
         elif m.group("lit") is not None:
@@ -192,12 +223,7 @@ def parse_acl(text: str, where: str = "") -> tuple[AclEntry, ...]:
             else:
                 items.append(AclEntry(negate, network=net))
             negate = False
-        elif m.group("unix"):
-            items.append(AclEntry(negate, unix=m.group("who") or ""))
-            negate = False
-        elif m.group("sep"):
-            negate = False
-    return tuple(items)
+    return items
 
 
 def parse_auth_file(text: str, name: str = "scheduler.auth") -> AuthFile:

@@ -25,6 +25,18 @@ class ServerConfig:
     * ``max_auth_failures``: failed AUTHs before the session is closed (A6 fix).
     * ``auth_timeout``: seconds a session may stay unauthenticated before it is closed.
     * ``unix_mode``: mode of Unix listening sockets (ZMailer: 0666).
+    * ``unix_owner``/``unix_group``: uid/gid given to Unix listening sockets (-1: the
+      daemon's own).
+    * ``reserved_sessions``: connections admitted past ``max_sessions + 1`` on probation:
+      such a session stays only if its AUTH gives more rights than some open session
+      has (that one is closed to make room); else it gets ``-Too many sessions``.
+    * ``max_per_peer``: sessions one address (one uid on a Unix socket) may hold past
+      which a newcomer from it is on probation the same way (0: no cap).
+    * ``auth_free_failures``: failed AUTHs one address may make before each further AUTH
+      from it waits ``auth_delay`` seconds, doubling per failure up to ``auth_max_delay``;
+      the count is forgotten after ``auth_forget`` seconds without a failure.
+    * ``log_burst``/``log_rate``: log lines one peer address may cause at once / per
+      second afterwards; the rest are counted and summarised in one line.
     * ``graceful_timeout``: seconds ``close()`` lets running replies finish.
     * ``strict_counters``: ``SHOW COUNTERS`` needs the SNMP right (B7 option).
     """
@@ -36,6 +48,16 @@ class ServerConfig:
     max_auth_failures: int = 3
     auth_timeout: float = 30.0
     unix_mode: int = 0o666
+    unix_owner: int = -1
+    unix_group: int = -1
+    reserved_sessions: int = 4
+    max_per_peer: int = 10
+    auth_free_failures: int = 5
+    auth_delay: float = 0.5
+    auth_max_delay: float = 8.0
+    auth_forget: float = 300.0
+    log_burst: int = 20
+    log_rate: float = 1.0
     graceful_timeout: float = 5.0
     strict_counters: bool = False
 
@@ -52,6 +74,14 @@ class ServerConfig:
             raise ValueError("max_auth_failures must be >= 1")
         if not 0 <= self.unix_mode <= 0o7777:
             raise ValueError("unix_mode must be a file mode (0..0o7777)")
+        if self.reserved_sessions < 0 or self.max_per_peer < 0:
+            raise ValueError("reserved_sessions and max_per_peer must be >= 0")
+        if self.auth_free_failures < 0 or self.auth_delay < 0 or self.auth_forget <= 0:
+            raise ValueError("bad AUTH throttle settings")
+        if self.auth_max_delay < self.auth_delay:
+            raise ValueError("auth_max_delay must be >= auth_delay")
+        if self.log_burst < 1 or self.log_rate <= 0:
+            raise ValueError("log_burst must be >= 1 and log_rate > 0")
         if self.graceful_timeout < 0:
             raise ValueError("graceful_timeout must be >= 0")
 

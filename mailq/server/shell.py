@@ -32,7 +32,11 @@ from types import TracebackType
 
 from mailq.protocol import replies
 from mailq.protocol.auth import new_challenge
+from mailq.protocol.commands import Right
 from mailq.protocol.connection import (
+    AuthAccepted,
+    AuthRejected,
+    AuthRequest,
     Greeting,
     MultilineReply,
     Reply,
@@ -45,6 +49,7 @@ from mailq.protocol.lines import BODY_END, BODY_START
 from mailq.protocol.states import State
 from mailq.server.authfile import AuthFile, IPPeer, Peer, UnixPeer, read_auth_file
 from mailq.server.config import ServerConfig
+from mailq.server.guard import AuthThrottle, PeerLogLimiter, peer_context
 from mailq.server.listeners import BACKLOG, bind_listeners, describe_socket
 from mailq.server.opviews import AsyncBody, Deferred
 from mailq.server.service import Client, Service
@@ -63,6 +68,28 @@ PRE_AUTH_GRACE = (
     0.05  # past the session limit, unauthenticated sessions older than this go first
 )
 STALL_GRACE = 5.0  # ... then a session that made no progress for this long
+AUTH_GRACE = 2.0  # a newcomer's AUTH may close a session unauthenticated this long
+TOO_MANY = "-Too many sessions open; try again later"
+LIMITED_LOGGERS = (
+    "mailq.server.shell",
+    "mailq.server.service",
+    "mailq.server.reports",
+    "mailq.server.views",
+    "mailq.server.authfile",
+)
+
+
+def _rank(rights: Right) -> int:
+    return bin(int(rights)).count("1")
+
+
+def _fewer(have: Right, than: Right) -> bool:
+    """``have`` is a strict subset of ``than``."""
+    return have != than and (have & than) == have
+
+
+def _peer_key(peer: Peer) -> str:
+    return str(peer)
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -133,6 +160,9 @@ class _Session:
         self.progress = self.born  # last time bytes came in or a drain completed
         self.deadline: asyncio.Timeout  # the session's lifetime (set by run)
         self.closing = asyncio.Event()
+        self.key = "?"  # the peer address (a Unix peer: its uid)
+        self.probation = False  # admitted past a limit: must outrank someone at AUTH
+        self.rights = Right.NONE
 
     @property
     def authenticated(self) -> bool:
@@ -166,6 +196,9 @@ class _Session:
             logger.warning("cannot determine the peer address; closing")
             return
         self.where = _peer_text(self.writer, peer)
+        self.key = _peer_key(peer)
+        peer_context(self.key)
+        self.server.admit(self)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.server.config.lifetime
         try:
@@ -268,6 +301,7 @@ class _Session:
         Pipelined commands share one ``FORMAT_SLICE``: once it is used up the session
         yields to the loop before the next reply, so a greedy client cannot hold it."""
         service = self.server.service
+        server = self.server
         slice_start = time.perf_counter()
         while True:
             event = conn.next_event()
@@ -276,7 +310,21 @@ class _Session:
             if time.perf_counter() - slice_start >= FORMAT_SLICE:
                 await asyncio.sleep(0)
                 slice_start = time.perf_counter()
-            reply = service.handle(event, client, self.server.load_auth)
+            if isinstance(event, AuthRequest):
+                wait = server.throttle.wait_before_auth(self.key)
+                if wait > 0:
+                    self.idle = True  # a shutdown may interrupt the wait
+                    await asyncio.sleep(wait)
+                    self.idle = False
+            reply = service.handle(event, client, server.load_auth)
+            if isinstance(reply, AuthRejected):
+                server.throttle.failed(self.key)
+            elif isinstance(reply, AuthAccepted) and not server.seat(
+                self, reply.rights
+            ):
+                self.writer.write(conn.send(Reply(TOO_MANY)))
+                await self.writer.drain()
+                return False
             if isinstance(reply, WatchRequest):
                 if not await self._watch(reply):
                     return False
@@ -372,6 +420,13 @@ class MailqServer:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._auth_cache: tuple[tuple[int, int, int, int], AuthFile] | None = None
+        self.throttle = AuthThrottle(
+            config.auth_free_failures,
+            config.auth_delay,
+            config.auth_max_delay,
+            config.auth_forget,
+        )
+        self.log_limiter = PeerLogLimiter(config.log_burst, config.log_rate)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -387,7 +442,14 @@ class MailqServer:
         created: list[socket.socket] = []
         try:
             for spec in specs:
-                created.extend(bind_listeners(spec, self.config.unix_mode))
+                created.extend(
+                    bind_listeners(
+                        spec,
+                        self.config.unix_mode,
+                        self.config.unix_owner,
+                        self.config.unix_group,
+                    )
+                )
         except BaseException:
             for sock in created:
                 sock.close()
@@ -408,6 +470,8 @@ class MailqServer:
             self._servers.append(srv)
             self._sockets.append(sock)
             logger.info("MAILQ v2 listening on %s", describe_socket(sock))
+        for name in LIMITED_LOGGERS:
+            logging.getLogger(name).addFilter(self.log_limiter)
         problems = []
         with contextlib.suppress(OSError):
             from mailq.server.authfile import check_auth_file_permissions
@@ -457,6 +521,8 @@ class MailqServer:
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        for name in LIMITED_LOGGERS:
+            logging.getLogger(name).removeFilter(self.log_limiter)
         if self._closed is not None:
             self._closed.set()
         logger.info("MAILQ v2 server closed")
@@ -514,16 +580,17 @@ class MailqServer:
         return auth
 
     def _make_room(self) -> bool:
-        """True if a new session may start, evicting a squatter if the limit is reached.
+        """True if a new connection may come in, closing a squatter at the hard cap.
 
-        ZMailer refuses every connection past the limit, so 21 idle connections lock
-        everyone out for their whole lifetime. Past the limit we first close the oldest
-        session that has not authenticated after ``PRE_AUTH_GRACE`` seconds, else the one
-        that has made no progress (nothing read, no write drained) for the longest time,
-        if that is at least ``STALL_GRACE`` seconds; only then is the newcomer refused.
+        Up to ``max_sessions + 1`` sessions are served as in ZMailer, and up to
+        ``reserved_sessions`` more on probation (see :meth:`admit`). At that hard cap we
+        first close the oldest session that has not authenticated after
+        ``PRE_AUTH_GRACE`` seconds, else the one that has made no progress (nothing
+        read, no write drained) for the longest time, if that is at least
+        ``STALL_GRACE`` seconds; only then is the newcomer refused (silently, B11).
         """
-        live = [s for s in self._sessions if not s.evicted]
-        if len(live) <= self.config.max_sessions:
+        live = self._live()
+        if len(live) < self.config.max_sessions + 1 + self.config.reserved_sessions:
             return True
         now = time.monotonic()
         waiting = [
@@ -546,6 +613,65 @@ class MailqServer:
         victim.evict()
         return True
 
+    def _live(self, but: _Session | None = None) -> list[_Session]:
+        return [s for s in self._sessions if not s.evicted and s is not but]
+
+    def _over(self, session: _Session) -> tuple[bool, list[_Session]]:
+        """Whether ``session`` is past a limit, and the sessions it may displace."""
+        others = self._live(session)
+        same = [s for s in others if s.key == session.key]
+        cap = self.config.max_per_peer
+        if cap and len(same) >= cap:
+            return True, same
+        return len(others) >= self.config.max_sessions + 1, others
+
+    def admit(self, session: _Session) -> None:
+        """A new session: served, or served on probation (past a limit)."""
+        over, _ = self._over(session)
+        session.probation = over
+        if over:
+            logger.info("%s admitted on probation (sessions full)", session.where)
+
+    def seat(self, session: _Session, rights: Right) -> bool:
+        """``session`` authenticated with ``rights``: may it stay?
+
+        A session on probation stays only if it can displace an open one that has
+        strictly fewer rights (or has not authenticated for ``AUTH_GRACE`` seconds),
+        from the same address when that address is at its cap; the one with the fewest
+        rights, idle the longest, is closed. So low-right sessions can never starve
+        users with more rights, and one address cannot take every seat.
+        """
+        session.rights = rights
+        over, pool = self._over(session)
+        if not over:
+            session.probation = False
+            return True
+        now = time.monotonic()
+        candidates = [
+            s
+            for s in pool
+            if (s.authenticated and _fewer(s.rights, rights))
+            or (not s.authenticated and now - s.born >= AUTH_GRACE)
+        ]
+        if not candidates:
+            logger.info(
+                "%s AUTH ok but refused: sessions full, none with fewer rights",
+                session.where,
+            )
+            return False
+        victim = min(
+            candidates,
+            key=lambda s: (_rank(s.rights) if s.authenticated else -1, s.progress),
+        )
+        logger.info(
+            "%s closed to make room for %s with more rights",
+            victim.where,
+            session.where,
+        )
+        victim.evict()
+        session.probation = False
+        return True
+
     async def _on_connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -558,12 +684,17 @@ class MailqServer:
             )
             writer.transport.abort()  # silently, no bytes (B11 keep)
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = _Session(self, reader, writer)
         self._sessions.add(session)
         self.service.set_parallel(len(self._sessions))
         try:
             await session.run()
         finally:
+            self.log_limiter.flush(session.key)
             self._sessions.discard(session)
             self.service.set_parallel(len(self._sessions))
             if session.hard_cancel:

@@ -94,6 +94,10 @@ class Params:
     store_error_on_error: bool = False
     syspriority: int | None = None  # for the scheduler itself; apply once (S47 fixed)
     sysnice: int | None = None
+    mailqsock_owner: str | None = None  # Unix MAILQ v2 sockets: owner, group, mode
+    mailqsock_group: str | None = None
+    mailqsock_mode: int | None = None
+    agent_timeout: int | None = None  # seconds of TA silence on a job (0: none)
 
 
 _NOT_CACHED = object()
@@ -226,6 +230,10 @@ def _params(raw: RawParams) -> Params:
         store_error_on_error=raw.store_error_on_error,
         syspriority=raw.syspriority,
         sysnice=raw.sysnice,
+        mailqsock_owner=raw.mailqsock_owner,
+        mailqsock_group=raw.mailqsock_group,
+        mailqsock_mode=raw.mailqsock_mode,
+        agent_timeout=raw.agent_timeout,
     )
 
 
@@ -384,6 +392,16 @@ def _format_params(p: Params) -> list[str]:
         out.append(f'PARAMnotifysock = "{p.notifysock}"')
     if p.metrics_listen is not None:
         out.append(f'PARAMmetrics-listen = "{p.metrics_listen}"')
+    for key, value in (
+        ("mailqsock-owner", p.mailqsock_owner),
+        ("mailqsock-group", p.mailqsock_group),
+    ):
+        if value is not None:
+            out.append(f'PARAM{key} = "{value}"')
+    if p.mailqsock_mode is not None:
+        out.append(f"PARAMmailqsock-mode = {p.mailqsock_mode:04o}")
+    if p.agent_timeout is not None:
+        out.append(f"PARAMagent-timeout = {p.agent_timeout}")
     out.append(f"PARAMglobal-report-interval = {p.global_report_interval}")
     out.append(f"PARAMmsgwriteasync = {int(p.msgwriteasync)}")
     out.append(f"PARAMstore-error-on-error = {int(p.store_error_on_error)}")

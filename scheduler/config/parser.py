@@ -93,6 +93,10 @@ class RawParams:
     store_error_on_error: bool = False
     syspriority: int | None = None
     sysnice: int | None = None
+    mailqsock_owner: str | None = None
+    mailqsock_group: str | None = None
+    mailqsock_mode: int | None = None
+    agent_timeout: int | None = None
 
 
 @dataclass(slots=True)
@@ -244,6 +248,21 @@ class _Builder:
             if seconds <= 0:
                 self.error(f"bad value PARAM{name} = {value!r}: must be > 0")
             p.global_report_interval = seconds
+        elif key in ("mailqsock-owner", "mailqsock-group"):
+            setattr(p, key.replace("-", "_"), value.strip())
+        elif key == "mailqsock-mode":
+            try:
+                p.mailqsock_mode = int(value.strip(), 8)
+            except ValueError:
+                self.error(f"bad value PARAM{name} = {value!r}: an octal file mode")
+                return
+            if not 0 <= p.mailqsock_mode <= 0o7777:
+                self.error(f"bad value PARAM{name} = {value!r}: an octal file mode")
+        elif key == "agent-timeout":
+            seconds = self.time(f"PARAM{name}", value)
+            if seconds < 0:
+                self.error(f"bad value PARAM{name} = {value!r}: must be >= 0")
+            p.agent_timeout = seconds
         elif key in ("msgwriteasync", "store-error-on-error"):
             number = self.integer(f"PARAM{name}", value)
             setattr(p, key.replace("-", "_"), bool(number))

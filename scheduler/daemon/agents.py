@@ -7,6 +7,14 @@ through a per-agent queue drained by a writer task, so a TA that stops reading s
 only itself. Retiring writes an empty line and closes stdin; a ``kill_after`` timeout
 escalates to SIGTERM and then SIGKILL. The pool never interprets a line: the decision
 core does (events ``AgentStarted``/``AgentLine``/``AgentExited``, built by the runner).
+
+Silence time-out (``silence_timeout`` > 0, ``PARAMagent-timeout``/``--agent-timeout``):
+a TA that owes an answer (a job or ``#idle`` written to it and not yet answered by its
+``#hungry``) and has written nothing at all for that many seconds (a message file that is a FIFO, a remote
+end that never answers), is killed with its process group. Its exit is then an
+ordinary ``AgentExited``: the core hands its unreported jobs back to their threads and
+starts a new TA when one is needed; the stale recipient locks of the dead PID are
+reset at the next load of the file.
 """
 
 from __future__ import annotations
@@ -63,6 +71,9 @@ class _Agent:
         self.exited = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.runner: asyncio.Task[None] | None = None
+        self.owed = 0  # lines written (jobs, #idle) not yet answered by "#hungry"
+        self.heard = 0.0  # loop time of the last write to it or byte from it
+        self.timed_out = False
 
     @property
     def pid(self) -> int:
@@ -84,8 +95,10 @@ class AgentPool:
         cwd: str | os.PathLike[str] | None = None,
         base_env: Mapping[str, str] | None = None,
         term_grace: float = _TERM_GRACE,
+        silence_timeout: float = 0.0,
     ) -> None:
         self._listener = listener
+        self.silence_timeout = silence_timeout  # 0: none
         self._cwd = cwd
         self._base_env = None if base_env is None else dict(base_env)
         self._term_grace = term_grace
@@ -110,6 +123,9 @@ class AgentPool:
         if agent is None or agent.retiring:
             logger.debug("write to gone agent %d dropped (%d bytes)", proc, len(data))
             return
+        if not agent.owed:
+            agent.heard = asyncio.get_running_loop().time()
+        agent.owed += data.count(b"\n")
         agent.outbox.put_nowait(data)
 
     def retire(self, proc: int, kill_after: float = 0.0) -> None:
@@ -170,13 +186,15 @@ class AgentPool:
         self._listener.agent_started(spec.proc, process.pid)
         writer = asyncio.ensure_future(self._writer(agent))
         stderr = asyncio.ensure_future(self._stderr(agent))
+        watchdog = asyncio.ensure_future(self._watchdog(agent))
         try:
             await self._reader(agent)
             returncode = await process.wait()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(asyncio.CancelledError):
                 await stderr
             _close_stdin(process)
@@ -235,9 +253,12 @@ class AgentPool:
                 break
             if not chunk:
                 break
+            agent.heard = asyncio.get_running_loop().time()
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
+                if raw.startswith(b"#hungry") and agent.owed:
+                    agent.owed -= 1  # one job (or #idle) answered
                 if overlong:
                     overlong = False
                     continue
@@ -293,6 +314,33 @@ class AgentPool:
             if not line:
                 return
             logger.info("%s: %s", tag, _decode(line.rstrip(b"\n")))
+
+    async def _watchdog(self, agent: _Agent) -> None:
+        """Kill the TA when it owes an answer and has been silent too long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            limit = self.silence_timeout
+            if limit <= 0 or agent.retiring:
+                await asyncio.sleep(1.0)  # the setting may change on a reload
+                continue
+            left = agent.heard + limit - loop.time()
+            if not agent.owed or left > 0:
+                await asyncio.sleep(
+                    max(0.05, min(left, limit) if agent.owed else limit)
+                )
+                continue
+            agent.timed_out = True
+            logger.error(
+                "TA pid %d (%s/%s) silent for %gs on a job: killed; "
+                "its job goes back to the thread and a new TA takes over",
+                agent.pid,
+                agent.spec.channel,
+                agent.spec.host,
+                limit,
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(agent.pid, signal.SIGKILL)
+            return
 
     async def _escalate(self, agent: _Agent, kill_after: float) -> None:
         for sig, wait in (

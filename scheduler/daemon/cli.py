@@ -17,6 +17,7 @@ from scheduler.config.clauses import (
     format_effective,
     load_config,
 )
+from scheduler.daemon.startcheck import config_problems, listener_problems
 from scheduler.errors import ConfigError
 from spool.zenv import read_zenv
 
@@ -40,7 +41,8 @@ def main() -> None:
 def check_config(file: str | None, zenvfile: str | None) -> None:
     """Check FILE (default: the built-in configuration) and print the effective clauses.
 
-    Exits 1 after printing every ``file:line: problem`` on stderr if it is invalid.
+    Exits 1 after printing every ``file:line: problem`` on stderr if it is invalid,
+    has no clause, or a ``PARAMmailqsock`` listener spec does not parse.
     """
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
@@ -55,6 +57,14 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
     except ConfigError as e:
         for problem in e.problems:
             click.echo(str(problem), err=True)
+        sys.exit(1)
+    bad = [str(p) for p in config_problems(config)]
+    bad += listener_problems(
+        config.params.mailqsock, f"{config.source}: PARAMmailqsock"
+    )
+    if bad:
+        for line in bad:
+            click.echo(line, err=True)
         sys.exit(1)
     for warning in config.warnings:
         click.echo(f"{warning} (warning)", err=True)

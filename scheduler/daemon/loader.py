@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_RETRY: Final = 32.0
 MAX_CONTROL_BYTES: Final = 64 * 1024 * 1024
+BIG_CONTROL_BYTES: Final = 1024 * 1024
+"""A control file this large is parsed off the event loop (``on_big``), then loaded."""
 KNOWN_FLAGS: Final = 0x7
 RECEIVED_MESSAGES: Final = "SC.ReceivedMessages"
 
@@ -136,6 +138,23 @@ class _Reject(Exception):
     """The file cannot be loaded: quarantine it with this reason."""
 
 
+class _Deferred(Exception):
+    """A big file handed to ``on_big`` to be parsed elsewhere (or, while another one is
+    being parsed, put back for :data:`BIG_RETRY` seconds: one big file in memory at a
+    time)."""
+
+    def __init__(self, busy: bool) -> None:
+        super().__init__(busy)
+        self.busy = busy
+
+
+BIG_RETRY: Final = 1.0
+
+
+Prepared = tuple[bytes, "ControlFile | SpoolError"]
+"""What ``on_big``'s parse gives back: the bytes and the parsed file (or the error)."""
+
+
 class Loader:
     """Scan, queue and load control files of one postoffice (no asyncio here)."""
 
@@ -147,6 +166,8 @@ class Loader:
         counters: CounterSink,
         hash_levels: int = 0,
         max_bytes: int = MAX_CONTROL_BYTES,
+        big_bytes: int = BIG_CONTROL_BYTES,
+        on_big: Callable[[Entry, bytes], None] | None = None,
     ) -> None:
         self.po = po
         self.queue = PreScheduleQueue()
@@ -159,6 +180,10 @@ class Loader:
         self._is_loaded = is_loaded
         self._counters = counters
         self._max_bytes = max_bytes
+        self._big_bytes = big_bytes
+        # on_big(entry, data): parse data elsewhere, then call load(entry, prepared=...)
+        self.on_big = on_big
+        self.parsing: set[int] = set()  # numbers whose big file is being parsed
         # Plain str paths: pathlib costs ~10 us per join on the loading path.
         self._transport = os.fspath(po.transport) + "/"
         self._queue = os.fspath(po.queue) + "/"
@@ -190,7 +215,12 @@ class Loader:
 
     def _add(self, entry: Entry) -> int:
         number = entry.number
-        if self._is_loaded(number) or number in self.queue or number in self.inflight:
+        if (
+            self._is_loaded(number)
+            or number in self.queue
+            or number in self.inflight
+            or number in self.parsing
+        ):
             return 0
         return int(self.queue.add(entry))
 
@@ -219,11 +249,14 @@ class Loader:
             self.taken.add(entry.number)
         return self.load(entry, now)
 
-    def load(self, entry: Entry, now: float) -> MessageLoaded | None:
+    def load(
+        self, entry: Entry, now: float, prepared: Prepared | None = None
+    ) -> MessageLoaded | None:
+        """Load one file; ``prepared``: its bytes already parsed off the loop."""
         relpath = entry.relpath
         ctime = entry.ctime  # the scan's (or the notification's) ctime: no stat here
         try:
-            control = self._read(relpath)
+            control = self._read(relpath, entry if prepared is None else None, prepared)
             if control is None:
                 self._counters.incr(RECEIVED_MESSAGES)  # S29: counted per pick-up
                 self.queue.delay(entry, now + LOCK_RETRY)
@@ -235,6 +268,10 @@ class Loader:
             mtime, mtime_ns = self._message_time(relpath, control)
         except FileNotFoundError:
             logger.debug("%s vanished before loading", relpath)
+            return None
+        except _Deferred as exc:
+            if exc.busy:
+                self.queue.delay(entry, now + BIG_RETRY)
             return None
         except _Reject as exc:
             self._counters.incr(
@@ -259,19 +296,40 @@ class Loader:
             return MessageGone(relpath, f"quarantined: {exc}")
         return MessageReloaded(relpath, control, mtime, mtime_ns)
 
-    def _read(self, relpath: str) -> ControlFile | None:
+    def _read(
+        self,
+        relpath: str,
+        entry: Entry | None = None,
+        prepared: Prepared | None = None,
+    ) -> ControlFile | None:
         """Parse the file, resetting stale locks; None when a live PID holds it.
 
-        One ``open``/``read``/``close`` per file (no ``stat``: the scan saw a regular
-        file, and the size is checked on what was read); the lock sweep runs only when
-        the bytes hold a ``~``-locked recipient line.
+        One safe ``open`` (no symlink, no FIFO: :func:`spool.store.open_spool_fd`), an
+        ``fstat`` (the size is checked before a byte is read), ``read``, ``close`` per
+        file; the lock sweep runs only when the bytes hold a ``~``-locked recipient
+        line. With ``entry`` and ``on_big`` set, a file over ``big_bytes`` is handed
+        to ``on_big`` to be parsed off the event loop (:class:`_Deferred`).
         """
         path = self._transport + relpath
         try:
-            data = store.read_control(path)
-            if len(data) > self._max_bytes:
-                raise _Reject(f"oversized control file ({len(data)} bytes)")
-            control = parse(data, relpath)
+            if prepared is not None:
+                data, parsed = prepared
+                if isinstance(parsed, SpoolError):
+                    raise parsed
+                control = parsed
+            else:
+                data = store.read_control(path, self._max_bytes)
+                if (
+                    entry is not None
+                    and self.on_big is not None
+                    and len(data) > self._big_bytes
+                ):
+                    if self.parsing:
+                        raise _Deferred(busy=True)
+                    self.parsing.add(entry.number)
+                    self.on_big(entry, data)
+                    raise _Deferred(busy=False)
+                control = parse(data, relpath)
             if _LOCKED in data and control.has_locked_recipients:
                 _, live = store.reset_stale_locks(path)
                 if live:
@@ -282,7 +340,7 @@ class Loader:
                     )
                     return None
                 control = parse(store.read_control(path), relpath)
-        except FileNotFoundError:
+        except (FileNotFoundError, _Deferred):
             raise
         except PermissionError as exc:
             raise _Reject(f"permission denied: {exc.strerror}") from exc
@@ -320,13 +378,16 @@ class Loader:
         prefix, _, _ = relpath.rpartition("/")
         name = f"{prefix}/{control.mid}" if prefix else f"{control.mid}"
         try:
-            ns = os.stat(self._queue + name).st_mtime_ns
+            st = os.lstat(self._queue + name)
         except FileNotFoundError:
             if not os.path.exists(self._transport + relpath):
                 raise
             raise _Reject(f"message file queue/{name} missing") from None
         except OSError as exc:
             raise _Reject(f"cannot stat message file: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise _Reject(f"message file queue/{name} is not a regular file")
+        ns = st.st_mtime_ns
         return ns // 1_000_000_000, ns % 1_000_000_000
 
     def _etrn(self, relpath: str, control: ControlFile, ctime: float) -> MessageLoaded:

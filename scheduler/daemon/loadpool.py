@@ -44,7 +44,7 @@ def count_hashed(transport: str, dirs: Sequence[str]) -> int:
                         n += 1
                     elif len(name) == 1 and "A" <= name <= "Z":
                         n += count_hashed(transport, [d + name + "/"])
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or unreadable (reported by the scan)
             continue
     return n
 

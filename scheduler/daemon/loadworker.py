@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import stat
 import struct
 import sys
 from array import array
@@ -128,8 +129,8 @@ def prepare(
     if hash_levels > 0 and not sep:
         return None  # to be moved into its hash directory
     try:
-        data = read_control(transport + relpath)
-        if len(data) > max_bytes or _LOCKED in data:
+        data = read_control(transport + relpath, max_bytes)  # no link, no FIFO
+        if _LOCKED in data:
             return None
         control = parse(data, relpath)
         mid = control.mid
@@ -143,7 +144,10 @@ def prepare(
             or mid in ("", ".", "..")
         ):
             return None
-        ns = os.stat(queue + prefix + sep + mid).st_mtime_ns
+        st = os.lstat(queue + prefix + sep + mid)
+        if not stat.S_ISREG(st.st_mode):
+            return None  # the daemon quarantines it
+        ns = st.st_mtime_ns
         specs, bad, hdr = split_recipients(control)
     except Exception:
         return None
@@ -183,7 +187,7 @@ def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
     (regular files) and one-letter ``A``-``Z`` subdirectories, two levels in all."""
     try:
         it = os.scandir(top + prefix)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # gone, or unreadable: the daemon's own scan reports it
         return
     with it:
         for entry in it:
@@ -201,7 +205,7 @@ def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
                     and entry.is_dir(follow_symlinks=False)
                 ):
                     _walk(top, prefix + name + "/", depth + 1, out)
-            except (FileNotFoundError, ValueError):
+            except (OSError, ValueError):
                 continue
 
 

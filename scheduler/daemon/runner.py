@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from scheduler.config.clauses import SchedulerConfig
 from scheduler.core import commands as cmd
@@ -56,10 +56,9 @@ from scheduler.daemon.loadworker import (
     Record,
 )
 from spool import store
+from spool.controlfile import ControlFile, parse
+from spool.errors import SpoolError
 from spool.layout import Postoffice
-
-if TYPE_CHECKING:
-    from spool.controlfile import ControlFile
 
 __all__ = ["Core", "DsnPass", "Runner", "Tap"]
 
@@ -124,6 +123,7 @@ class Runner:
         agent_env: dict[str, str] | None = None,
         load_workers: int | None = None,
         worker_min_files: int = MIN_FILES,
+        agent_timeout: float = 0.0,
     ) -> None:
         self.core = core
         self.po = po
@@ -134,8 +134,15 @@ class Runner:
             is_loaded=core.is_loaded,
             counters=counters if counters is not None else _NoCounters(),
             hash_levels=hash_levels,
+            on_big=self._parse_big,
         )
-        self.agents = AgentPool(self, cwd=po.transport, base_env=agent_env)
+        self._big_tasks: set[asyncio.Task[None]] = set()
+        self.agents = AgentPool(
+            self,
+            cwd=po.transport,
+            base_env=agent_env,
+            silence_timeout=agent_timeout,
+        )
         self._counters = counters
         self._dsn_pass = dsn_pass
         self._scan_interval = scan_interval
@@ -445,6 +452,38 @@ class Runner:
             if time.monotonic() > deadline:
                 break
 
+    def _parse_big(self, entry: Entry, data: bytes) -> None:
+        """A big control file: parse it in a thread, so the loop keeps serving."""
+        logger.info("%s: %d bytes, parsed off the event loop", entry.relpath, len(data))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # passes driven by hand (tests): parse here
+            self._load_parsed(entry, data, _parse_or_error(data, entry.relpath))
+            return
+        task = loop.create_task(self._parse_in_thread(entry, data))
+        self._big_tasks.add(task)
+        task.add_done_callback(self._big_tasks.discard)
+
+    async def _parse_in_thread(self, entry: Entry, data: bytes) -> None:
+        try:
+            parsed = await asyncio.to_thread(_parse_or_error, data, entry.relpath)
+        except BaseException:
+            self.loader.parsing.discard(entry.number)
+            raise
+        self._load_parsed(entry, data, parsed)
+        self._wake.set()
+
+    def _load_parsed(
+        self, entry: Entry, data: bytes, parsed: ControlFile | SpoolError
+    ) -> None:
+        self.loader.parsing.discard(entry.number)
+        if self._stopping or self.core.is_loaded(entry.number):
+            return
+        event = self.loader.load(entry, self.clock(), prepared=(data, parsed))
+        if event is not None:
+            self.loaded_total += 1
+            self.post(event)
+
     def _thaw(self) -> None:
         """Give the objects frozen by bulk passes back to the garbage collector."""
         if self._frozen:
@@ -560,6 +599,13 @@ class Runner:
             logger.info("Created 'delivery' report on spoolid: %s for %s", new, relpath)
             self.notify(new)
         return True
+
+
+def _parse_or_error(data: bytes, relpath: str) -> ControlFile | SpoolError:
+    try:
+        return parse(data, relpath)
+    except SpoolError as exc:
+        return exc
 
 
 class _NoCounters:

@@ -155,6 +155,27 @@ def _config_path(flag: str | None, zenv: dict[str, str]) -> str | None:
 @click.option("--max-sessions", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--session-lifetime", type=click.FloatRange(min=1), default=90.0)
 @click.option(
+    "--unix-owner",
+    metavar="USER",
+    help="Owner of Unix MAILQ v2 sockets (default: PARAMmailqsock-owner, else us).",
+)
+@click.option(
+    "--unix-group",
+    metavar="GROUP",
+    help="Group of Unix MAILQ v2 sockets (default: PARAMmailqsock-group, else ours).",
+)
+@click.option(
+    "--unix-mode",
+    metavar="OCTAL",
+    help="Mode of Unix MAILQ v2 sockets (default: PARAMmailqsock-mode, else 0666).",
+)
+@click.option(
+    "--agent-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds a TA may stay silent on a job before it is killed and the job "
+    "retried (default: PARAMagent-timeout, else 0 = no limit).",
+)
+@click.option(
     "--shutdown-timeout",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -181,10 +202,20 @@ def serve(
     metrics_listen: str | None,
     max_sessions: int,
     session_lifetime: float,
+    unix_owner: str | None,
+    unix_group: str | None,
+    unix_mode: str | None,
+    agent_timeout: float | None,
     shutdown_timeout: float,
 ) -> None:
-    """Run the scheduler daemon in the foreground until SIGTERM/SIGINT."""
+    """Run the scheduler daemon in the foreground until SIGTERM/SIGINT.
+
+    Exit status: 0 stopped, 69 (EX_UNAVAILABLE) port in use or another scheduler
+    running, 78 (EX_CONFIG) a configuration error (scheduler.conf, listener spec,
+    not a postoffice); one line on stderr says why.
+    """
     setup_logging(_level(log_level, verbose), use_syslog, stats=stats)
+    mode = _mode(unix_mode)
     try:
         zenv = read_zenv(zenvfile)
     except OSError as exc:
@@ -211,5 +242,23 @@ def serve(
         sockets=inherited_sockets(),
         counters=counters,
         metrics_listen=metrics_listen,
+        unix_owner=unix_owner,
+        unix_group=unix_group,
+        unix_mode=mode,
+        agent_timeout=agent_timeout,
     )
     sys.exit(run_daemon(opts))
+
+
+def _mode(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise click.BadParameter(
+            f"{text!r} is not an octal mode", param_hint="--unix-mode"
+        )
+    return mode

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailq.protocol.errors import ListenError
 from mailq.server.httpshell import MonitorServer
 from mailq.server.listeners import ListenSpec, parse_listen_spec
 from mailq.server.shell import MailqServer, ServerConfig
@@ -36,6 +38,12 @@ from scheduler.daemon.notify import NotifySocket, notify_address
 from scheduler.daemon.opcontrol import ControlPlaneImpl
 from scheduler.daemon.runner import Runner
 from scheduler.daemon.sdnotify import EX_CONFIG, Notifier
+from scheduler.daemon.startcheck import (
+    EX_UNAVAILABLE,
+    config_problems,
+    listener_problems,
+    socket_owner,
+)
 from scheduler.errors import ConfigError
 from spool.bindaddr import bind_address
 from spool.counters import Counters
@@ -79,6 +87,10 @@ class DaemonOptions:
     sockets: Sequence[socket.socket] = field(default_factory=tuple)
     counters: str | None = None  # --counters: a path, or "none"; None: the default
     metrics_listen: str | None = None  # --metrics-listen HOST:PORT (docs/monitoring.md)
+    unix_owner: str | None = None  # Unix listeners (else PARAMmailqsock-owner ...)
+    unix_group: str | None = None
+    unix_mode: int | None = None
+    agent_timeout: float | None = None  # else PARAMagent-timeout, else none
 
 
 def counter_path(
@@ -112,7 +124,11 @@ def inherited_sockets(environ: dict[str, str] | None = None) -> list[socket.sock
 
 
 def read_config(path: str | None, zenv: Mapping[str, str]) -> SchedulerConfig:
+    """The configuration, or ConfigError (also for one without any clause)."""
     config = default_config(zenv) if path is None else load_config(path, zenv)
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError(problems)
     for warning in config.warnings:
         logger.warning("%s", warning)
     return config
@@ -141,7 +157,7 @@ class Daemon:
         except pidfile.PidFileError as exc:
             logger.error("%s", exc)
             counters.close()
-            return 1
+            return EX_UNAVAILABLE
         try:
             return await self._serve(counters)
         finally:
@@ -168,6 +184,7 @@ class Daemon:
             counters=counters,
             dsn_pass=dsn_pass_for(self.opts.zenv),
             hostname=self.opts.zenv.get("HOSTNAME") or socket.gethostname(),
+            agent_timeout=self._agent_timeout(),
         )
         logger.info(
             "scheduler daemon pid %d started on %s (config %s)",
@@ -179,12 +196,13 @@ class Daemon:
         runner.tap = tap
         monitor = Monitor(core, runner, tap)
         self._open_notify(runner)
-        if not await self._open_listeners(core, runner) or not await self._open_monitor(
-            monitor
-        ):
+        status = await self._open_listeners(core, runner)
+        if not status and not await self._open_monitor(monitor):
+            status = 1
+        if status:
             self._close_notify()
             await self._close_listeners()
-            return 1
+            return status
         assert self._server is not None
         self._server.service.metrics = monitor.metrics_text
         self._server.service.events = tap.hub
@@ -249,6 +267,12 @@ class Daemon:
             self._notify.close()
             self._notify = None
 
+    def _agent_timeout(self) -> float:
+        """``--agent-timeout``, else ``PARAMagent-timeout``, else 0 (none)."""
+        if self.opts.agent_timeout is not None:
+            return self.opts.agent_timeout
+        return float(self.config.params.agent_timeout or 0)
+
     def _authfile(self) -> str:
         if self.opts.authfile:
             return self.opts.authfile
@@ -257,7 +281,8 @@ class Daemon:
         share = self.opts.zenv.get("MAILSHARE", "/etc/zmailer")
         return str(Path(share) / "scheduler.auth")
 
-    async def _open_listeners(self, core: Scheduler, runner: Runner) -> bool:
+    async def _open_listeners(self, core: Scheduler, runner: Runner) -> int:
+        """Start the MAILQ v2 server; 0, or the exit status (one line logged)."""
         specs: tuple[str, ...] = self.opts.listen
         if not specs:
             specs = self.config.params.mailqsock
@@ -267,7 +292,19 @@ class Daemon:
                 specs = bind_specs(specs, self.opts.zenv.get("BINDADDR"))
             except ValueError as exc:
                 logger.error("%s", exc)
-                return False
+                return EX_CONFIG
+        params = self.config.params
+        try:
+            uid, gid = socket_owner(
+                self.opts.unix_owner or params.mailqsock_owner,
+                self.opts.unix_group or params.mailqsock_group,
+            )
+        except ValueError as exc:
+            logger.error("MAILQ v2 Unix socket owner: %s", exc)
+            return EX_CONFIG
+        mode = self.opts.unix_mode
+        if mode is None:
+            mode = params.mailqsock_mode if params.mailqsock_mode is not None else 0o666
         server = MailqServer(
             core,
             runner,
@@ -275,17 +312,22 @@ class Daemon:
                 authfile=self._authfile(),
                 max_sessions=self.opts.max_sessions,
                 lifetime=self.opts.session_lifetime,
+                unix_owner=uid,
+                unix_group=gid,
+                unix_mode=mode,
             ),
         )
         try:
             await server.start(specs=specs, sockets=self.opts.sockets)
-        except (OSError, ValueError) as exc:
-            logger.error("cannot listen on %s: %s", ", ".join(specs), exc)
+        except (OSError, ValueError, ListenError) as exc:
+            logger.error("%s", exc)
             server.close()
             await server.wait_closed()
-            return False
+            cause = exc.__cause__ if isinstance(exc, ListenError) else exc
+            busy = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+            return EX_UNAVAILABLE if busy else EX_CONFIG
         self._server = server
-        return True
+        return 0
 
     async def _open_monitor(self, monitor: Monitor) -> bool:
         spec = self.opts.metrics_listen or self.config.params.metrics_listen
@@ -355,6 +397,7 @@ class Daemon:
             )
             return
         self.config = config
+        runner.agents.silence_timeout = self._agent_timeout()
         runner.reconfigure(config)
         logger.info("configuration reloaded from %s", config.source)
 
@@ -457,6 +500,11 @@ def run_daemon(opts: DaemonOptions) -> int:
         return EX_CONFIG
     except OSError as exc:
         logger.error("cannot read %s: %s", opts.config_path, exc)
+        return EX_CONFIG
+    bad = listener_problems(opts.listen or config.params.mailqsock)
+    if bad:
+        for line in bad:
+            logger.error("%s", line)
         return EX_CONFIG
     if not opts.postoffice.joinpath("transport").is_dir():
         logger.error(

@@ -160,7 +160,7 @@ class JobContext:
 
     def message_body(self) -> bytes:
         """The body of the message file from offset ``o`` (the headers are in ``m``)."""
-        with open(self.message_path, "rb") as f:
+        with store.open_message(self.message_path) as f:  # no link, no FIFO
             f.seek(self.control.body_offset or 0)
             return f.read()
 

@@ -141,7 +141,7 @@ def _read_reply(reader: object) -> str:
     return b"".join(lines).decode()
 
 
-def wait_until(cond: Callable[[], object], limit: float = 20.0, what: str = "") -> None:
+def wait_until(cond: Callable[[], object], limit: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + limit
     while not cond():
         if time.monotonic() > deadline:

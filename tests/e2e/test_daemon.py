@@ -61,7 +61,8 @@ def test_notified_submission_is_picked_up(daemon_factory: DaemonFactory) -> None
     # Two hash levels: only a NEW datagram (or the 120 s deep scan) can find it.
     relpath = d.submit("c@ok.example", hash_levels=2)
     assert "/" in relpath
-    wait_until(lambda: files_gone(d.po, relpath), limit=8, what="NEW pickup")
+    # well under the 120 s deep scan, generous for a loaded machine
+    wait_until(lambda: files_gone(d.po, relpath), limit=60, what="NEW pickup")
     assert f"\t{relpath}\t" in (d.root / "ta.log").read_text()
 
 
@@ -115,12 +116,22 @@ def test_bad_agents_and_bad_files_never_stall_the_daemon(
     wait_until(lambda: files_gone(d.po, good))
     wait_until(lambda: (d.po.freezer / "999001").exists())
     assert "999001" in (d.po.freezer / "999001.reason").read_text()
-    wait_until(lambda: " A=1 " in d.query("SHOW THREAD smtp garbage.example")[0])
+    # the promise: the garbage-speaking agent's job was attempted (and is retried every
+    # second, so how many attempts were counted by now depends on the machine's load)
+    wait_until(lambda: _attempts(d.query("SHOW THREAD smtp garbage.example")[0]) >= 1)
     assert not files_gone(d.po, dies)
     assert not files_gone(d.po, garbage)
     (threads2,) = d.query("SHOW QUEUE THREADS2")
     assert "broken\tno-such-command\tN=1" in threads2
     assert d.stop() == 0
+
+
+def _attempts(thread_dump: str) -> int:
+    """The ``A=`` attempt count of a ``SHOW THREAD`` header (0 if absent)."""
+    for word in thread_dump.split():
+        if word.startswith("A=") and word[2:].isdigit():
+            return int(word[2:])
+    return 0
 
 
 def test_etrn_request_file_is_run_and_removed(daemon_factory: DaemonFactory) -> None:
@@ -182,7 +193,7 @@ def test_second_daemon_is_refused(daemon_factory: DaemonFactory) -> None:
     i = argv.index("--ready-file")
     del argv[i : i + 1]
     second = subprocess.run(argv, env=d.env, capture_output=True, timeout=30)
-    assert second.returncode == 1
+    assert second.returncode == 69  # EX_UNAVAILABLE: another scheduler runs
     assert b"--replace" in second.stderr
     assert d.po.pid_file.read_text() == f"{d.pid}\n"
     assert d.stop() == 0

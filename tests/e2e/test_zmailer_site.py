@@ -116,7 +116,7 @@ def test_log_gauges_measure_the_log_file(daemon_factory: DaemonFactory) -> None:
 
 
 def test_bindaddr_limits_the_mailqsock_listener(daemon_factory: DaemonFactory) -> None:
-    conf = 'PARAMmailqsock = "TCP:0"\n*/*\tinterval=1s\n'
+    conf = 'PARAMmailqsock = "TCP:0"\n*/*\tinterval=1s\nlocal/*\tqueueonly\n'
     d = daemon_factory(conf, env=OK_RULES, start=False)
     d.argv[d.argv.index("-l") : d.argv.index("-l") + 2] = []
     site(d, BINDADDR="[127.0.0.1]")
@@ -133,7 +133,7 @@ def test_bindaddr_limits_the_mailqsock_listener(daemon_factory: DaemonFactory) -
 def test_a_bindaddr_that_names_nothing_stops_the_start(
     daemon_factory: DaemonFactory,
 ) -> None:
-    conf = 'PARAMmailqsock = "TCP:0"\n*/*\tinterval=1s\n'
+    conf = 'PARAMmailqsock = "TCP:0"\n*/*\tinterval=1s\nlocal/*\tqueueonly\n'
     d = daemon_factory(conf, env=OK_RULES, start=False)
     d.argv[d.argv.index("-l") : d.argv.index("-l") + 2] = []
     site(d, BINDADDR="iface:no-such0")

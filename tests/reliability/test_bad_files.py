@@ -150,10 +150,10 @@ def test_unreadable_control_file_is_quarantined(
     place(po, "100010", good_control("100010"), True)
     real = store.read_control
 
-    def read(path: store.PathLike) -> bytes:
+    def read(path: store.PathLike, max_bytes: int | None = None) -> bytes:
         if Path(path).name == "100010":
             raise error
-        return real(path)
+        return real(path, max_bytes)
 
     monkeypatch.setattr(store, "read_control", read)
     good = submit(po, "a@example.com", ["u@ok.example"], MESSAGE, notify=False)

@@ -77,7 +77,7 @@ def write_buffers(server: MailqServer) -> list[int]:
 async def test_flood_beyond_session_limit_is_refused_silently(
     mq_server: StartServer,
 ) -> None:
-    handle = await mq_server(max_sessions=5)
+    handle = await mq_server(max_sessions=5, reserved_sessions=0)
     results = await asyncio.gather(*(outcome(handle) for _ in range(40)))
     greeted = [c for c, first in results if first == b"version zmailer 2.0\n"]
     refused = [c for c, first in results if first == b""]
@@ -104,7 +104,7 @@ async def test_flood_beyond_session_limit_is_refused_silently(
 async def test_connect_close_churn_does_not_starve_a_legit_client(
     mq_server: StartServer,
 ) -> None:
-    handle = await mq_server()
+    handle = await mq_server(auth_free_failures=10**6)  # churn, not brute force
     stop = asyncio.Event()
     churned = 0
 
@@ -346,7 +346,7 @@ async def test_pipelined_flood_without_reading_is_bounded(
 async def test_auth_brute_force_is_limited_per_session(
     mq_server: StartServer,
 ) -> None:
-    handle = await mq_server(max_auth_failures=3)
+    handle = await mq_server(max_auth_failures=3, auth_free_failures=10**6)
     tried = 0
     for _ in range(5):  # five sessions of guessing
         client = await handle.connect()

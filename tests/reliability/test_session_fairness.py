@@ -30,7 +30,9 @@ async def test_unauthenticated_squatters_make_room_for_a_newcomer(
     mq_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(server_module, "PRE_AUTH_GRACE", 0.2)
-    h = await mq_server(max_sessions=2)  # three sessions served, as ZMailer's 20 + 1
+    h = await mq_server(
+        max_sessions=2, reserved_sessions=0
+    )  # three sessions served, as ZMailer's 20 + 1
     squatters = [await h.connect() for _ in range(3)]
     for s in squatters:
         assert await _greeted(s)
@@ -46,7 +48,7 @@ async def test_authenticated_active_sessions_are_not_evicted(
 ) -> None:
     monkeypatch.setattr(server_module, "PRE_AUTH_GRACE", 0.0)
     monkeypatch.setattr(server_module, "STALL_GRACE", 60.0)
-    h = await mq_server(max_sessions=1)
+    h = await mq_server(max_sessions=1, reserved_sessions=0)
     users = [await h.login() for _ in range(2)]
     newcomer = await h.connect()
     assert await newcomer.read_to_eof() == b""  # refused silently (B11 keep)
@@ -58,7 +60,7 @@ async def test_a_stalled_session_makes_room_under_pressure(
     mq_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(server_module, "STALL_GRACE", 0.3)
-    h = await mq_server(max_sessions=1)
+    h = await mq_server(max_sessions=1, reserved_sessions=0)
     stalled = await h.login()
     active = await h.login()
     await asyncio.sleep(0.4)

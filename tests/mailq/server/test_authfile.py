@@ -102,3 +102,28 @@ def test_read_and_permissions(tmp_path: Path) -> None:
     assert check_auth_file_permissions(path) == []
     assert read_auth_file(path).entries[0].user == "u"
     assert check_auth_file_permissions(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("acl", "admits_unix"),
+    [
+        ("[127.0.0.1] # unix admins", False),  # a comment is not an ACL word
+        ("#unix", False),
+        ("[127.0.0.1] xunix", False),  # inside another word
+        ("[127.0.0.1] unixes", False),
+        ("[127.0.0.1]unix", False),
+        ("unix:root#x", False),
+        ("[127.0.0.1] unix # others", True),
+        ("[127.0.0.1],unix", True),
+        ("UNIX:0", True),
+    ],
+)
+def test_unix_is_only_a_whole_acl_word(acl: str, admits_unix: bool) -> None:
+    auth = parse_auth_file(f"a:pw:ALL:{acl}\n")
+    assert auth.admits_any(UnixPeer(0, "root")) is admits_unix
+    assert auth.admits_any(LOOP) is acl.startswith("[127.0.0.1]")
+
+
+def test_comment_in_acl_ends_the_field() -> None:
+    auth = parse_auth_file("a:pw:ALL:[10.0.0.1] # [127.0.0.1]\n")
+    assert not auth.admits_any(LOOP)

@@ -90,16 +90,34 @@ def test_service_names_use_the_services_file() -> None:
     assert parse_listen_spec("TCP:smtp@127.0.0.1").port == smtp
 
 
-def test_unknown_service_falls_back_to_174(caplog: pytest.LogCaptureFixture) -> None:
+def test_only_the_default_service_name_falls_back_to_174(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING)
-    assert parse_listen_spec("no-such-service-x").port == DEFAULT_PORT
-    assert "no-such-service-x" in caplog.text
-    # "mailq" is the services entry when there is one, else 174 too
+    with pytest.raises(ValueError, match="no-such-service-x"):
+        parse_listen_spec("no-such-service-x")  # a typo is an error, not port 174
+    # "mailq" is the services entry when there is one, else 174 (as ZMailer)
     assert parse_listen_spec("mailq").port == DEFAULT_PORT
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "   ", "UNIX:", "[::1]1174", "[::1]", "70000", "TCP:99999@127.0.0.1"]
+    "spec",
+    [
+        "",
+        "   ",
+        "UNIX:",
+        "[::1]1174",
+        "[::1]",
+        "70000",
+        "TCP:99999@127.0.0.1",
+        "::1:1174",  # issue 14: was read as a service name, i.e. [::]:174
+        "TCP:::1:1174",
+        "127.0.0.1:",
+        "127.0.0.1:port!",
+        "[127.0.0.1]:1174",
+        "1174@[::zz]",
+        "bad host:1174",
+    ],
 )
 def test_nonsense_is_a_value_error(spec: str) -> None:
     with pytest.raises(ValueError, match=r"."):
@@ -107,6 +125,28 @@ def test_nonsense_is_a_value_error(spec: str) -> None:
     with pytest.raises(ListenError) as info:
         bind_listeners(spec)
     assert "-l SPEC" in str(info.value)
+
+
+def test_existing_file_at_a_unix_path_is_refused_and_kept(tmp_path: Path) -> None:
+    victim = tmp_path / "important"
+    victim.write_text("keep me\n")
+    with pytest.raises(ListenError, match="not a socket"):
+        bind_listeners(str(victim))
+    assert victim.read_text() == "keep me\n"
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(ListenError, match="not a socket"):
+        bind_listeners(f"UNIX:{tmp_path / 'dir'}")
+
+
+def test_a_live_unix_socket_is_refused_a_stale_one_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    with bound(f"UNIX:{path}"):
+        with pytest.raises(ListenError, match="in use"):
+            bind_listeners(f"UNIX:{path}")
+        assert _connects(socket.AF_UNIX, path)
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)  # closed, not removed: stale
+    with bound(f"UNIX:{path}"):
+        assert _connects(socket.AF_UNIX, path)
 
 
 @pytest.mark.parametrize(
@@ -198,22 +238,30 @@ def test_unix_mode_is_configurable(tmp_path: Path, mode: int) -> None:
         assert stat.S_IMODE(os.stat(path).st_mode) == mode
 
 
-@pytest.mark.parametrize("kind", ["file", "stale socket", "symlink"])
-def test_existing_file_at_the_unix_path_is_replaced(tmp_path: Path, kind: str) -> None:
+def test_a_stale_socket_at_the_unix_path_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "mailq.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as old:
+        old.bind(str(path))  # closed without unlinking: a stale socket file
+    with bound(f"UNIX:{path}"):
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert _connects(socket.AF_UNIX, str(path))
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_a_file_or_link_at_the_unix_path_is_refused_and_kept(
+    tmp_path: Path, kind: str
+) -> None:
     path = tmp_path / "mailq.sock"
     target = tmp_path / "target"
     target.write_text("keep me")
     if kind == "file":
         path.write_text("old")
-    elif kind == "symlink":
-        path.symlink_to(target)
     else:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as old:
-            old.bind(str(path))  # closed without unlinking: a stale socket file
-    with bound(f"UNIX:{path}"):
-        assert stat.S_ISSOCK(os.lstat(path).st_mode)
-        assert _connects(socket.AF_UNIX, str(path))
-    assert target.read_text() == "keep me"  # the link was removed, not followed
+        path.symlink_to(target)
+    with pytest.raises(ListenError, match="not a socket"):
+        bind_listeners(f"UNIX:{path}")
+    assert os.path.lexists(path)
+    assert target.read_text() == "keep me"
 
 
 def test_directory_at_the_unix_path_is_refused(tmp_path: Path) -> None:
@@ -222,7 +270,7 @@ def test_directory_at_the_unix_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ListenError) as info:
         bind_listeners(f"UNIX:{path}")
     assert str(path) in str(info.value)
-    assert "directory" in info.value.reason
+    assert "not a socket" in info.value.reason
     assert path.is_dir()
 
 

@@ -129,10 +129,19 @@ async def test_auth_budget_closes_the_session(server: MailqServer) -> None:
 
 @pytest.mark.asyncio
 async def test_session_limit_21_served_then_silent_close(
-    authfile: Path, queue: FakeQueue
+    authfile: Path, queue: FakeQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mailq.server import shell
+
+    # no squatter eviction (the peers are unauthenticated): ZMailer's B11 alone
+    monkeypatch.setattr(shell, "PRE_AUTH_GRACE", 600.0)
+    monkeypatch.setattr(shell, "STALL_GRACE", 600.0)
     srv = MailqServer(
-        queue, FakeOps(queue), ServerConfig(authfile=authfile, max_sessions=20)
+        queue,
+        FakeOps(queue),
+        ServerConfig(
+            authfile=authfile, max_sessions=20, reserved_sessions=0, max_per_peer=0
+        ),
     )
     await srv.start(["127.0.0.1:0"])
     peers = []
@@ -426,7 +435,8 @@ async def test_unix_socket_and_unix_acl_extension(
         f"admin:adminpw:ALL:[127.0.0.0]/8 unix:{uid}\nother:pw:ALL:unix:{uid + 1}\n"
     )
     path = tmp_path / "mq.sock"
-    path.write_text("stale")  # removed first, as ZMailer does
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # a stale socket is replaced (other files are refused)
     srv = MailqServer(
         queue, FakeOps(queue), ServerConfig(authfile=authfile, unix_mode=0o660)
     )
