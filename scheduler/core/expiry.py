@@ -21,16 +21,7 @@ class Expiry(ModelState):
         if self.retry_mode == "zmailer":
             self._zm_reschedule(th, -1, v.attempts)
         else:
-            c = th.group.clause
-            th.wakeup, th.retryindex = retry.fixed_reschedule(
-                th.wakeup,
-                th.retryindex,
-                self._now,
-                c.interval,
-                c.skew,
-                c.retries,
-                self._rng,
-            )
+            th.wakeup, th.retryindex = self._fixed_reschedule(th)
         e = v.expiry
         if e and v.attempts > 0 and e <= th.wakeup:  # S21 keep: against the next wakeup
             self._expire_rcpt(v, idx)
@@ -39,6 +30,18 @@ class Expiry(ModelState):
                     v.state |= V_EXPIRING  # S20 fix: the rest when the job ends
                 else:
                     self._expire_vertex(v)
+
+    def _fixed_reschedule(self, th: Thread) -> tuple[int, int]:
+        """Retry mode ``fixed``: the next ``(wakeup, retryindex)`` of ``th``; the first
+        one after an ETRN counts from its zero wakeup, as ZMailer (issue 12 item 9)."""
+        c = th.group.clause
+        now = self._now
+        if th.etrn_zero and th.wakeup <= now:
+            th.etrn_zero = False
+            return retry.from_zero(th.retryindex, now, c.interval, c.retries, self._rng)
+        return retry.fixed_reschedule(
+            th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
+        )
 
     def _zm_reschedule(self, th: Thread, factor: int, attempts: int) -> None:
         """ZMailer's ``reschedule()`` of ``th`` (retry mode ``zmailer``): ``factor`` -1
@@ -105,9 +108,7 @@ class Expiry(ModelState):
             )
         else:
             # the last TA left: the same rule as a deferral (one step, no S18)
-            w, ri = retry.fixed_reschedule(
-                th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
-            )
+            w, ri = self._fixed_reschedule(th)
             advanced = True
         if th.retry_floor > w:
             w = th.retry_floor

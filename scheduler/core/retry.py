@@ -20,6 +20,7 @@ from collections.abc import Sequence
 __all__ = [
     "c_div",
     "fixed_reschedule",
+    "from_zero",
     "pick_index",
     "skew_adjust",
     "zm_reschedule",
@@ -82,6 +83,28 @@ def fixed_reschedule(
     if wakeup > now or not retries:
         return wakeup, retryindex
     return _advance(wakeup, now, interval, skew, retries, retryindex, rng)
+
+
+def from_zero(
+    retryindex: int,
+    now: int,
+    interval: int,
+    retries: Sequence[int],
+    rng: random.Random,
+) -> tuple[int, int]:
+    """The first reschedule after an ETRN, which zeroed the wakeup (issue 12 item 9).
+
+    As ZMailer's ``thread_reschedule()`` from that zero: ``0 + r[i] * interval``, moved
+    forward by whole intervals past now, i.e. the next multiple of ``interval`` after
+    now (not ``now + r[i] * interval``). The index advances by one (S18 stays fixed).
+    """
+    if not retries:
+        return 0, retryindex
+    i = pick_index(retryindex, len(retries), rng)
+    w = retries[i] * interval
+    if w < now:
+        w += ((now - w) // interval + 1) * interval
+    return w, i + 1
 
 
 def zm_reschedule(

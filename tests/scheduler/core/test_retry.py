@@ -146,3 +146,23 @@ def test_core_in_zmailer_mode_reproduces_the_trace() -> None:
     pb.hungry(start.proc, 2)
     assert th.wakeup == 660
     assert th.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("now", "interval", "retries", "expected"),
+    [
+        (1796582869, 3600, (12,), (1796583600, 1)),  # recorded: W=728s
+        (1796582869, 60, (1, 1, 2), (1796582880, 1)),  # recorded: W=11s at the ETRN
+        (1796583600, 3600, (12,), (1796587200, 1)),  # on a boundary: the next one
+        (100, 60, (5,), (300, 1)),  # r[i]*interval still ahead: kept
+    ],
+)
+def test_from_zero_is_zmailers_thread_reschedule_from_a_zero_wakeup(
+    now: int, interval: int, retries: tuple[int, ...], expected: tuple[int, int]
+) -> None:
+    """Issue 12 item 9: the first reschedule after an ETRN, as zm_thread_reschedule
+    from wakeup 0 (but the index advances by one, S18 fixed)."""
+    rng = random.Random(0)
+    assert retry.from_zero(0, now, interval, retries, rng) == expected
+    zm = retry.zm_thread_reschedule(0, 0, now, interval, retries, random.Random(0))
+    assert zm[0] == expected[0]
