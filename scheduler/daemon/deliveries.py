@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -39,6 +39,8 @@ KINDS: Final = (
     "agent-started",
     "agent-exited",
     "agent-failed",
+    "held",
+    "released",
 )
 _OUTCOME: Final = {
     "ok": "delivered",
@@ -202,6 +204,24 @@ class DeliveryTap:
         if rep.notary and kind != "delivered":
             detail = f"{rep.notary.replace(chr(1), ' ')} {detail}".strip()
         self._emit(Delivery(self.clock(), kind, channel, host, sid, rep.offset, detail))
+
+    @property
+    def watched(self) -> bool:
+        """Whether anybody subscribes (events nobody reads are not built)."""
+        return self.hub.subscribers > 0
+
+    def hold_changed(
+        self, kind: str, sid: str, where: Iterable[tuple[object, str, str]], detail: str
+    ) -> None:
+        """``held`` or ``released`` (operator control): one event per destination of
+        the message, from ``(vertex, channel, host)`` triples."""
+        seen: set[tuple[str, str]] = set()
+        for _v, channel, host in where:
+            if (channel, host) not in seen:
+                seen.add((channel, host))
+                self._emit(
+                    Delivery(self.clock(), kind, channel, host, sid, detail=detail)
+                )
 
     def command(self, c: Command) -> None:
         """Called with each command the runner executes (expiries come as StatLog)."""

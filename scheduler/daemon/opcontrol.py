@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mailq.server.opviews import MessageDetail, MessageRow, RecipientRow, RuleRow
-from scheduler.core.control import Rule, message_state, vertex_state
+from scheduler.core.control import HoldInfo, Rule, message_state, vertex_state
 from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from scheduler.core.scheduler import Scheduler
+from scheduler.daemon.deliveries import DeliveryTap
 from scheduler.daemon.runner import Runner
 from spool import opstate
 from spool.controlfile import parse
@@ -51,7 +52,9 @@ class ControlPlaneImpl:
         po: Postoffice,
         clock: Callable[[], float] = time.time,
         trash_days: float = TRASH_DAYS,
+        tap: DeliveryTap | None = None,
     ) -> None:
+        self.tap = tap  # WATCH sees holds and releases through it
         self.core = core
         self.runner = runner
         self.po = po
@@ -301,6 +304,12 @@ class ControlPlaneImpl:
     ) -> tuple[int, int]:
         done, cmds = self.core.hold(self._msgs(sids), reason, op, self.clock())
         self.runner.execute(cmds)
+        if self.tap is not None and self.tap.watched:
+            for m in done:
+                info = self.core.hold_info(m.number)
+                if info is not None:
+                    detail = f"{op} {reason}".strip()
+                    self.tap.hold_changed("held", info.sid, _places(m, info), detail)
         if save:
             self._save_holds()
         return len(done), self._rcpts(done)
@@ -308,7 +317,18 @@ class ControlPlaneImpl:
     def release(
         self, sids: Sequence[str], op: str, *, save: bool = True
     ) -> tuple[int, int]:
-        done, cmds = self.core.release(self._msgs(sids), self.clock())
+        msgs = self._msgs(sids)
+        watched = self.tap is not None and self.tap.watched
+        before: dict[int, tuple[str, list[tuple[object, str, str]]]] = {}
+        for m in msgs if watched else ():
+            if (info := self.core.hold_info(m.number)) is not None:
+                before[m.number] = (info.sid, _places(m, info))  # release clears it
+        done, cmds = self.core.release(msgs, self.clock())
+        if self.tap is not None and watched:
+            for m in done:
+                if m.number in before:
+                    sid, places = before[m.number]
+                    self.tap.hold_changed("released", sid, places, op)
         if save:
             self._save_holds()
         self.runner.execute(cmds)
@@ -580,3 +600,11 @@ def _add(
 
 def trash_root(po: Postoffice) -> Path:
     return po.root / opstate.TRASH_DIR
+
+
+def _places(msg: Message, info: HoldInfo) -> list[tuple[object, str, str]]:
+    """Where a held message's recipients wait: its parked vertices, and the ones an
+    agent still works on (parked when the agent gives them back)."""
+    places: list[tuple[object, str, str]] = list(info.destinations())
+    places += ((v, th.channel, th.host) for v in msg.vertices if (th := v.thread))
+    return places

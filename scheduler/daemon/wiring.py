@@ -208,7 +208,7 @@ class Daemon:
         self._server.service.events = tap.hub
 
         plane = ControlPlaneImpl(
-            core, runner, self.po, trash_days=_trash_days(self.opts.zenv)
+            core, runner, self.po, trash_days=_trash_days(self.opts.zenv), tap=tap
         )
         plane.restore()
         if self._server is not None:

@@ -208,3 +208,31 @@ def test_server_shutdown_ends_a_watch_with_its_dot(tmp_path: Path) -> None:
         return rest
 
     assert asyncio.run(main())[:2] == [b".", b"-MAILQ2 scheduler shutting down"]
+
+
+def test_watch_sees_holds_and_releases(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(env=RULES)
+    relpath = d.submit("x@later.example")
+    deadline = time.monotonic() + 60
+    while relpath not in d.query("SHOW MSGS")[0]:
+        assert time.monotonic() < deadline, "the message never loaded"
+        time.sleep(0.05)
+    s = Session(d)
+    try:
+        s.send("WATCH WHERE host=later.example")
+        assert s.line() == "+OK until LF.LF\n"
+        (held,) = d.query(f"HOLD {relpath} waiting for legal")
+        assert held.startswith("+OK op=")
+        (released,) = d.query(f"RELEASE {relpath}")
+        assert released.startswith("+OK op=")
+        seen = read_until(s, {"held", "released"})
+        hold = next(f for f in seen if f[1] == "held")
+        assert hold[2:4] == ["smtp", "later.example"]
+        assert hold[4].startswith("S")
+        assert hold[6].endswith("waiting for legal")
+        assert next(f for f in seen if f[1] == "released")[4] == hold[4]
+        s.send("")
+        while s.line() != ".\n":
+            pass
+    finally:
+        s.close()
