@@ -316,9 +316,9 @@ class Control(Loading):
                 return False
         return super()._start_thread(th, etrn)
 
-    def _pick_next_thread(self, p: Proc) -> Thread | None:
+    def _pick_next_thread(self, p: Proc, skip: Sequence[Thread] = ()) -> Thread | None:
         """A TA switching threads in its group skips threads a rule holds back."""
-        nxt = super()._pick_next_thread(p)
+        nxt = super()._pick_next_thread(p, skip)
         if nxt is None or not self._rules:
             return nxt
         blocked: list[Thread] = []
@@ -328,27 +328,11 @@ class Control(Loading):
                 break
             nxt.pending = held
             blocked.append(nxt)
-            nxt = self._pick_after(p, blocked)
+            nxt = super()._pick_next_thread(p, [*skip, *blocked])
         for th in blocked:
             if not th.agenda_seq and not th.thrkids:
                 self._agenda.schedule(th, self._now + TICK)
         return nxt
-
-    def _pick_after(self, p: Proc, skip: list[Thread]) -> Thread | None:
-        g = p.group
-        c = g.clause
-        now = self._now
-        for th in g.threads():
-            if th is p.thread or th in skip or th.channel != p.channel:
-                continue
-            if th.wakeup > now and th.attempts > 0:
-                continue
-            if th.thrkids >= c.maxthr or th.thrkids >= th.jobs:
-                continue
-            if th.thrkids and not th.unfed:
-                continue
-            return th
-        return None
 
     def _rule_hold(self, th: Thread) -> str:
         """The pending text when a rule keeps ``th`` from starting another TA, else ""."""

@@ -4,6 +4,8 @@ idle pool."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from scheduler.core.agenda import Agenda
 from scheduler.core.commands import WriteAgent
 from scheduler.core.expiry import Expiry
@@ -172,7 +174,8 @@ class Feeding(Expiry):
         p.virtual = 1
         self._out.append(WriteAgent(p.proc, b"#idle\n"))
 
-    def _pick_next_thread(self, p: Proc) -> Thread | None:
+    def _pick_next_thread(self, p: Proc, skip: Sequence[Thread] = ()) -> Thread | None:
+        """The next thread of ``p``'s group it may switch to (none of ``skip``)."""
         g = p.group
         cur = p.thread
         c = g.clause
@@ -180,7 +183,7 @@ class Feeding(Expiry):
             return None
         now = self._now
         for th in g.threads():
-            if th is cur or th.channel != p.channel:
+            if th is cur or th.channel != p.channel or (skip and th in skip):
                 continue
             if th.wakeup > now and th.attempts > 0:
                 continue
