@@ -57,7 +57,7 @@ class Range:
     def perf(self) -> str:
         """The range in perfdata (numbers in base units)."""
         text = "@" if self.inside else ""
-        if self.start != 0:
+        if self.start != 0 or self.end == math.inf:  # "0:" is not the empty range
             text += ("~" if self.start == -math.inf else _num(self.start)) + ":"
         if self.end != math.inf:
             text += _num(self.end)
