@@ -98,6 +98,10 @@ class Params:
     mailqsock_group: str | None = None
     mailqsock_mode: int | None = None
     agent_timeout: int | None = None  # seconds of TA silence on a job (0: none)
+    # MAILQ v2 session defences (issue 14): probation seats past the limit, and sessions
+    # one address may hold before its newcomers are on probation (0: ZMailer's behaviour)
+    mailq_reserved_sessions: int | None = None
+    mailq_max_per_peer: int | None = None
 
 
 _NOT_CACHED = object()
@@ -234,6 +238,8 @@ def _params(raw: RawParams) -> Params:
         mailqsock_group=raw.mailqsock_group,
         mailqsock_mode=raw.mailqsock_mode,
         agent_timeout=raw.agent_timeout,
+        mailq_reserved_sessions=raw.mailq_reserved_sessions,
+        mailq_max_per_peer=raw.mailq_max_per_peer,
     )
 
 
@@ -402,6 +408,10 @@ def _format_params(p: Params) -> list[str]:
         out.append(f"PARAMmailqsock-mode = {p.mailqsock_mode:04o}")
     if p.agent_timeout is not None:
         out.append(f"PARAMagent-timeout = {p.agent_timeout}")
+    if p.mailq_reserved_sessions is not None:
+        out.append(f"PARAMmailq-reserved-sessions = {p.mailq_reserved_sessions}")
+    if p.mailq_max_per_peer is not None:
+        out.append(f"PARAMmailq-max-per-peer = {p.mailq_max_per_peer}")
     out.append(f"PARAMglobal-report-interval = {p.global_report_interval}")
     out.append(f"PARAMmsgwriteasync = {int(p.msgwriteasync)}")
     out.append(f"PARAMstore-error-on-error = {int(p.store_error_on_error)}")

@@ -97,6 +97,8 @@ class RawParams:
     mailqsock_group: str | None = None
     mailqsock_mode: int | None = None
     agent_timeout: int | None = None
+    mailq_reserved_sessions: int | None = None
+    mailq_max_per_peer: int | None = None
 
 
 @dataclass(slots=True)
@@ -263,6 +265,11 @@ class _Builder:
             if seconds < 0:
                 self.error(f"bad value PARAM{name} = {value!r}: must be >= 0")
             p.agent_timeout = seconds
+        elif key in ("mailq-reserved-sessions", "mailq-max-per-peer"):
+            number = self.integer(f"PARAM{name}", value)
+            if number < 0:
+                self.error(f"bad value PARAM{name} = {value!r}: must be >= 0")
+            setattr(p, key.replace("-", "_"), number)
         elif key in ("msgwriteasync", "store-error-on-error"):
             number = self.integer(f"PARAM{name}", value)
             setattr(p, key.replace("-", "_"), bool(number))

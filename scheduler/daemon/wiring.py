@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -305,18 +306,22 @@ class Daemon:
         mode = self.opts.unix_mode
         if mode is None:
             mode = params.mailqsock_mode if params.mailqsock_mode is not None else 0o666
-        server = MailqServer(
-            core,
-            runner,
-            ServerConfig(
-                authfile=self._authfile(),
-                max_sessions=self.opts.max_sessions,
-                lifetime=self.opts.session_lifetime,
-                unix_owner=uid,
-                unix_group=gid,
-                unix_mode=mode,
-            ),
+        config = ServerConfig(
+            authfile=self._authfile(),
+            max_sessions=self.opts.max_sessions,
+            lifetime=self.opts.session_lifetime,
+            unix_owner=uid,
+            unix_group=gid,
+            unix_mode=mode,
         )
+        # the session defences (0 and 0 give ZMailer's session limit byte for byte)
+        if params.mailq_reserved_sessions is not None:
+            config = dataclasses.replace(
+                config, reserved_sessions=params.mailq_reserved_sessions
+            )
+        if params.mailq_max_per_peer is not None:
+            config = dataclasses.replace(config, max_per_peer=params.mailq_max_per_peer)
+        server = MailqServer(core, runner, config)
         try:
             await server.start(specs=specs, sockets=self.opts.sockets)
         except (OSError, ValueError, ListenError) as exc:

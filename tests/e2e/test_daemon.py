@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from mailq.protocol.auth import authenticator
 from spool.submit import notify_scheduler
-from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, files_gone, wait_until
+from tests.e2e.conftest import (
+    ADMIN,
+    ADMIN_PW,
+    TESTTA_CONF,
+    DaemonFactory,
+    files_gone,
+    wait_until,
+)
 
 OK_RULES = {"TESTTA_RULES": "*@ok.example=ok;*@fail.example=error;*=deferred"}
 
@@ -197,3 +206,32 @@ def test_second_daemon_is_refused(daemon_factory: DaemonFactory) -> None:
     assert b"--replace" in second.stderr
     assert d.po.pid_file.read_text() == f"{d.pid}\n"
     assert d.stop() == 0
+
+
+def test_session_defences_are_set_in_scheduler_conf(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """``PARAMmailq-max-per-peer`` reaches the server: with 2, a third admin session
+    from the same address is on probation and, displacing nobody, is refused."""
+    conf = (
+        "PARAMmailq-max-per-peer = 2\nPARAMmailq-reserved-sessions = 4\n" + TESTTA_CONF
+    )
+    d = daemon_factory(conf)
+
+    def login() -> tuple[socket.socket, bytes]:
+        s = socket.create_connection(d.address, timeout=30)
+        f = s.makefile("rb")
+        assert f.readline() == b"version zmailer 2.0\n"
+        challenge = f.readline().decode().rstrip("\n")
+        s.sendall(f"AUTH {ADMIN} {authenticator(challenge, ADMIN_PW)}\n".encode())
+        return s, f.readline()
+
+    held = [login() for _ in range(2)]
+    try:
+        assert [reply for _, reply in held] == [b"+OK\n", b"+OK\n"]
+        third, reply = login()
+        third.close()
+        assert reply == b"-Too many sessions open; try again later\n"
+    finally:
+        for s, _ in held:
+            s.close()
