@@ -53,6 +53,21 @@ _OLD_SIGNATURE = b"ZMPYCNT1"  # our earlier format: 8-byte slots after 4 header 
 # ``NAME@WORD:8`` a 64-bit one (a time_t).  Two names share one word on purpose: the real
 # reader prints SS.ProcessForkFailures' word for SS.ContentPolicyForkFailures too, and
 # SS.SMTP_STARTTLS' for SS.SMTPTLSes; we print what it prints.
+def _ta_section(prefix: str, first: int) -> str:
+    """A transport agent's eight counters, in consecutive words from ``first``."""
+    names = [
+        "TaProcessStarts",
+        "TaProcCount-G",
+        "TaIdleStates",
+        "TaMessages",
+        "TaDeliveryStarts",
+        "RcptsOk",
+        "RcptsRetry",
+        "RcptsFail",
+    ]
+    return " ".join(f"{prefix}.{n}@{first + i}" for i, n in enumerate(names))
+
+
 _SECTIONS = (
     """
         SYS.RouterMasterPID@12 SYS.RouterMasterStartTime@14:8 SYS.RouterMasterStarts@16
@@ -133,36 +148,17 @@ _SECTIONS = (
         TA-SMTP.SmtpDATAvolume-kB@339 TA-SMTP.SmtpBDATvolume-kB@340 TA-SMTP.RcptsOk@341
         TA-SMTP.RcptsRetry@342 TA-SMTP.RcptsFail@343
     """,
-    """
-        TA-SMCM.TaProcessStarts@386 TA-SMCM.TaProcCount-G@387 TA-SMCM.TaIdleStates@388
-        TA-SMCM.TaMessages@389 TA-SMCM.TaDeliveryStarts@390 TA-SMCM.RcptsOk@391
-        TA-SMCM.RcptsRetry@392 TA-SMCM.RcptsFail@393
-    """,
-    """
-        TA-MBOX.TaProcessStarts@430 TA-MBOX.TaProcCount-G@431 TA-MBOX.TaIdleStates@432
-        TA-MBOX.TaMessages@433 TA-MBOX.TaDeliveryStarts@434 TA-MBOX.RcptsOk@435
-        TA-MBOX.RcptsRetry@436 TA-MBOX.RcptsFail@437
-    """,
-    """
-        TA-HOLD.TaProcessStarts@474 TA-HOLD.TaProcCount-G@475 TA-HOLD.TaIdleStates@476
-        TA-HOLD.TaMessages@477 TA-HOLD.TaDeliveryStarts@478 TA-HOLD.RcptsOk@479
-        TA-HOLD.RcptsRetry@480 TA-HOLD.RcptsFail@481
-    """,
-    """
-        TA-ERRM.TaProcessStarts@518 TA-ERRM.TaProcCount-G@519 TA-ERRM.TaIdleStates@520
-        TA-ERRM.TaMessages@521 TA-ERRM.TaDeliveryStarts@522 TA-ERRM.RcptsOk@523
-        TA-ERRM.RcptsRetry@524 TA-ERRM.RcptsFail@525
-    """,
-    """
-        TA-EXPI.TaProcessStarts@562 TA-EXPI.TaProcCount-G@563 TA-EXPI.TaIdleStates@564
-        TA-EXPI.TaMessages@565 TA-EXPI.TaDeliveryStarts@566 TA-EXPI.RcptsOk@567
-        TA-EXPI.RcptsRetry@568 TA-EXPI.RcptsFail@569
-    """,
-    """
-        TA-RERT.TaProcessStarts@606 TA-RERT.TaProcCount-G@607 TA-RERT.TaIdleStates@608
-        TA-RERT.TaMessages@609 TA-RERT.TaDeliveryStarts@610 TA-RERT.RcptsOk@611
-        TA-RERT.RcptsRetry@612 TA-RERT.RcptsFail@613
-    """,
+    *(
+        _ta_section(prefix, first)
+        for prefix, first in (
+            ("TA-SMCM", 386),
+            ("TA-MBOX", 430),
+            ("TA-HOLD", 474),
+            ("TA-ERRM", 518),
+            ("TA-EXPI", 562),
+            ("TA-RERT", 606),
+        )
+    ),
 )
 
 
