@@ -121,28 +121,36 @@ def test_watch_needs_its_right(daemon_factory: DaemonFactory) -> None:
         s.close()
 
 
-def test_a_watcher_that_never_reads_loses_events_not_the_scheduler(
+async def _watching(
     tmp_path: Path,
-) -> None:
+) -> tuple[EventHub, MailqServer, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A server over a fake queue with an event hub, and one session in WATCH."""
     auth = tmp_path / "scheduler.auth"
     auth.write_text("w:pw:WATCH:[127.0.0.0]/8\n")
     auth.chmod(0o600)
+    hub = EventHub()
+    queue = FakeQueue([], FakeCounters())
+    server = MailqServer(queue, FakeOps(queue), ServerConfig(authfile=auth))
+    server.service.events = hub
+    await server.start(["127.0.0.1:0"])
+    host, _, port = server.addresses[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await reader.readline()
+    challenge = (await reader.readline()).decode().rstrip("\n")
+    writer.write(f"AUTH w {authenticator(challenge, 'pw')}\nWATCH\n".encode())
+    assert await reader.readline() == b"+OK\n"
+    assert await reader.readline() == b"+OK until LF.LF\n"
+    while not hub.subscribers:  # noqa: ASYNC110 - the hub has no event to wait on
+        await asyncio.sleep(0.01)
+    return hub, server, reader, writer
+
+
+def test_a_watcher_that_never_reads_loses_events_not_the_scheduler(
+    tmp_path: Path,
+) -> None:
 
     async def main() -> None:
-        hub = EventHub()
-        queue = FakeQueue([], FakeCounters())
-        server = MailqServer(queue, FakeOps(queue), ServerConfig(authfile=auth))
-        server.service.events = hub
-        await server.start(["127.0.0.1:0"])
-        host, _, port = server.addresses[0].rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        await reader.readline()
-        challenge = (await reader.readline()).decode().rstrip("\n")
-        writer.write(f"AUTH w {authenticator(challenge, 'pw')}\nWATCH\n".encode())
-        assert await reader.readline() == b"+OK\n"
-        assert await reader.readline() == b"+OK until LF.LF\n"
-        while not hub.subscribers:  # noqa: ASYNC110 - the hub has no event to wait on
-            await asyncio.sleep(0.01)
+        hub, server, reader, writer = await _watching(tmp_path)
         started = time.monotonic()
         for i in range(200_000):  # the client reads nothing meanwhile
             hub.publish(Delivery(1.0, "delivered", "smtp", f"h{i}", "S1", i))
@@ -181,25 +189,9 @@ def test_where_parser() -> None:
 
 
 def test_server_shutdown_ends_a_watch_with_its_dot(tmp_path: Path) -> None:
-    auth = tmp_path / "scheduler.auth"
-    auth.write_text("w:pw:WATCH:[127.0.0.0]/8\n")
-    auth.chmod(0o600)
 
     async def main() -> list[bytes]:
-        hub = EventHub()
-        queue = FakeQueue([], FakeCounters())
-        server = MailqServer(queue, FakeOps(queue), ServerConfig(authfile=auth))
-        server.service.events = hub
-        await server.start(["127.0.0.1:0"])
-        host, _, port = server.addresses[0].rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        await reader.readline()
-        challenge = (await reader.readline()).decode().rstrip("\n")
-        writer.write(f"AUTH w {authenticator(challenge, 'pw')}\nWATCH\n".encode())
-        assert await reader.readline() == b"+OK\n"
-        assert await reader.readline() == b"+OK until LF.LF\n"
-        while not hub.subscribers:  # noqa: ASYNC110 - the hub has no event to wait on
-            await asyncio.sleep(0.01)
+        hub, server, reader, writer = await _watching(tmp_path)
         server.close()
         rest = (await reader.read()).split(b"\n")
         writer.close()
