@@ -292,8 +292,10 @@ def remove_message(po: Postoffice, relpath: str, mid: str) -> None:
         mid = _mid_of(Path(control)) or mid
     message = f"{po.queue_dir}/{prefix}{sep}{mid}"
     for path in (control, message):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _move(src: Path, dst: Path) -> bool:

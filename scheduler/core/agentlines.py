@@ -8,9 +8,25 @@ import logging
 from collections import deque
 
 from scheduler.core.commands import AppendDiagnostic, ReloadMessage, RetireAgent
-from scheduler.core.events import AgentExited, AgentLine, AgentStarted, AgentStartFailed
+from scheduler.core.events import (
+    AgentExited,
+    AgentLine,
+    AgentOutput,
+    AgentStarted,
+    AgentStartFailed,
+)
 from scheduler.core.feeding import Feeding
-from scheduler.core.model import ERROR, FINISH, M_REQUEUE, STUFF, Proc, Vertex
+from scheduler.core.model import (
+    ATT_MASK,
+    ATT_SHIFT,
+    DEFAULT_NOTIFY,
+    ERROR,
+    FINISH,
+    M_REQUEUE,
+    STUFF,
+    Proc,
+    Vertex,
+)
 from scheduler.core.state import (
     M_DROP,
     SENT_RCPTS,
@@ -45,14 +61,29 @@ class AgentLines(Feeding):
 
     def _on_line(self, ev: AgentLine) -> None:
         p = self._procs.get(ev.proc)
-        if p is None:
-            return
-        line = ev.line
+        if p is not None:
+            self._line(p, ev.line)
+
+    def _on_output(self, ev: AgentOutput) -> None:
+        """Every line of one read, in order: one event (and one list of commands) per
+        read, so a TA answering a batch of jobs costs one pass, not one per line."""
+        proc = ev.proc
+        procs = self._procs
+        for line in ev.lines:
+            p = procs.get(proc)
+            if p is None:
+                return
+            if line == "#hungry":
+                self._on_hungry(p)
+            else:
+                self._line(p, line)
+
+    def _line(self, p: Proc, line: str) -> None:
         if line == "#hungry":
             self._on_hungry(p)
             return
         parsed = parse_line(line)
-        if isinstance(parsed, Report):
+        if type(parsed) is Report:
             self._on_report(p, parsed)
         elif isinstance(parsed, Resync):
             self._on_resync(parsed.path)
@@ -66,39 +97,42 @@ class AgentLines(Feeding):
             log.debug("DBGdiag: %s", line)
 
     def _on_report(self, p: Proc, rep: Report) -> None:
-        msg = self._messages.get(rep.number)
+        number, off, notary, status, message = rep
+        msg = self._messages.get(number)
         if msg is None:
-            log.warning("cannot find control file for %d!", rep.number)
+            log.warning("cannot find control file for %d!", number)
             return
-        off = rep.offset
         for v in msg.vertices:
             if v.thread is not None and off in v.offsets:
                 break
         else:
-            log.warning(
-                "unknown address offset %d in control file %d!", off, rep.number
-            )
+            log.warning("unknown address offset %d in control file %d!", off, number)
             return
-        idx = v.offsets.index(off)
+        raw = v._offs  # the offsets alone (an int: one recipient), or with extras
+        idx = 0 if type(raw) is int else v.offsets.index(off)
         th = v.thread
         assert th is not None
-        status = rep.status
-        if v.state & V_KILLED or msg.flags & (M_REQUEUE | M_DROP):
+        vs = v._vs
+        if vs & V_KILLED or msg._s & (M_REQUEUE | M_DROP):
             if status in FINAL_STATUSES:
                 self._count(SENT_RCPTS)
             self._remove_rcpt(v, idx)
             return
-        v.attempts += 1
+        if (vs >> ATT_SHIFT) & ATT_MASK < ATT_MASK:  # attempts += 1, read once
+            v._vs = vs + (1 << ATT_SHIFT)
+        else:
+            v.attempts += 1  # out of range: the setter says so
         th.attempts += 1
-        v.notary = rep.notary or None
+        if notary or type(raw) is tuple:  # nothing to store when both are empty
+            v.notary = notary or None
         if status in FINAL_STATUSES:
             self._final(v, idx, status, rep)
         elif status in ("deferred", "deferback"):
-            if rep.message:
-                v.message = rep.message
+            if message:
+                v.message = message
             self._deferred(v, idx)
         elif status == "retryat":
-            when, text = parse_retryat(rep.message, self._now)
+            when, text = parse_retryat(message, self._now)
             if text:
                 v.message = text
             if when is None:  # T2 fix: no argument = deferred
@@ -107,7 +141,7 @@ class AgentLines(Feeding):
             th.retry_floor = max(th.retry_floor, when)
             self._to_finish(p)
         elif status == "deferall":
-            self._deferall(p, v, rep.message)
+            self._deferall(p, v, message)
         else:
             log.warning("Unknown diagnostic type ignored: %s", status)
 
@@ -115,7 +149,10 @@ class AgentLines(Feeding):
         msg = v.msg
         th = v.thread
         assert th is not None
-        notify, hdr, dsn = v.rcpt_extra(idx)
+        if type(v._offs) is tuple:  # per-recipient DSN data may differ
+            notify, hdr, dsn = v.rcpt_extra(idx)
+        else:
+            notify, hdr, dsn = DEFAULT_NOTIFY, msg.hdr, -1
         if status == "ok":
             if "SUCCESS" in notify:
                 self._append_diag(v, idx, hdr, dsn, rep.notary, rep.message)

@@ -8,6 +8,7 @@ reads a clock, a file or a pipe itself. ``proc`` numbers are assigned by the cor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scheduler.config.clauses import SchedulerConfig
@@ -16,6 +17,7 @@ from spool.controlfile import ControlFile
 __all__ = [
     "AgentExited",
     "AgentLine",
+    "AgentOutput",
     "AgentStartFailed",
     "AgentStarted",
     "ConfigChanged",
@@ -86,6 +88,15 @@ class AgentLine:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentOutput:
+    """Every complete line of one read from the TA's stdout, in order (the runner's
+    usual event: one per read, not one per line; each line as in :class:`AgentLine`)."""
+
+    proc: int
+    lines: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentExited:
     """EOF on the TA's stdout and the process reaped (negative = killed by signal)."""
 
@@ -117,6 +128,7 @@ Event = (
     | AgentStarted
     | AgentStartFailed
     | AgentLine
+    | AgentOutput
     | AgentExited
     | Tick
     | ConfigChanged

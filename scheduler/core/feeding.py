@@ -10,13 +10,19 @@ from scheduler.core.agenda import Agenda
 from scheduler.core.commands import WriteAgent
 from scheduler.core.expiry import Expiry
 from scheduler.core.model import (
+    FEED_SHIFT,
     FINISH,
+    HELD_SHIFT,
     IDLE,
     LARVA,
+    LIVE_MASK,
+    LIVE_SHIFT,
+    M_DONE,
     STUFF,
     V_EXPIRING,
     V_FED,
     V_UNFED,
+    WAIT_BITS,
     Proc,
     Thread,
     Vertex,
@@ -93,19 +99,20 @@ class Feeding(Expiry):
         withhost = th.group.clause.withhost
         parts: list[str] = []
         fed = 0
+        jobs = p.jobs
+        # v.state: -UNFED +FED, v.waiting_for = 0, v.lastfeed = now, in one write
+        keep = (1 << FEED_SHIFT) - 1 & ~(V_UNFED | WAIT_BITS)
+        fed_bits = V_FED | (now << FEED_SHIFT)
         while fed < count and th.unfed > 0:
             v = self._next_unfed(th)
             if v is None:
                 break
-            v.state = (v.state & ~V_UNFED) | V_FED
+            v._vs = (v._vs & keep) | fed_bits
             th.unfed -= 1
-            v.msg.held += 1
-            v.lastfeed = now
-            v.waiting_for = 0
-            p.jobs.append(v)
-            parts.append(
-                f"{v.msg.relpath}\n" if withhost else f"{v.msg.relpath}\t{host}\n"
-            )
+            msg = v.msg
+            msg._s += 1 << HELD_SHIFT  # held += 1
+            jobs.append(v)
+            parts.append(f"{msg.relpath}\n" if withhost else f"{msg.relpath}\t{host}\n")
             fed += 1
         if fed:
             p.feedtime = now
@@ -117,19 +124,23 @@ class Feeding(Expiry):
     def _job_done(self, v: Vertex) -> None:
         """A job was acknowledged (``#hungry``) or its TA died: the vertex is free again."""
         msg = v.msg
-        if v.state & V_FED:
-            v.state &= ~V_FED
+        vs = v._vs
+        if vs & V_FED:
+            vs &= ~V_FED
+            v._vs = vs
             msg.held -= 1
         if v.thread is not None:
-            if v.state & V_KILLED:
+            if vs & V_KILLED:
                 v.state &= ~V_KILLED
                 self._drop_vertex(v)
-            elif v.state & V_EXPIRING:
+            elif vs & V_EXPIRING:
                 v.state &= ~V_EXPIRING
                 self._expire_vertex(v)
-        v.state &= ~V_KILLED
-        if msg.live == 0:
-            self._maybe_complete(msg)
+        if v._vs & V_KILLED:
+            v.state &= ~V_KILLED
+        s = msg._s
+        if not (s >> LIVE_SHIFT) & LIVE_MASK and not s & M_DONE:
+            self._maybe_complete(msg)  # (once completed, a second call does nothing)
 
     def _on_hungry(self, p: Proc) -> None:
         p.hungertime = self._now

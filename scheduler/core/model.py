@@ -19,16 +19,23 @@ if TYPE_CHECKING:
     from scheduler.config.clauses import Clause
 
 __all__ = [
+    "ATT_MASK",
+    "ATT_SHIFT",
     "DEFAULT_NOTIFY",
+    "FEED_SHIFT",
     "FINISH",
+    "HELD_SHIFT",
     "IDLE",
     "LARVA",
+    "LIVE_MASK",
+    "LIVE_SHIFT",
     "M_PATHNUM",
     "STATE_NAMES",
     "STUFF",
     "V_EXPIRING",
     "V_FED",
     "V_UNFED",
+    "WAIT_BITS",
     "Group",
     "Message",
     "PlainVertex",
@@ -79,6 +86,14 @@ _ATT_MASK = (1 << 24) - 1
 _FEED_SHIFT = 30
 _BELOW_FEED = (1 << _FEED_SHIFT) - 1
 _prefixes: dict[str, str] = {}
+# The packed layouts for the core's hot paths (read ``_s``/``_vs`` once, not per field)
+LIVE_SHIFT = _LIVE_SHIFT
+LIVE_MASK = _LIVE_MASK
+HELD_SHIFT = _HELD_SHIFT
+ATT_SHIFT = _ATT_SHIFT
+ATT_MASK = _ATT_MASK
+FEED_SHIFT = _FEED_SHIFT
+WAIT_BITS = _WAIT_MASK << _WAIT_SHIFT
 
 
 def _intern_prefix(prefix: str) -> str:

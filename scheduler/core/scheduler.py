@@ -23,6 +23,7 @@ from scheduler.core.control import Control
 from scheduler.core.events import (
     AgentExited,
     AgentLine,
+    AgentOutput,
     AgentStarted,
     AgentStartFailed,
     ConfigChanged,
@@ -54,6 +55,7 @@ class Scheduler(Control, Sweeps):
             AgentStarted: self._on_started,
             AgentStartFailed: self._on_start_failed,
             AgentLine: self._on_line,
+            AgentOutput: self._on_output,
             AgentExited: self._on_exited,
             Tick: self._on_tick,
             ConfigChanged: self._on_config,

@@ -10,6 +10,7 @@ The decision logic is split by job into mixins layered on :class:`ModelState`:
 from __future__ import annotations
 
 import itertools
+from array import array
 import logging
 import random
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,8 @@ from scheduler.config.clauses import fallback_clause
 from scheduler.core.agenda import Agenda
 from scheduler.core.commands import Command, CompleteMessage, ReloadMessage, StatLog
 from scheduler.core.model import (
+    LIVE_MASK,
+    LIVE_SHIFT,
     M_DIAG,
     M_DONE,
     M_KILLED,
@@ -243,7 +246,10 @@ class ModelState:
     def _remove_rcpt(self, v: Vertex, index: int) -> None:
         th = v.thread
         assert th is not None
-        v.drop_index(index)
+        if type(v._offs) is int:  # the only recipient, no extras: nothing to shift
+            v._offs = array("i")
+        else:
+            v.drop_index(index)
         th.rcpts -= 1
         self.total_recipients -= 1
         self._count(STORED_RCPTS, -1)
@@ -267,19 +273,25 @@ class ModelState:
         v.thread = None
         th.jobs -= 1
         th.dead += 1
-        if v.state & V_UNFED:
+        vs = v._vs
+        if vs & V_UNFED:
             th.unfed -= 1
-            v.state &= ~V_UNFED
-        th.note_removed(v.msg.mtime)
+            v._vs = vs & ~V_UNFED
+        msg = v.msg
+        th.note_removed(msg.mtime)
         self.total_vertices -= 1
         self._count(STORED_VERTICES, -1)
         if th.dead > 32 and th.dead > th.jobs:
             th.compact()
-        msg = v.msg
-        msg.live -= 1
+        s = msg._s
+        if (s >> LIVE_SHIFT) & LIVE_MASK:  # live -= 1, read once
+            s -= 1 << LIVE_SHIFT
+            msg._s = s
+        else:
+            msg.live -= 1  # below zero: the setter says so
         if th.jobs == 0 and th.thrkids == 0:
             self._delete_thread(th)
-        if msg.live == 0:
+        if not (s >> LIVE_SHIFT) & LIVE_MASK:
             self._maybe_complete(msg)
 
     def _kill_vertex(self, v: Vertex) -> None:

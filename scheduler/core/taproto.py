@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "FINAL_STATUSES",
@@ -57,12 +58,12 @@ class Debug:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """``<id>/<offset>\\t<notary>\\t<status>[ <message>]``.
 
     ``status`` is kept even when it is not one of :data:`STATUSES` (the attempt still counts,
-    SCHED-REF 4.5 "other").
+    SCHED-REF 4.5 "other"). A named tuple: one is built per delivered recipient, and a
+    tuple is built (and unpacked) several times faster than a frozen dataclass.
     """
 
     number: int

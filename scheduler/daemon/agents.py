@@ -52,7 +52,8 @@ class AgentListener(Protocol):
 
     def agent_started(self, proc: int, pid: int) -> None: ...
     def agent_start_failed(self, proc: int, reason: str) -> None: ...
-    def agent_line(self, proc: int, line: str) -> None: ...
+    def agent_lines(self, proc: int, lines: list[str]) -> None:
+        """The complete lines of one read, in order (without their LFs)."""
     def agent_exited(self, proc: int, returncode: int) -> None: ...
 
 
@@ -84,7 +85,7 @@ class AgentPool:
     """Every TA subprocess of one daemon.
 
     ``start`` returns at once; the listener hears ``agent_started`` (or
-    ``agent_start_failed``), then ``agent_line`` per stdout line, then exactly one
+    ``agent_start_failed``), then ``agent_lines`` per read of stdout, then exactly one
     ``agent_exited`` after EOF on stdout and the process reaped.
     """
 
@@ -240,10 +241,14 @@ class AgentPool:
         )
 
     async def _reader(self, agent: _Agent) -> None:
+        """Split stdout into lines; every complete line of one read goes to the
+        listener in one ``agent_lines`` call (a TA answers a batch of jobs at once)."""
         assert agent.process is not None
         assert agent.process.stdout is not None
         stream = agent.process.stdout
         proc = agent.spec.proc
+        listener = self._listener
+        loop = asyncio.get_running_loop()
         pending = b""
         overlong = False
         while True:
@@ -253,26 +258,46 @@ class AgentPool:
                 break
             if not chunk:
                 break
-            agent.heard = asyncio.get_running_loop().time()
+            agent.heard = loop.time()
             pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                if raw.startswith(b"#hungry") and agent.owed:
-                    agent.owed -= 1  # one job (or #idle) answered
-                if overlong:
-                    overlong = False
-                    continue
-                self._listener.agent_line(proc, _decode(raw[:MAX_LINE]))
+            end = pending.rfind(b"\n")
+            if end < 0:
+                done = b""
+            else:
+                done, pending = pending[:end], pending[end + 1 :]
+            if done and not overlong and len(done) <= MAX_LINE:
+                # the usual read: whole lines, none overlong: decoded and split at once
+                text = _decode(done)
+                if agent.owed:  # one job (or #idle) answered per "#hungry..." line
+                    hungry = ("\n" + text).count("\n#hungry")
+                    agent.owed = max(0, agent.owed - hungry)
+                listener.agent_lines(proc, text.split("\n"))
+            elif done:
+                overlong = self._slow_lines(agent, done.split(b"\n"), overlong)
             if len(pending) > MAX_LINE:
                 if not overlong:
                     logger.warning(
                         "TA pid %d: line over %d bytes cut", agent.pid, MAX_LINE
                     )
-                    self._listener.agent_line(proc, _decode(pending[:MAX_LINE]))
+                    listener.agent_lines(proc, [_decode(pending[:MAX_LINE])])
                 overlong = True
                 pending = b""
         if pending and not overlong:
-            self._listener.agent_line(proc, _decode(pending))
+            listener.agent_lines(proc, [_decode(pending)])
+
+    def _slow_lines(self, agent: _Agent, raws: list[bytes], overlong: bool) -> bool:
+        """Lines one by one: a read that ends an overlong line or holds one."""
+        lines: list[str] = []
+        for raw in raws:
+            if raw.startswith(b"#hungry") and agent.owed:
+                agent.owed -= 1  # one job (or #idle) answered
+            if overlong:
+                overlong = False
+                continue
+            lines.append(_decode(raw[:MAX_LINE]))
+        if lines:
+            self._listener.agent_lines(agent.spec.proc, lines)
+        return overlong
 
     async def _writer(self, agent: _Agent) -> None:
         assert agent.process is not None

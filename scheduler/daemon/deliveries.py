@@ -21,6 +21,7 @@ from scheduler.core.commands import Command, StatLog
 from scheduler.core.events import (
     AgentExited,
     AgentLine,
+    AgentOutput,
     AgentStarted,
     AgentStartFailed,
     Event,
@@ -163,8 +164,12 @@ class DeliveryTap:
 
     def event(self, ev: Event) -> None:
         """Called with each event before the core handles it."""
-        if isinstance(ev, AgentLine):
-            self._line(ev)
+        if type(ev) is AgentOutput:
+            line = self._line
+            for text in ev.lines:
+                line(ev.proc, text)
+        elif isinstance(ev, AgentLine):
+            self._line(ev.proc, ev.line)
         elif isinstance(ev, AgentStarted | AgentExited | AgentStartFailed):
             p = self.core.proc(ev.proc)
             if p is None:
@@ -180,15 +185,14 @@ class DeliveryTap:
                     self._count("agent-failed", channel)
             self._emit(Delivery(self.clock(), kind, channel, host, detail=detail))
 
-    def _line(self, ev: AgentLine) -> None:
-        line = ev.line
+    def _line(self, proc: int, line: str) -> None:
         if not line or line[0] == "#":
             return
         # ``<id>/<offset> TAB <notary> TAB <status>[ <message>]``: the status alone first
         _, tab, rest = line.partition("\t")
         _, tab2, tail = rest.partition("\t")
         kind = _OUTCOME.get(tail.partition(" ")[0]) if tab and tab2 else None
-        p = self.core.proc(ev.proc) if kind is not None else None
+        p = self.core.proc(proc) if kind is not None else None
         if kind is None or p is None:
             return
         channel, host = _where(p)

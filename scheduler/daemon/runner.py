@@ -36,7 +36,7 @@ from scheduler.config.clauses import SchedulerConfig
 from scheduler.core import commands as cmd
 from scheduler.core.events import (
     AgentExited,
-    AgentLine,
+    AgentOutput,
     AgentStarted,
     AgentStartFailed,
     ConfigChanged,
@@ -186,8 +186,8 @@ class Runner:
     def agent_start_failed(self, proc: int, reason: str) -> None:
         self.post(AgentStartFailed(proc, reason))
 
-    def agent_line(self, proc: int, line: str) -> None:
-        self.post(AgentLine(proc, line))
+    def agent_lines(self, proc: int, lines: list[str]) -> None:
+        self.post(AgentOutput(proc, lines))
 
     def agent_exited(self, proc: int, returncode: int) -> None:
         self.post(AgentExited(proc, returncode))
@@ -526,6 +526,14 @@ class Runner:
     def _execute_one(self, c: cmd.Command) -> None:
         if isinstance(c, cmd.WriteAgent):
             self.agents.write(c.proc, c.data)
+        elif isinstance(c, cmd.CompleteMessage):
+            if self._unsaved.pop(c.relpath, None) is not None:
+                logger.error(
+                    "%s kept: a diagnostic could not be written; retried at a rescan",
+                    c.relpath,
+                )
+                return
+            self._complete(c)
         elif isinstance(c, cmd.StartAgent):
             self.agents.start(c)
         elif isinstance(c, cmd.RetireAgent):
@@ -540,14 +548,6 @@ class Runner:
             except OSError:
                 self._keep_pending(c.relpath, c.line)
                 raise
-        elif isinstance(c, cmd.CompleteMessage):
-            if self._unsaved.pop(c.relpath, None) is not None:
-                logger.error(
-                    "%s kept: a diagnostic could not be written; retried at a rescan",
-                    c.relpath,
-                )
-                return
-            self._complete(c)
         elif isinstance(c, cmd.RunDsnPass):
             self._dsn(c.relpath)
         elif isinstance(c, cmd.ReloadMessage):

@@ -41,6 +41,7 @@ class Recorder:
         self.events: list[tuple[str, int, object]] = []
         self.done: dict[int, asyncio.Event] = {}
         self.lines: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.reads: list[tuple[int, list[str]]] = []  # one entry per agent_lines call
 
     def _ev(self, proc: int) -> asyncio.Event:
         return self.done.setdefault(proc, asyncio.Event())
@@ -52,9 +53,11 @@ class Recorder:
         self.events.append(("failed", proc, reason))
         self._ev(proc).set()
 
-    def agent_line(self, proc: int, line: str) -> None:
-        self.events.append(("line", proc, line))
-        self.lines.put_nowait((proc, line))
+    def agent_lines(self, proc: int, lines: list[str]) -> None:
+        self.reads.append((proc, list(lines)))
+        for line in lines:
+            self.events.append(("line", proc, line))
+            self.lines.put_nowait((proc, line))
 
     def agent_exited(self, proc: int, returncode: int) -> None:
         self.events.append(("exited", proc, returncode))
