@@ -20,11 +20,13 @@ from scheduler.config.clauses import fallback_clause
 from scheduler.core.agenda import Agenda
 from scheduler.core.commands import Command, CompleteMessage, ReloadMessage, StatLog
 from scheduler.core.model import (
+    HELD_SHIFT,
     LIVE_MASK,
     LIVE_SHIFT,
     M_DIAG,
     M_DONE,
     M_KILLED,
+    M_PATHNUM,
     M_REQUEUE,
     V_FED,
     V_UNFED,
@@ -302,24 +304,34 @@ class ModelState:
             self._drop_vertex(v)
 
     def _maybe_complete(self, msg: Message) -> None:
-        if msg.live or msg.flags & M_DONE:
+        s = msg._s  # flags | live | held, read once (this runs per delivered message)
+        if (s >> LIVE_SHIFT) & LIVE_MASK or s & M_DONE:
             return
-        if msg.held and msg.flags & (M_KILLED | M_REQUEUE | M_DROP):
+        if s >> HELD_SHIFT and s & (M_KILLED | M_REQUEUE | M_DROP):
             return
-        msg.flags |= M_DONE
-        if self._messages.get(msg.number) is msg:
-            del self._messages[msg.number]
-        self._count(STORED_MSGS, -1)
-        self._marked.pop(msg, None)
-        if msg.flags & M_DROP:
+        msg._s = s | M_DONE
+        number = msg.number
+        messages = self._messages
+        if messages.get(number) is msg:
+            del messages[number]
+        if self._marked:
+            self._marked.pop(msg, None)
+        d = self._deltas
+        d[STORED_MSGS] = d.get(STORED_MSGS, 0) - 1
+        self._ndeltas += 1
+        if s & M_DROP:
             return
-        if msg.flags & M_REQUEUE:
+        if s & M_REQUEUE:
             self._out.append(ReloadMessage(msg.relpath))
             return
-        self._count(SENT_MSGS)
-        self._out.append(
-            CompleteMessage(msg.relpath, msg.mid, bool(msg.flags & M_DIAG))
-        )
+        d[SENT_MSGS] = d.get(SENT_MSGS, 0) + 1
+        self._ndeltas += 1
+        if s & M_PATHNUM:  # the relpath and mid from the number (msg.relpath, msg.mid)
+            mid = str(number)
+            relpath = msg._path + mid
+        else:
+            relpath, mid = msg.relpath, msg.mid
+        self._out.append(CompleteMessage(relpath, mid, bool(s & M_DIAG)))
 
     def _mark_diag(self, msg: Message) -> None:
         msg.flags |= M_DIAG

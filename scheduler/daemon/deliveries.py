@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -165,9 +165,7 @@ class DeliveryTap:
     def event(self, ev: Event) -> None:
         """Called with each event before the core handles it."""
         if type(ev) is AgentOutput:
-            line = self._line
-            for text in ev.lines:
-                line(ev.proc, text)
+            self._lines(ev.proc, ev.lines)
         elif isinstance(ev, AgentLine):
             self._line(ev.proc, ev.line)
         elif isinstance(ev, AgentStarted | AgentExited | AgentStartFailed):
@@ -184,6 +182,30 @@ class DeliveryTap:
                 if ev.returncode and not p.retiring:  # not asked to stop, yet failed
                     self._count("agent-failed", channel)
             self._emit(Delivery(self.clock(), kind, channel, host, detail=detail))
+
+    def _lines(self, proc: int, lines: Sequence[str]) -> None:
+        """One read of a TA: with no subscriber, only counted (the proc looked up once)."""
+        if self.hub.subscribers:
+            for line in lines:
+                self._line(proc, line)
+            return
+        channel = None
+        counts = self.counts
+        for line in lines:
+            if not line or line[0] == "#":
+                continue
+            _, tab, rest = line.partition("\t")
+            _, tab2, tail = rest.partition("\t")
+            kind = _OUTCOME.get(tail.partition(" ")[0]) if tab and tab2 else None
+            if kind is None:
+                continue
+            if channel is None:
+                p = self.core.proc(proc)
+                if p is None:
+                    return
+                channel = _where(p)[0]
+            key = (kind, channel)
+            counts[key] = counts.get(key, 0) + 1
 
     def _line(self, proc: int, line: str) -> None:
         if not line or line[0] == "#":
