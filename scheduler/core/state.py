@@ -10,9 +10,9 @@ The decision logic is split by job into mixins layered on :class:`ModelState`:
 from __future__ import annotations
 
 import itertools
-from array import array
 import logging
 import random
+from array import array
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 

@@ -54,6 +54,7 @@ class AgentListener(Protocol):
     def agent_start_failed(self, proc: int, reason: str) -> None: ...
     def agent_lines(self, proc: int, lines: list[str]) -> None:
         """The complete lines of one read, in order (without their LFs)."""
+
     def agent_exited(self, proc: int, returncode: int) -> None: ...
 
 

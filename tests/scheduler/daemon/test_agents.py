@@ -130,6 +130,37 @@ async def test_garbage_and_overlong_lines_are_delivered_as_lines(
 
 
 @pytest.mark.asyncio
+async def test_lines_of_one_write_come_in_one_call(tmp_path: Path) -> None:
+    """A TA that answers a batch of jobs with one write costs one listener call (and
+    one core event), not one per line; a character cut between two writes (and so
+    between two reads) is decoded whole, and a line cut between them comes once."""
+    body = (
+        "import os, sys, time\n"
+        "os.write(1, b'1/10\\t\\tok\\n#hungry\\n2/20\\t\\tok\\n#hungry\\n3/3')\n"
+        "time.sleep(0.2)\n"
+        "os.write(1, b'0\\t\\tok caf\\xc3')\n"
+        "time.sleep(0.2)\n"
+        "os.write(1, b'\\xa9\\n#hungry\\n')\n"
+    )
+    rec = Recorder()
+    pool = AgentPool(rec)
+    pool.start(AgentSpec(proc=4, argv=script(tmp_path, "batch", body)))
+    await rec.wait(4)
+    lines = [v for k, p, v in rec.events if k == "line"]
+    assert lines == [
+        "1/10\t\tok",
+        "#hungry",
+        "2/20\t\tok",
+        "#hungry",
+        "3/30\t\tok caf\u00e9",
+        "#hungry",
+    ]
+    assert rec.reads[0] == (4, lines[:4])  # the first write, whole
+    assert [r[1] for r in rec.reads[1:]] == [lines[4:]]
+    assert rec.exit_code(4) == 0
+
+
+@pytest.mark.asyncio
 async def test_agent_that_dies_at_once(tmp_path: Path) -> None:
     rec = Recorder()
     pool = AgentPool(rec)
