@@ -128,7 +128,11 @@ class AgentPool:
         if not agent.owed:
             agent.heard = asyncio.get_running_loop().time()
         agent.owed += data.count(b"\n")
-        agent.outbox.put_nowait(data)
+        stdin = agent.process.stdin if agent.process is not None else None
+        if stdin is not None and agent.outbox.empty() and not stdin.is_closing():
+            stdin.write(data)  # at once: the TA has its jobs before the next loop turn
+        else:  # not started yet, or the writer task has data queued before this
+            agent.outbox.put_nowait(data)
 
     def retire(self, proc: int, kill_after: float = 0.0) -> None:
         """Write ``\\n``, close stdin; with ``kill_after`` > 0, TERM then KILL later."""

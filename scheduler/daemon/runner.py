@@ -187,7 +187,16 @@ class Runner:
         self.post(AgentStartFailed(proc, reason))
 
     def agent_lines(self, proc: int, lines: list[str]) -> None:
-        self.post(AgentOutput(proc, lines))
+        """One read of a TA, handled at once when no event waits before it (its
+        answers, the next jobs, go out in the same loop turn)."""
+        event = AgentOutput(proc, lines)
+        if self._events or self._stopping:
+            self.post(event)
+            return
+        if self.tap is not None:
+            self.tap.event(event)
+        self.execute(self.core.handle(event, self.clock()))
+        self._wake.set()  # the loop recomputes its next wakeup
 
     def agent_exited(self, proc: int, returncode: int) -> None:
         self.post(AgentExited(proc, returncode))
