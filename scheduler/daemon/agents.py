@@ -76,10 +76,45 @@ class _Agent:
         self.owed = 0  # lines written (jobs, #idle) not yet answered by "#hungry"
         self.heard = 0.0  # loop time of the last write to it or byte from it
         self.timed_out = False
+        self.pending = b""  # stdout after its last LF
+        self.overlong = False  # the rest of a line cut at MAX_LINE is being dropped
 
     @property
     def pid(self) -> int:
         return self.process.pid if self.process else 0
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The TA's stdout goes straight to the pool as it is read (no StreamReader and
+    no reader-task turn in between); stdin and stderr as in ``create_subprocess_exec``.
+    What arrives before the pool listens (``on_data`` set) is kept for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=_READ_CHUNK, loop=loop)
+        self.on_data: Callable[[bytes], None] | None = None
+        self.early: list[bytes] = []
+        self.stdout_closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd != 1:
+            super().pipe_data_received(fd, data)
+            return
+        raw = data if isinstance(data, bytes) else data.encode()  # (always bytes)
+        if self.on_data is None:
+            self.early.append(raw)
+        else:
+            self.on_data(raw)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and not self.stdout_closed.done():
+            self.stdout_closed.set_result(None)
+        super().pipe_connection_lost(fd, exc)
+
+    def listen(self, on_data: Callable[[bytes], None]) -> None:
+        early, self.early = self.early, []
+        self.on_data = on_data
+        for data in early:
+            on_data(data)
 
 
 class AgentPool:
@@ -173,7 +208,7 @@ class AgentPool:
     async def _run(self, agent: _Agent) -> None:
         spec = agent.spec
         try:
-            process = await self._create(spec)
+            process, protocol = await self._create(spec)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._agents.pop(spec.proc, None)
             reason = f"{type(exc).__name__}: {exc}"
@@ -194,7 +229,9 @@ class AgentPool:
         stderr = asyncio.ensure_future(self._stderr(agent))
         watchdog = asyncio.ensure_future(self._watchdog(agent))
         try:
-            await self._reader(agent)
+            protocol.listen(lambda data: self._stdout(agent, data))
+            await protocol.stdout_closed
+            self._stdout_eof(agent)
             returncode = await process.wait()
         finally:
             for task in (writer, watchdog):
@@ -217,7 +254,9 @@ class AgentPool:
             )
         self._listener.agent_exited(spec.proc, returncode)
 
-    async def _create(self, spec: AgentSpec) -> asyncio.subprocess.Process:
+    async def _create(
+        self, spec: AgentSpec
+    ) -> tuple[asyncio.subprocess.Process, _Protocol]:
         argv = spec.argv
         if not argv:
             raise ValueError("empty command")
@@ -234,7 +273,10 @@ class AgentPool:
         kwargs["preexec_fn"] = dies_with_parent(
             then=_nicer(spec.nice) if spec.nice else None
         )
-        return await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        # asyncio.create_subprocess_exec, with stdout read by _Protocol
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(loop),
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -244,51 +286,43 @@ class AgentPool:
             start_new_session=True,
             **kwargs,  # type: ignore[arg-type]
         )
+        return asyncio.subprocess.Process(transport, protocol, loop), protocol
 
-    async def _reader(self, agent: _Agent) -> None:
-        """Split stdout into lines; every complete line of one read goes to the
-        listener in one ``agent_lines`` call (a TA answers a batch of jobs at once)."""
-        assert agent.process is not None
-        assert agent.process.stdout is not None
-        stream = agent.process.stdout
+    def _stdout(self, agent: _Agent, chunk: bytes) -> None:
+        """Split stdout into lines as it is read; every complete line of one read goes
+        to the listener in one ``agent_lines`` call (a TA answers a batch of jobs at
+        once)."""
+        if not chunk:
+            return
+        agent.heard = asyncio.get_running_loop().time()
+        pending = agent.pending + chunk
+        end = pending.rfind(b"\n")
+        if end < 0:
+            done = b""
+        else:
+            done, pending = pending[:end], pending[end + 1 :]
         proc = agent.spec.proc
-        listener = self._listener
-        loop = asyncio.get_running_loop()
-        pending = b""
-        overlong = False
-        while True:
-            try:
-                chunk = await stream.read(_READ_CHUNK)
-            except OSError:
-                break
-            if not chunk:
-                break
-            agent.heard = loop.time()
-            pending += chunk
-            end = pending.rfind(b"\n")
-            if end < 0:
-                done = b""
-            else:
-                done, pending = pending[:end], pending[end + 1 :]
-            if done and not overlong and len(done) <= MAX_LINE:
-                # the usual read: whole lines, none overlong: decoded and split at once
-                text = _decode(done)
-                if agent.owed:  # one job (or #idle) answered per "#hungry..." line
-                    hungry = ("\n" + text).count("\n#hungry")
-                    agent.owed = max(0, agent.owed - hungry)
-                listener.agent_lines(proc, text.split("\n"))
-            elif done:
-                overlong = self._slow_lines(agent, done.split(b"\n"), overlong)
-            if len(pending) > MAX_LINE:
-                if not overlong:
-                    logger.warning(
-                        "TA pid %d: line over %d bytes cut", agent.pid, MAX_LINE
-                    )
-                    listener.agent_lines(proc, [_decode(pending[:MAX_LINE])])
-                overlong = True
-                pending = b""
-        if pending and not overlong:
-            listener.agent_lines(proc, [_decode(pending)])
+        if done and not agent.overlong and len(done) <= MAX_LINE:
+            # the usual read: whole lines, none overlong: decoded and split at once
+            text = _decode(done)
+            if agent.owed:  # one job (or #idle) answered per "#hungry..." line
+                hungry = ("\n" + text).count("\n#hungry")
+                agent.owed = max(0, agent.owed - hungry)
+            self._listener.agent_lines(proc, text.split("\n"))
+        elif done:
+            agent.overlong = self._slow_lines(agent, done.split(b"\n"), agent.overlong)
+        if len(pending) > MAX_LINE:
+            if not agent.overlong:
+                logger.warning("TA pid %d: line over %d bytes cut", agent.pid, MAX_LINE)
+                self._listener.agent_lines(proc, [_decode(pending[:MAX_LINE])])
+            agent.overlong = True
+            pending = b""
+        agent.pending = pending
+
+    def _stdout_eof(self, agent: _Agent) -> None:
+        pending, agent.pending = agent.pending, b""
+        if pending and not agent.overlong:
+            self._listener.agent_lines(agent.spec.proc, [_decode(pending)])
 
     def _slow_lines(self, agent: _Agent, raws: list[bytes], overlong: bool) -> bool:
         """Lines one by one: a read that ends an overlong line or holds one."""
