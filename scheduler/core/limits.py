@@ -37,6 +37,8 @@ class Limits(Feeding):
             return False
         if self.frozen:  # ZMailer -F: thread_start() returns before it sets pend=
             return False
+        if self.hold_starts:  # the startup load is running: started by a later Tick
+            return False
         th.pending = ""
         if th.thrkids >= c.maxthr or (th.thrkids and th.thrkids >= th.unfed):
             return False

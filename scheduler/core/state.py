@@ -97,6 +97,9 @@ class ModelState:
         self._ndeltas = 0
         self.start_time = start_time
         self.frozen = frozen
+        # The runner's startup load: threads are queued, not started, until it is done
+        # (or a bound has passed); the next Tick starts the due ones (as ZMailer -S).
+        self.hold_starts = False
         self.retry_mode = retry_mode
         self._zenv = dict(zenv)
         self._rng = rng if rng is not None else random.Random()

@@ -71,6 +71,8 @@ SYSTEM_REFRESH: Final = 30.0
 MIN_SLEEP: Final = 0.01
 BULK_BUDGET: Final = 0.005
 BULK_TURNS: Final = 4  # loop turns after each bulk load pass (a query needs about 8)
+STARTUP_HOLD: Final = 1.0
+"""Seconds at most that the startup load in workers holds thread starts back."""
 
 
 class Core(Protocol):
@@ -124,6 +126,7 @@ class Runner:
         load_workers: int | None = None,
         worker_min_files: int = MIN_FILES,
         agent_timeout: float = 0.0,
+        startup_hold: float = STARTUP_HOLD,
     ) -> None:
         self.core = core
         self.po = po
@@ -159,6 +162,8 @@ class Runner:
         self._worker_min = worker_min_files
         self._workers: LoadWorkers | None = None
         self._worker_item: Item | None = None  # taken from the workers, not fed yet
+        self._startup_hold = startup_hold
+        self._hold_until = 0.0  # monotonic end of the startup hold (0: not holding)
         self._first_scan = True
         self._stats_flag()
         self._transport = os.fspath(po.transport) + "/"
@@ -283,6 +288,7 @@ class Runner:
         if self._workers is not None:
             self._workers.close()
             self._workers = None
+        self._holding()  # ends the startup hold
         self.execute(self.core.handle(ShutdownRequested(), self.clock()))
         await self.agents.shutdown(grace)
         self._drain_events()
@@ -361,6 +367,7 @@ class Runner:
             workers=self._load_workers,
             on_ready=self._wake.set,
         )
+        self._hold()
         return True
 
     def _worker_ready(self) -> bool:
@@ -499,7 +506,27 @@ class Runner:
             self._frozen = False
             gc.unfreeze()
 
+    def _hold(self) -> None:
+        """Hold thread starts back while the load workers run (at most
+        ``startup_hold`` s), as ZMailer's -S: the queue loads in bulk passes (the
+        collector off, no TA to serve meanwhile) and delivery starts on all of it."""
+        if self._startup_hold > 0 and hasattr(self.core, "hold_starts"):
+            self.core.hold_starts = True
+            self._hold_until = time.monotonic() + self._startup_hold
+
+    def _holding(self) -> bool:
+        """True while the startup hold lasts; its end lets the next Tick start threads."""
+        if not self._hold_until:
+            return False
+        if self._workers is not None and time.monotonic() < self._hold_until:
+            return True
+        self._hold_until = 0.0
+        self.core.hold_starts = False  # type: ignore[attr-defined]
+        return False
+
     def _tick_if_due(self) -> bool:
+        if self._holding():
+            return False
         wakeup = self.core.next_wakeup()
         now = self.clock()
         if wakeup is None or wakeup > now:

@@ -241,3 +241,88 @@ async def test_a_file_loaded_meanwhile_is_not_loaded_again_from_a_worker(
         await task
         await runner.shutdown(1.0)
         counters.close()
+
+
+DELIVER_CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20
+smtp/*\tcommand="/nonexistent/ta"
+"""
+
+
+async def held_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float, open_gate: bool
+) -> tuple[list[str], Runner]:
+    """Start a runner on plain files (their items gated); record the kinds of the
+    core's commands and events until a TA start is asked for (or 3 s pass)."""
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 6)
+    gate = asyncio.Event()
+    original = LoadWorkers.next_item
+
+    def gated(self: LoadWorkers) -> Any:
+        return original(self) if gate.is_set() else None
+
+    monkeypatch.setattr(LoadWorkers, "next_item", gated)
+    (tmp_path / "conf").write_text(DELIVER_CONF)
+    counters = Counters.open(None)
+    core = Scheduler(
+        load_config(str(tmp_path / "conf"), {}), counters, start_time=int(time.time())
+    )
+    seen: list[str] = []
+    handle = core.handle
+
+    def recording(event: Event, now: float) -> list[Command]:
+        out = handle(event, now)
+        seen.append(type(event).__name__)
+        seen.extend(type(c).__name__ for c in out)
+        return out
+
+    core.handle = recording  # type: ignore[method-assign]
+    runner = Runner(
+        core, po, hash_levels=1, counters=counters, worker_min_files=1,
+        startup_hold=hold,
+    )  # fmt: skip
+    runner.notify(made[0])  # loaded in-process while the workers run
+    task = asyncio.create_task(runner.run())
+    try:
+        deadline = time.monotonic() + 30
+        while "MessageLoaded" not in seen or not workers_done(runner):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        if hold > 10:  # (a short hold may already be over here)
+            assert "StartAgent" not in seen  # held: loaded, yet no thread started
+        if open_gate:
+            gate.set()
+        end = time.monotonic() + 3
+        while "StartAgent" not in seen:
+            if time.monotonic() > end:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        gate.set()
+        runner.stop()
+        await task
+        await runner.shutdown(1.0)
+        counters.close()
+    return seen, runner
+
+
+@pytest.mark.asyncio
+async def test_thread_starts_wait_for_the_startup_load_in_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ZMailer -S: delivery starts once the workers' load is in, on all of it."""
+    seen, runner = await held_starts(tmp_path, monkeypatch, 30.0, open_gate=True)
+    first_start = seen.index("StartAgent")
+    assert seen.count("MessageLoaded") == 6
+    assert "MessageLoaded" not in seen[first_start:]  # every file loaded first
+    assert not runner.core.hold_starts  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_the_startup_hold_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers still busy after ``startup_hold`` s: threads start anyway."""
+    seen, _ = await held_starts(tmp_path, monkeypatch, 0.3, open_gate=False)
+    assert "StartAgent" in seen
+    assert seen.count("MessageLoaded") == 1  # the in-process one; the rest gated
