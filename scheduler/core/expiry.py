@@ -21,7 +21,7 @@ class Expiry(ModelState):
         if self.retry_mode == "zmailer":
             self._zm_reschedule(th, -1, v.attempts)
         else:
-            th.wakeup, th.retryindex = self._fixed_reschedule(th)
+            th.wakeup, th.retryindex = self._fixed_deferred(th)
         e = v.expiry
         if e and v.attempts > 0 and e <= th.wakeup:  # S21 keep: against the next wakeup
             self._expire_rcpt(v, idx)
@@ -31,16 +31,23 @@ class Expiry(ModelState):
                 else:
                     self._expire_vertex(v)
 
-    def _fixed_reschedule(self, th: Thread) -> tuple[int, int]:
-        """Retry mode ``fixed``: the next ``(wakeup, retryindex)`` of ``th``; the first
-        one after an ETRN counts from its zero wakeup, as ZMailer (issue 12 item 9)."""
+    def _fixed_deferred(self, th: Thread) -> tuple[int, int]:
+        """Retry mode ``fixed``, a per-recipient deferral: the next ``(wakeup,
+        retryindex)`` of ``th``. A zero wakeup (a fresh thread, or one an ETRN zeroed)
+        lands where ZMailer's does (:func:`retry.zero_deferred`, issue 12)."""
         c = th.group.clause
-        now = self._now
-        if th.etrn_zero and th.wakeup <= now:
-            th.etrn_zero = False
-            return retry.from_zero(th.retryindex, now, c.interval, c.retries, self._rng)
+        if th.wakeup == 0:
+            return retry.zero_deferred(
+                th.retryindex, self._now, c.interval, c.retries, self._rng
+            )
         return retry.fixed_reschedule(
-            th.wakeup, th.retryindex, now, c.interval, c.skew, c.retries, self._rng
+            th.wakeup,
+            th.retryindex,
+            self._now,
+            c.interval,
+            c.skew,
+            c.retries,
+            self._rng,
         )
 
     def _zm_reschedule(self, th: Thread, factor: int, attempts: int) -> None:
@@ -107,8 +114,10 @@ class Expiry(ModelState):
                 th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
             )
         else:
-            # the last TA left: the same rule as a deferral (one step, no S18)
-            w, ri = self._fixed_reschedule(th)
+            # the last TA left: ZMailer's thread_reschedule() without S18 (one step)
+            w, ri = retry.thread_advance(
+                th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
+            )
             advanced = True
         if th.retry_floor > w:
             w = th.retry_floor

@@ -537,7 +537,6 @@ class _ThreadRun:
         "alive",
         "attempts",
         "dead",
-        "etrn_zero",
         "feedptr",
         "oldest_dirty",
         "proclist",
@@ -553,7 +552,6 @@ class _ThreadRun:
         self.proclist: list[Proc] = []
         self.attempts = 0
         self.dead = 0
-        self.etrn_zero = False
         self.feedptr = 0
         self.retry_floor = 0
         self.retryindex = 0
@@ -651,21 +649,6 @@ class Thread:
                 return
             r = _run(self)
         r.feedptr = value
-
-    @property
-    def etrn_zero(self) -> bool:
-        """An ETRN zeroed the wakeup and no reschedule has advanced it since."""
-        r = self._r
-        return False if r is None else r.etrn_zero
-
-    @etrn_zero.setter
-    def etrn_zero(self, value: bool) -> None:
-        r = self._r
-        if r is None:
-            if not value:
-                return
-            r = _run(self)
-        r.etrn_zero = value
 
     @property
     def retry_floor(self) -> int:

@@ -77,8 +77,7 @@ class Operations(Limits, AgentLines):
         started = 0
         for th in found:
             if th.alive and th.thrkids == 0:
-                th.wakeup = 0
-                th.etrn_zero = True  # the next reschedule counts from 0 (issue 12 #9)
+                th.wakeup = 0  # the next reschedule counts from 0 (issue 12 #9)
                 if self._start_thread(th, etrn=True):
                     started += 1
         return started

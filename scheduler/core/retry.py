@@ -2,10 +2,13 @@
 
 Two algorithms:
 
-* ``fixed`` (default): the evident intent of ZMailer's code, SCHED-REF 4.6.6. The first
-  deferral of a run decides the next wakeup; later deferrals of the same run find the wakeup
-  in the future and change nothing. The skew adjustment and the random restart at the end of
-  the ``retries`` list are kept.
+* ``fixed`` (default): ZMailer's arithmetic where it gives a time ahead of now, with S17
+  fixed (SCHED-REF 4.6.6; S18 is kept since issue 12). The first deferral of a run decides the next wakeup;
+  later deferrals of the same run find the wakeup in the future and change nothing. A
+  per-recipient deferral adds the skew adjustment (``reschedule()``), an agent leaving the
+  thread or ``deferall`` does not (``thread_reschedule()``); from a zero wakeup (a fresh
+  thread, or after ETRN) both land where ZMailer's do (:func:`thread_advance`,
+  :func:`zero_deferred`). The random restart at the end of the ``retries`` list is kept.
 * ``zmailer``: the literal algorithm of SCHED-REF Appendix A, bugs S17 and S18 included, for
   sites that want ``W=`` values identical to ZMailer's.
 
@@ -20,9 +23,10 @@ from collections.abc import Sequence
 __all__ = [
     "c_div",
     "fixed_reschedule",
-    "from_zero",
     "pick_index",
     "skew_adjust",
+    "thread_advance",
+    "zero_deferred",
     "zm_reschedule",
     "zm_thread_reschedule",
 ]
@@ -85,25 +89,55 @@ def fixed_reschedule(
     return _advance(wakeup, now, interval, skew, retries, retryindex, rng)
 
 
-def from_zero(
+def thread_advance(
+    wakeup: int,
     retryindex: int,
     now: int,
     interval: int,
     retries: Sequence[int],
     rng: random.Random,
 ) -> tuple[int, int]:
-    """The first reschedule after an ETRN, which zeroed the wakeup (issue 12 item 9).
+    """The reschedule when an agent leaves a thread (or reports ``deferall``), as
+    ZMailer's ``thread_reschedule()``: a wakeup in the future is kept; else
+    ``wakeup + r[i] * interval`` (no skew), moved forward by whole intervals past now.
+    The index advances by two, as ZMailer's (S18: clients see the ``W=`` it gives, so it
+    is kept; the retries used are ``r[0], r[2], r[4], ...``).
 
-    As ZMailer's ``thread_reschedule()`` from that zero: ``0 + r[i] * interval``, moved
-    forward by whole intervals past now, i.e. the next multiple of ``interval`` after
-    now (not ``now + r[i] * interval``). The index advances by one (S18 stays fixed).
+    From a zero wakeup (a fresh thread, or one an ETRN zeroed) this is the next interval
+    boundary after now, not ``now + r[i] * interval`` (issue 12 item 9 and work item 1).
+    """
+    if wakeup > now or not retries:
+        return wakeup, retryindex
+    i = pick_index(retryindex, len(retries), rng)
+    w = wakeup + retries[i] * interval
+    if w < now:
+        w += ((now - w) // interval + 1) * interval
+    return w, i + 2
+
+
+def zero_deferred(
+    retryindex: int,
+    now: int,
+    interval: int,
+    retries: Sequence[int],
+    rng: random.Random,
+) -> tuple[int, int]:
+    """A per-recipient ``deferred`` on a thread whose wakeup is zero (fresh, or an ETRN
+    zeroed it), as ZMailer's ``reschedule()`` computes it: ``r[i] * interval`` (the skew
+    of 0 is 0), and since that lies in the past, S17's assignment gives
+    ``((now - w) // interval + 1) * interval + 10``: 10 s after the interval boundary
+    ``r[i] - 1`` intervals before the next one. With ``r[i] == 1`` that is 10 s after the
+    current minute's boundary: ahead of now early in the interval (the thread retries
+    then), behind it later (the reschedule when the agent leaves then moves it on by
+    whole intervals: the next boundary + 10 s). Recorded from the real scheduler,
+    ``tests/scheduler/core/fixtures/first_deferral/``.
     """
     if not retries:
         return 0, retryindex
     i = pick_index(retryindex, len(retries), rng)
     w = retries[i] * interval
     if w < now:
-        w += ((now - w) // interval + 1) * interval
+        w = ((now - w) // interval + 1) * interval + 10
     return w, i + 1
 
 

@@ -390,14 +390,17 @@ def test_deferral_sets_message_wakeup_and_attempts() -> None:
     )
     (v,) = list(th.vertices())
     assert (v.attempts, th.attempts, v.message) == (1, 1, "no route\rline2")
-    assert th.wakeup == START + 60 + 0  # START % 60 == 0: no skew adjustment
+    # a fresh thread (wakeup 0): as ZMailer's reschedule(), 10 s after the boundary
+    # r[0] - 1 = 0 intervals before the next one; START is on a boundary, so that is
+    # 10 s ahead (fixtures/first_deferral/real-p03.txt: W=7s after a run at :03)
+    assert th.wakeup == START + 10
     assert pb.writes(pb.hungry(proc)) == ["#idle\n"]
     pb.hungry(proc)
-    assert th.wakeup == START + 60  # the run's first deferral decided
+    assert th.wakeup == START + 10  # the run's first deferral decided
     assert pb.sched.next_wakeup() == START  # the first sweeps
     pb.tick()
-    assert pb.sched.next_wakeup() == START + 60
-    pb.at(START + 60)
+    assert pb.sched.next_wakeup() == START + 10
+    pb.at(START + 10)
     cmds = pb.tick()
     assert pb.starts(cmds) == []  # the idle TA is reused and fed at once
     assert pb.jobs(cmds) == ["A/1\th.example"]
@@ -413,7 +416,8 @@ def test_arrival_during_backoff_starts_the_thread_without_moving_wakeup() -> Non
     th = pb.sched.find_thread("smtp", "h.example")
     assert th is not None
     w = th.wakeup
-    pb.advance(20)
+    assert w == START + 10  # a fresh thread's first deferral early in a minute
+    pb.advance(5)  # still in the backoff
     cmds = pb.load("A/2", [("smtp", "h.example", "v@h.example")])
     assert sorted(pb.jobs(cmds)) == ["A/1\th.example"] or len(pb.jobs(cmds)) == 1
     pb.hungry(proc)
@@ -450,7 +454,7 @@ def test_retryat_without_argument_is_a_deferral() -> None:
     pb.line(proc, f"1/{rcpt_offset(pb, 1)}\t\tretryat")
     th = pb.sched.find_thread("smtp", "h.example")
     assert th is not None
-    assert th.wakeup == START + 60
+    assert th.wakeup == START + 10  # as a fresh thread's first "deferred"
 
 
 def test_deferall_counts_one_thread_attempt_and_marks_the_rest() -> None:
@@ -585,7 +589,7 @@ def test_shutdown_retires_every_ta_and_starts_nothing() -> None:
 def test_expiry_on_deferral_expires_the_whole_vertex() -> None:
     """S20/S21/S23: checked against the next wakeup; all recipients of the vertex go."""
     pb = pb_()
-    old = START - 5 * 86400 + 30
+    old = START - 5 * 86400 + 5  # expires between now and the next wakeup (START + 10)
     cmds = pb.load("A/1", [("smtp", "h", "a@h"), ("smtp", "h", "b@h")], mtime=old)
     (start,) = pb.starts(cmds)
     pb.started(start.proc)

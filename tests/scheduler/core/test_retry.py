@@ -151,18 +151,59 @@ def test_core_in_zmailer_mode_reproduces_the_trace() -> None:
 @pytest.mark.parametrize(
     ("now", "interval", "retries", "expected"),
     [
-        (1796582869, 3600, (12,), (1796583600, 1)),  # recorded: W=728s
-        (1796582869, 60, (1, 1, 2), (1796582880, 1)),  # recorded: W=11s at the ETRN
-        (1796583600, 3600, (12,), (1796587200, 1)),  # on a boundary: the next one
-        (100, 60, (5,), (300, 1)),  # r[i]*interval still ahead: kept
+        (1796582869, 3600, (12,), (1796583600, 2)),  # recorded: W=728s
+        (1796582869, 60, (1, 1, 2), (1796582880, 2)),  # recorded: W=11s at the ETRN
+        (1796583600, 3600, (12,), (1796587200, 2)),  # on a boundary: the next one
+        (100, 60, (5,), (300, 2)),  # r[i]*interval still ahead: kept
     ],
 )
-def test_from_zero_is_zmailers_thread_reschedule_from_a_zero_wakeup(
+def test_thread_advance_from_zero_is_the_next_boundary(
     now: int, interval: int, retries: tuple[int, ...], expected: tuple[int, int]
 ) -> None:
-    """Issue 12 item 9: the first reschedule after an ETRN, as zm_thread_reschedule
-    from wakeup 0 (but the index advances by one, S18 fixed)."""
+    """Issue 12 item 9: the first reschedule after an ETRN (or of a fresh thread)."""
     rng = random.Random(0)
-    assert retry.from_zero(0, now, interval, retries, rng) == expected
-    zm = retry.zm_thread_reschedule(0, 0, now, interval, retries, random.Random(0))
-    assert zm[0] == expected[0]
+    assert retry.thread_advance(0, 0, now, interval, retries, rng) == expected
+
+
+@pytest.mark.parametrize(
+    ("wakeup", "now", "expected"),
+    [
+        (0, 1796586792, (1796586840, 3)),  # a fresh thread: the next boundary
+        (1796586790, 1796586792, (1796586850, 3)),  # recorded: the next boundary + 10
+        (1796586850, 1796586848, (1796586850, 1)),  # ahead: kept
+        (
+            1796586780,
+            1796586840,
+            (1796586840, 3),
+        ),  # exactly now: not moved (as ZMailer)
+        (1796586787, 1796586900, (1796586907, 3)),  # no skew: the offset is kept
+        (1796586840, 1796586901, (1796586960, 3)),  # S18 kept: r[1], index 1 -> 3
+    ],
+)
+def test_thread_advance_is_zmailers_thread_reschedule(
+    wakeup: int, now: int, expected: tuple[int, int]
+) -> None:
+    got = retry.thread_advance(wakeup, 1, now, 60, R6, random.Random(0))
+    assert got == expected
+    zm = retry.zm_thread_reschedule(wakeup, 1, now, 60, R6, random.Random(0))
+    assert zm[:2] == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "retries", "expected"),
+    [
+        (1796586903, (1, 1, 2), (1796586910, 1)),  # recorded at :03: W=7s
+        (1796586792, (1, 1, 2), (1796586790, 1)),  # recorded at :12: behind now
+        (1796586840, (1, 1, 2), (1796586850, 1)),  # on the boundary: 10 s ahead
+        (1796586792, (0, 1), (1796586850, 1)),  # r[0] = 0: the next boundary + 10
+        (1796586792, (3,), (1796586670, 1)),  # r[0] = 3: two boundaries back + 10
+    ],
+)
+def test_zero_deferred_is_zmailers_reschedule_from_a_zero_wakeup(
+    now: int, retries: tuple[int, ...], expected: tuple[int, int]
+) -> None:
+    """Work item 1 of issue 12: a per-recipient ``deferred`` on a fresh thread, as
+    ZMailer's reschedule() (S17 included: it lands 10 s after a boundary)."""
+    assert retry.zero_deferred(0, now, 60, retries, random.Random(0)) == expected
+    zm = retry.zm_reschedule(0, 0, now, 60, 5, retries, -1, 1, random.Random(0))
+    assert zm[:2] == expected
