@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[2]
 SMTP_TA = f"{ZM}/bin/ta/smtp -s -x -h zmtest.invalid -F [127.0.0.1]"
 LIVE_CONF = """\
 */*\tinterval=1m idlemax=4m expiry=3d expiry2=1d
-\tretries="1 1 2 3 5 8 13 21 34" maxchannel=0 maxring=20 overfeed=150
+\tretries="1 1 2 3 5 8 13 21 34" maxchannel=0 maxring=20 overfeed=150 ageorder
 smtpdown/*\tcommand="@SMTP@ -c $channel -p 9"
 smtp/*\tcommand="@SMTP@ -p @PORT@"
 """
@@ -235,7 +235,8 @@ def _remaining(po: Path) -> list[str]:
                     out.append(f"{p.name} r{line[1]} {quad}")
                 elif line.startswith("d"):
                     line = re.sub(r"::\d+\t", "::T\t", line)
-                    line = re.sub(r"\|\d+\]", "|PORT]", line)
+                    line = re.sub(r"\|\d+", "|N", line)
+                    line = re.sub(r"\[\d+\]", "[PID]", line)
                     out.append(f"{p.name} {line!r}")
     return sorted(out)
 
@@ -355,7 +356,8 @@ LIVE_NOTIFY = ["", "", "NOTIFY=FAILURE ", "NOTIFY=NEVER ", "NOTIFY=SUCCESS,FAILU
 def live_spool(seed: int, now: float) -> dict[str, tuple[bytes, float]]:
     """Seed ``seed``'s live spool: 3-8 messages, 1-4 recipients each, on the sink's
     domains (accept, 450, 550, closed port), some lines already done, various NOTIFY,
-    ages from 30 s to a day.
+    ages from 30 s to a day (all different: the clauses say ``ageorder``, so both feed
+    a thread's messages oldest first, where without it ZMailer shuffles them).
 
     The real scheduler segfaults writing any report (``scnotaryreport``, a documented
     Fix), so no message may complete with a report due: a message with a recipient that
@@ -452,6 +454,10 @@ def sweep(seeds: list[int], keep: Path | None = None) -> int:
 
     total = 0
     for seed in seeds:
+        # start between :10 and :40 of a minute: the first runs are over and nothing is
+        # due again (the next boundary, + 10 s) when the replies are read
+        while not 10 <= time.time() % 60 <= 40:
+            time.sleep(0.5)
         work = Path(tempfile.mkdtemp(prefix=f"live-{seed}-"))
         res = run_live(live_spool(seed, time.time()), work)
         found = diff_live(res["real"], res["ours"]) + times(res["real"], res["ours"])
