@@ -26,7 +26,7 @@ from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
 from spool import store
 from spool.controlfile import ControlFile, parse
 from spool.errors import SpoolError
-from spool.ids import message_number
+from spool.ids import hash_prefix, message_number, parse_spool_id
 from spool.layout import Postoffice
 from spool.scan import hash_into_place, scan
 
@@ -266,6 +266,8 @@ class Loader:
             self._check(control)
             relpath = self._hash(relpath, control)
             mtime, mtime_ns = self._message_time(relpath, control)
+            if control.obsoletes:
+                self._owner_check(relpath, control)
         except FileNotFoundError:
             logger.debug("%s vanished before loading", relpath)
             return None
@@ -389,6 +391,35 @@ class Loader:
             raise _Reject(f"message file queue/{name} is not a regular file")
         ns = st.st_mtime_ns
         return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def _owner(self, name: str) -> int:
+        try:
+            return os.stat(self._queue + name).st_uid
+        except OSError:
+            return -9  # as ZMailer's ctlowner(): two unreadable files "match"
+
+    def _owner_check(self, relpath: str, control: ControlFile) -> None:
+        """ZMailer's ``deletemsg()`` security check: an ``x <spool-id>`` line only
+        obsoletes a message whose message file has the same owner as this one's. The
+        sender check and the lookup are the core's; here the ones whose owner differs
+        are dropped (identifiers that are no spool-id are left to the core's lookup)."""
+        prefix = relpath.rpartition("/")[0]
+        mine = self._owner(f"{prefix}/{control.mid}" if prefix else str(control.mid))
+        kept = []
+        for ident in control.obsoletes:
+            try:
+                number = parse_spool_id(ident.strip())[0]
+            except ValueError:
+                kept.append(ident)
+                continue
+            name = hash_prefix(number, self.hash_levels) + str(number)
+            if not os.path.lexists(self._queue + name):
+                name = str(number)  # not (yet) hashed
+            if self._owner(name) == mine:
+                kept.append(ident)
+            else:
+                logger.info("%s: not obsoleted by %s (owner differs)", ident, relpath)
+        control.obsoletes[:] = kept
 
     def _etrn(self, relpath: str, control: ControlFile, ctime: float) -> MessageLoaded:
         try:

@@ -317,3 +317,26 @@ def test_queue_pops_oldest_first_whatever_the_arrival_order(
     assert [queue.pop(now=5.0) for _ in entries[:delayed]] == sorted(entries[:delayed])
     assert queue.pop(now=5.0) is None
     assert len(queue) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+@pytest.mark.parametrize("same_owner", [True, False])
+def test_x_line_keeps_only_targets_with_the_same_message_file_owner(
+    po: Postoffice, counters: FakeCounters, same_owner: bool
+) -> None:
+    """ZMailer's deletemsg(): an ``x <spool-id>`` line obsoletes a message only if its
+    message file (``queue/``) has the same owner as the new one's (``ctlowner()``)."""
+    from spool.ids import spool_id
+
+    place(po, "Y/F/100001", control_text("100001", ["bob@example.net"]))
+    old = po.queue / "Y/F/100001"
+    st = old.stat()
+    sid = spool_id(100001, int(st.st_mtime), st.st_mtime_ns % 10**9)
+    text = control_text("100002", ["carol@example.net"])
+    place(po, "Y/G/100002", text.replace("\nm\n", f"\nx {sid}\nx S99Zbadid\nm\n", 1))
+    if not same_owner:
+        os.chown(old, 65534, -1)
+    loader = make_loader(po, counters, levels=2)
+    loader.scan(deep=True)
+    ev = next(e for e in load_all(loader) if e.relpath == "Y/G/100002")
+    assert ev.control.obsoletes == ([sid] if same_owner else []) + ["S99Zbadid"]
