@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mailq.protocol.auth import authenticator
@@ -63,6 +64,30 @@ def test_startup_scan_recovers_stale_locks_and_delivers(
     assert "Rcpnts in 2 out 2 stored 0" in snmp
     assert d.stop() == 0
     assert not d.po.pid_file.exists()
+
+
+def test_etrn_request_file_found_at_startup_runs_a_queueonly_thread(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Issue 12 item 5 (Keep, as ZMailer without ``-S``): an ETRN request file in the
+    spool at startup is run when it is read, after the messages it names (older
+    files are read first); a queue-only thread is started and delivers. (ZMailer with
+    ``-S`` only zeroes the wakeup and never starts a queue-only thread: not copied.)"""
+    conf = TESTTA_CONF + 'smtpq/*\tqueueonly command="builtin:testta -c $channel"\n'
+    d = daemon_factory(conf, start=False, env=OK_RULES)
+    place(d.po, "100001", control("100001", "a@ok.example", "ok.example"))
+    text = (d.po.control_path("100001")).read_text()
+    d.po.control_path("100001").write_text(
+        text.replace(" smtp ok.example ", " smtpq ok.example ")
+    )
+    old = time.time() - 60
+    for path in (d.po.control_path("100001"), d.po.message_path("100001")):
+        os.utime(path, (old, old))
+    (d.po.transport / "100002-etrn").write_text("T OK.example 127.0.0.1\n")
+    d.start()
+    wait_until(lambda: files_gone(d.po, "100001"), what="the ETRN'd delivery")
+    assert not (d.po.transport / "100002-etrn").exists()
+    assert d.stop() == 0
 
 
 def test_notified_submission_is_picked_up(daemon_factory: DaemonFactory) -> None:
