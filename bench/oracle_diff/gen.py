@@ -174,10 +174,27 @@ def _routed(rng: random.Random, number: int) -> Message:
     return Message(str(number), "\n".join(lines).encode("utf-8"), age)
 
 
+LIVE_PID = "LIVEPD"
+"""Stands for a live PID in a ``r~`` lock slot; :func:`write_spool` writes the pid of
+the process writing the spool (alive while the schedulers read it)."""
+
+
+def _live_lock(spool: Spool) -> None:
+    """The first ``r~<pid>`` lock of the spool (a dead PID) becomes a live one."""
+    for m in spool.messages:
+        text = m.data.decode("utf-8")
+        for line in text.split("\n"):
+            if line.startswith("r~") and line[2:8].strip().isdigit():
+                m.data = text.replace(line, f"r~{LIVE_PID}{line[8:]}", 1).encode()
+                return
+
+
 def make_spool(seed: int, count: int | None = None) -> Spool:
     """The spool of ``seed``: 3-12 messages; seeds divisible by 3 also get malformed
     forms (blanks and TABs in quads, bad host lists, stray lines, no ``@`` line); seeds
-    1 modulo 4 also one or two files the real router wrote (``routed/``)."""
+    1 modulo 4 also one or two files the real router wrote (``routed/``); even seeds
+    from 400 on turn their first ``r~`` lock into a live one (:data:`LIVE_PID`; the
+    random draws, and so the spools of every other seed, are unchanged)."""
     rng = random.Random(seed)
     wild = seed % 3 == 0
     spool = Spool(seed)
@@ -187,6 +204,8 @@ def make_spool(seed: int, count: int | None = None) -> Spool:
     if seed % 4 == 1 and ROUTED:  # real router output too
         for k in range(rng.choice([1, 2])):
             spool.messages.append(_routed(rng, 100001 + n + k))
+    if seed >= 400 and seed % 2 == 0:
+        _live_lock(spool)
     return spool
 
 
@@ -194,9 +213,10 @@ def write_spool(spool: Spool, postoffice: Path, now: float) -> None:
     """Write ``spool`` into an initialised postoffice (``transport/`` and ``queue/``),
     message files aged as the spool says, both control and message file with the same
     mtime."""
+    live = f"~{os.getpid():6d}".encode()
     for m in spool.messages:
         ctl = postoffice / "transport" / m.name
-        ctl.write_bytes(m.data)
+        ctl.write_bytes(m.data.replace(b"~" + LIVE_PID.encode(), live))
         when = now - m.age
         os.utime(ctl, (when, when))
         if m.queue_file:

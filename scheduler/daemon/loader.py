@@ -177,6 +177,7 @@ class Loader:
         # while load workers run: numbers loaded here meanwhile (a worker's copy of
         # such a file is stale: the message may be delivered and gone already)
         self.taken: set[int] | None = None
+        self._set_aside: set[int] = set()  # files held back by a live lock
         self._is_loaded = is_loaded
         self._counters = counters
         self._max_bytes = max_bytes
@@ -258,9 +259,16 @@ class Loader:
         try:
             control = self._read(relpath, entry if prepared is None else None, prepared)
             if control is None:
-                self._counters.incr(RECEIVED_MESSAGES)  # S29: counted per pick-up
+                # S29: ZMailer counts queue insertions: the scan's (the core would
+                # count it at the load) and each one that sets the file aside
+                first = entry.number not in self._set_aside
+                self._set_aside.add(entry.number)
+                self._counters.incr(RECEIVED_MESSAGES, 2 if first else 1)
                 self.queue.delay(entry, now + LOCK_RETRY)
                 return None
+            if entry.number in self._set_aside:
+                self._set_aside.discard(entry.number)
+                self._counters.incr(RECEIVED_MESSAGES, -1)  # the core counts it again
             if control.mid is None and control.etrn:
                 return self._etrn(relpath, control, ctime)
             self._check(control)

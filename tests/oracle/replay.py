@@ -31,8 +31,10 @@ def load_golden() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def write_record(rec: dict[str, Any], po_root: Path) -> None:
     """The record's spool in a fresh postoffice, aged from the record's ``now``."""
     init_postoffice(po_root)
+    live = f"~{os.getpid():6d}"  # gen.LIVE_PID: a lock held by a live process
     for name, text, age in rec["files"]:
         when = rec["now"] - age
+        text = text.replace("~LIVEPD", live)
         for sub, data in (("transport", text.encode("utf-8")), ("queue", b"x\n")):
             path = po_root / sub / name
             path.write_bytes(data)
