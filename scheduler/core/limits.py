@@ -74,9 +74,18 @@ class Limits(Feeding):
     def _limit_reschedule(self, th: Thread) -> None:
         """A resource limit refused a new TA: try again at the next tick."""
         now = self._now
+        first = th.first_vertex()
         if self.retry_mode == "zmailer":
-            first = th.first_vertex()
             self._zm_reschedule(th, 0, first.attempts if first is not None else 0)
+        elif (
+            th.wakeup <= now
+            and first is not None
+            and not first.attempts
+            and th.group.clause.retries
+        ):
+            # as ZMailer's reschedule(vp, 0): a thread never tried is due "now", so its
+            # first deferral counts from here, not from a zero wakeup (issue 12)
+            th.wakeup = now
         if not th.group.clause.queueonly:
             self._agenda.schedule(th, max(th.wakeup, now + TICK))
 

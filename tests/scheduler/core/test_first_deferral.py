@@ -75,3 +75,37 @@ def test_fresh_thread_first_deferral_lands_where_zmailers_does(
         pb.line(start.proc, f"{number}/{off}\t\t{status} smtp; 450 busy")
     pb.hungry(start.proc, 2)  # "#hungry", "#idle" written, "#hungry": the TA leaves
     assert (th.attempts, th.wakeup) == (attempts, wakeup)
+
+
+def test_a_thread_held_back_by_a_limit_counts_from_the_refusal() -> None:
+    """ZMailer's thread_start() calls reschedule(vp, 0) when a limit refuses a TA: a
+    thread never tried gets ``wakeup = now``, so its first deferral is no longer a
+    zero-wakeup one (here: switched to by the TA of another thread, maxchannel=1)."""
+    import random
+
+    from scheduler.core import retry
+    from tests.scheduler.core.playbook import START
+
+    conf = CONF + 'lim/*\tmaxchannel=1 command="smtp"\n'
+    pb = Playbook(conf, now=START + 7)
+    pb.load("A/1", [("lim", "h1", "u@h1")])
+    pb.load("A/2", [("lim", "h2", "u@h2")])
+    (start,) = pb.starts(pb.commands)
+    h2 = pb.sched.find_thread("lim", "h2")
+    assert h2 is not None
+    assert h2.pending == ">MaxChannel"
+    assert h2.wakeup == START + 7
+    pb.started(start.proc)
+    pb.hungry(start.proc)
+    m1, m2 = pb.sched.message(1), pb.sched.message(2)
+    assert m1 is not None
+    assert m2 is not None
+    pb.line(start.proc, f"1/{m1.vertices[0].offsets[0]}\t\tok")
+    assert pb.jobs(pb.hungry(start.proc)) == ["A/2\th2"]
+    pb.at(START + 20)
+    pb.line(start.proc, f"2/{m2.vertices[0].offsets[0]}\t\tdeferred busy")
+    rng = random.Random(0)
+    r = (1, 1, 2, 3, 5, 8, 13, 21, 34)
+    w, ri, _ = retry.zm_reschedule(0, 0, START + 7, 60, 5, r, 0, 0, rng)
+    w, ri, _ = retry.zm_reschedule(w, ri, START + 20, 60, 5, r, -1, 1, rng)
+    assert h2.wakeup == w == START + 65  # the refusal time, skew -2, + r[0] intervals
