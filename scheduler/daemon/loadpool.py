@@ -1,7 +1,17 @@
 """The daemon's side of the startup load (:mod:`scheduler.daemon.loadworker` is the workers'):
 start the worker processes, read their length-prefixed batches without blocking, and merge
 the ordered streams for the runner. Kept apart so that a worker process does not import
-asyncio and subprocess machinery it never uses."""
+asyncio and subprocess machinery it never uses.
+
+A worker is forked from the daemon when no other thread runs (the usual case: the first
+scan comes before any TA or thread is started): it starts with everything imported, and
+costs a fork instead of an interpreter's start and imports (about 0.1 s of CPU each).
+Otherwise it is started as ``python -m scheduler.daemon.loadworker``. A forked worker
+first drops what it shares with the daemon: its signal handlers and the event loop's
+wakeup descriptor (signals stay blocked until then), every descriptor but its pipe; it
+runs in a session of its own and dies with the daemon (:mod:`scheduler.lifeline`), as a
+started one does, and leaves with ``os._exit``.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +20,21 @@ import bisect
 import collections
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Final
+from typing import Final, NoReturn, Protocol
 
+from scheduler.daemon import loadworker
 from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
 from scheduler.lifeline import dies_with_parent
 
@@ -29,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE: Final = 1 << 20
+_MAXFD: Final = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 256
 
 
 def count_hashed(transport: str, dirs: Sequence[str]) -> int:
@@ -64,15 +80,93 @@ def hash_dirs(transport: str) -> list[str]:
         return []
 
 
+class _Proc(Protocol):
+    """What the pool uses of a worker process (a ``Popen`` or a :class:`_Forked`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class _Forked:
+    """A worker forked from the daemon (the ``Popen`` calls the pool makes)."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped by someone else: as Popen.wait
+                status = 0
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def can_fork() -> bool:
+    """True if a worker can be forked: POSIX, and this is the main thread and the
+    only one (a fork copies no other thread, nor the locks they may hold)."""
+    return (
+        hasattr(os, "fork")
+        and threading.current_thread() is threading.main_thread()
+        and threading.active_count() == 1
+    )
+
+
+def _child(
+    job: Job, wfd: int, mask: set[int | signal.Signals], then: Callable[[], None] | None
+) -> NoReturn:
+    """A forked worker: leave the daemon's signals, descriptors and session, do the
+    job into ``wfd``, and exit without running anything of the daemon's."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)  # the daemon's loop must not see our signals
+        for sig in signal.valid_signals():
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        os.setsid()  # a Ctrl-C on the terminal is the daemon's
+        if then is not None:
+            then()  # dies with the daemon
+        os.closerange(3, wfd)
+        os.closerange(wfd + 1, _MAXFD)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        gc.disable()  # short-lived acyclic objects only
+
+        def write(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(wfd, view) :]
+
+        loadworker.work(job, write)
+        code = 0
+    except BrokenPipeError:
+        code = 0  # the daemon went away
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+    finally:
+        os._exit(code)
+
+
 class _Stream:
     """One worker's output: batches in order, then EOF."""
 
     __slots__ = ("batches", "buf", "done", "fd", "items", "pos", "proc")
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: _Proc, fd: int) -> None:
         self.proc = proc
-        assert proc.stdout is not None
-        self.fd = proc.stdout.fileno()
+        self.fd = fd
         self.buf = bytearray()
         self.batches: collections.deque[bytes] = collections.deque()  # pickled
         self.items: list[Item] = []
@@ -132,6 +226,40 @@ class LoadWorkers:
 
     @staticmethod
     def _start(job: Job) -> _Stream:
+        if can_fork():
+            return LoadWorkers._fork(job)
+        return LoadWorkers._spawn(job)
+
+    @staticmethod
+    def _fork(job: Job) -> _Stream:
+        then = dies_with_parent()
+        rfd, wfd = os.pipe()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        if pid == 0:  # pragma: no cover - the child ends in os._exit
+            os.close(rfd)
+            _child(job, wfd, mask, then)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(wfd)
+        LoadWorkers._reader(rfd)
+        return _Stream(_Forked(pid), rfd)
+
+    @staticmethod
+    def _reader(fd: int) -> None:
+        os.set_blocking(fd, False)
+        with contextlib.suppress(
+            OSError
+        ):  # room for several batches: workers never wait
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+
+    @staticmethod
+    def _spawn(job: Job) -> _Stream:
         with tempfile.TemporaryFile() as f:  # no blocking write into a pipe
             pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.seek(0)
@@ -143,13 +271,10 @@ class LoadWorkers:
                 preexec_fn=dies_with_parent(),
             )
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        with contextlib.suppress(
-            OSError
-        ):  # room for several batches: workers never wait
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        return _Stream(proc)
+        fd = os.dup(proc.stdout.fileno())  # the stream owns its descriptor
+        proc.stdout.close()
+        LoadWorkers._reader(fd)
+        return _Stream(proc, fd)
 
     @property
     def finished(self) -> bool:
@@ -235,8 +360,7 @@ class LoadWorkers:
 
     def _ended(self, stream: _Stream) -> None:
         self._loop.remove_reader(stream.fd)
-        assert stream.proc.stdout is not None
-        stream.proc.stdout.close()
+        os.close(stream.fd)
         code = stream.proc.wait()
         stream.done = True
         if code or stream.buf:
@@ -256,6 +380,5 @@ class LoadWorkers:
             with contextlib.suppress(ProcessLookupError):
                 stream.proc.kill()
             stream.proc.wait()
-            assert stream.proc.stdout is not None
-            stream.proc.stdout.close()
+            os.close(stream.fd)
         self._streams.clear()

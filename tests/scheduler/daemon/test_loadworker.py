@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from scheduler.core.commands import Command
 from scheduler.core.events import Event, MessageLoaded
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.vertexspecs import split_recipients
+from scheduler.daemon import loadpool, loadworker
 from scheduler.daemon.loadpool import LoadWorkers
 from scheduler.daemon.loadworker import PreparedControl, is_record, prepare
 from scheduler.daemon.runner import Runner
@@ -109,10 +111,21 @@ async def load_all(
     return order, core
 
 
+@pytest.fixture(params=["fork", "spawn"])
+def start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workers forked from the daemon, or started as ``python -m`` (another thread
+    runs); forking is asserted to be possible in the test process."""
+    if request.param == "fork":
+        assert loadpool.can_fork()
+    else:
+        monkeypatch.setattr(loadpool, "can_fork", lambda: False)
+    return str(request.param)
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_workers_load_what_the_daemon_loads_in_the_same_order(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, start: str
 ) -> None:
     po = init_postoffice(tmp_path / "po")
     made = plain_files(po, 30)
@@ -143,17 +156,69 @@ async def test_workers_load_what_the_daemon_loads_in_the_same_order(
     assert [p for p in order_in if p in made] == made
 
 
+def failing_work(job: Any, write: Any) -> None:
+    raise RuntimeError("a worker that fails")
+
+
 @pytest.mark.asyncio
 async def test_a_dead_worker_leaves_its_files_to_the_daemon(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
     po = init_postoffice(tmp_path / "po")
     made = plain_files(po, 10)
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # the workers exit at once
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # started: exits at once
+    monkeypatch.setattr(loadworker, "work", failing_work)  # forked: fails
     order, core = await load_all(tmp_path, po, 2, 10)
     assert core.msgs == 10
     assert sorted(order) == sorted(made)
     assert not prepared
+
+
+def recording_work(out: Path) -> Any:
+    """``loadworker.work`` that first records what the forked worker holds."""
+    original = loadworker.work
+
+    def work(job: Any, write: Any) -> None:
+        fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+        handlers = [
+            signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        ]
+        wakeup = signal.set_wakeup_fd(-1)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        out.write_text(
+            repr(
+                (fds, handlers == [signal.SIG_DFL] * 3, wakeup, len(mask), os.getsid(0))
+            )
+        )
+        original(job, write)
+
+    return work
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_a_forked_worker_keeps_nothing_of_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only its pipe (and stdio): no listener, no loop, no signal handler or wakeup
+    descriptor of the daemon's, no blocked signal; a session of its own."""
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 4)
+    out = tmp_path / "seen"
+    monkeypatch.setattr(loadworker, "work", recording_work(out))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # as the daemon's
+    try:
+        order, core = await load_all(tmp_path, po, 1, 4)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+    assert sorted(prepared) == sorted(made)
+    fds, default_handlers, wakeup, blocked, sid = eval(out.read_text())
+    assert len([fd for fd in fds if fd > 2]) <= 2  # the pipe (and listdir's own)
+    assert default_handlers
+    assert wakeup == -1
+    assert blocked == 0
+    assert sid != os.getsid(0)
 
 
 def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
