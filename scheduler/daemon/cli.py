@@ -1,11 +1,13 @@
 """The ``mailq-scheduler`` command group (click).
 
 Only ``check-config`` lives here; ``serve`` and ``demo`` are defined in their own modules
-and registered with ``main.add_command``.
+and imported when they are named (or listed by ``--help``): a daemon's start does not
+import the demo.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -24,7 +26,28 @@ from spool.zenv import read_zenv
 __all__ = ["check_config", "main"]
 
 
-@click.group()
+class _Commands(click.Group):
+    """A group whose other commands are imported on first use."""
+
+    LAZY = {
+        "demo": ("scheduler.demo.run", "demo"),
+        "serve": ("scheduler.daemon.serve", "serve"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in self.LAZY:
+            module, name = self.LAZY[cmd_name]
+            found = getattr(importlib.import_module(module), name)
+            assert isinstance(found, click.Command)
+            self.add_command(found, cmd_name)
+        return found
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="zmailer-mailq", prog_name="mailq-scheduler")
 def main() -> None:
     """A ZMailer-compatible scheduler with its MAILQ v2 interface."""
@@ -69,12 +92,3 @@ def check_config(file: str | None, zenvfile: str | None) -> None:
     for warning in config.warnings:
         click.echo(f"{warning} (warning)", err=True)
     click.echo(format_effective(config, zenv), nl=False)
-
-
-from scheduler.demo.run import demo  # noqa: E402 - registered after the group is defined
-
-main.add_command(demo)
-
-from scheduler.daemon.serve import serve  # noqa: E402 - registered after the group is defined
-
-main.add_command(serve)
