@@ -32,8 +32,9 @@ from typing import Final
 
 from scheduler.core.model import RcptExtra
 from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
-from spool.controlfile import KNOWN_FLAGS, parse
+from spool.controlfile import KNOWN_FLAGS, ControlFile, parse
 from spool.ids import message_number
+from spool.plaincontrol import parse_plain
 from spool.store import read_control
 
 __all__ = [
@@ -132,7 +133,8 @@ def prepare(
         data = read_control(transport + relpath, max_bytes)  # no link, no FIFO
         if _LOCKED in data:
             return None
-        control = parse(data, relpath)
+        # the usual router-written file without a ControlFile (spool.plaincontrol)
+        control: ControlFile = parse_plain(data) or parse(data, relpath)  # type: ignore[assignment]
         mid = control.mid
         if (
             mid is None

@@ -209,7 +209,7 @@ async def test_a_forked_worker_keeps_nothing_of_the_daemon(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # as the daemon's
     try:
-        order, core = await load_all(tmp_path, po, 1, 4)
+        await load_all(tmp_path, po, 1, 4)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
     assert sorted(prepared) == sorted(made)

@@ -1,0 +1,82 @@
+"""The usual control file, read in a few string operations: the startup load's fast path.
+
+A router writes ``@ i o l [e] s``, then one run of ``r`` lines with status ``' '`` and
+blank slots (format flags 3 or 7), then one ``m`` block that ends the file. For such a
+file :func:`parse_plain` gives what the loading reads of :func:`spool.controlfile.parse`
+(``mid``, ``log_id``, ``flags``, ``report_sender``, no diagnostics, ETRN or obsoleted
+files, and :meth:`PlainControl.pending_summary`) without building a
+:class:`~spool.controlfile.ControlFile`; anything else gives None, and the caller parses
+the file. The fields come from the same functions as the parser's, so the two agree on
+every file that is plain (a differential test checks it on generated files). Pure:
+bytes in, values out.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from spool.controlfile import _HEAD
+from spool.ctlrecords import SummaryRow
+from spool.fastparse import _plain_lines, _plain_rows, find_run
+from spool.quads import zm_sender_address
+
+__all__ = ["PlainControl", "parse_plain"]
+
+_SLOT: Final = 12
+"""Format flags 3 and 7: a PID slot and a delay slot on every ``r`` line."""
+
+
+class PlainControl:
+    """What the loading reads of a plain control file's :class:`ControlFile`."""
+
+    __slots__ = ("_rows", "flags", "log_id", "mid", "report_sender")
+    diagnostics: tuple[()] = ()
+    etrn: tuple[()] = ()
+    obsoletes: tuple[()] = ()
+
+    def __init__(
+        self,
+        mid: str,
+        log_id: str,
+        flags: int,
+        report_sender: str,
+        rows: list[SummaryRow],
+    ) -> None:
+        self.mid = mid
+        self.log_id = log_id
+        self.flags = flags
+        self.report_sender = report_sender
+        self._rows = rows
+
+    def pending_summary(self) -> list[SummaryRow]:
+        """As :meth:`spool.controlfile.ControlFile.pending_summary` (every recipient
+        is pending)."""
+        return self._rows
+
+
+def parse_plain(data: bytes) -> PlainControl | None:
+    """The plain file's values; None for any other file (parse it)."""
+    if not data or data[-1] != 10 or not data.isascii():
+        return None
+    text = data.decode("ascii")
+    head = _HEAD(text)
+    if head is None:
+        return None
+    flags = int(head[1])
+    if flags & 3 != 3:
+        return None
+    pos = head.end()
+    if not text.startswith("r", pos):
+        return None
+    run = find_run(text, pos, _SLOT, flags)
+    if run is None or not run[5]:
+        return None  # not every line blank, or no m block after the run
+    end = run[1]
+    if not text.startswith("m\n", end) or text.find("\n\n", end) + 2 != len(text):
+        return None  # the m block must end the file
+    lines = _plain_lines(text, run)
+    if lines is None:
+        return None
+    rows: list[SummaryRow] = []
+    _plain_rows(lines, run, end + 2, rows)
+    return PlainControl(head[2], head[4], flags, zm_sender_address(head[5]), rows)
