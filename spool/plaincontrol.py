@@ -33,6 +33,7 @@ class PlainControl:
     diagnostics: tuple[()] = ()
     etrn: tuple[()] = ()
     obsoletes: tuple[()] = ()
+    prepared_split: None = None  # (split_recipients looks for one)
 
     def __init__(
         self,

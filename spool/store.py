@@ -80,6 +80,11 @@ def open_spool_fd(path: PathLike, flags: int = os.O_RDONLY) -> int:
     Raises :class:`~spool.errors.NotRegularFile` for a symlink (``ELOOP`` from
     ``O_NOFOLLOW``), a FIFO, device, socket or directory.
     """
+    return _open_regular(path, flags)[0]
+
+
+def _open_regular(path: PathLike, flags: int) -> tuple[int, os.stat_result]:
+    """:func:`open_spool_fd`, with the ``fstat`` it made."""
     try:
         fd = os.open(path, flags | _SAFE_FLAGS)
     except OSError as exc:
@@ -89,13 +94,13 @@ def open_spool_fd(path: PathLike, flags: int = os.O_RDONLY) -> int:
             raise NotRegularFile(os.fspath(path), "not a plain file") from exc
         raise
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(os.fspath(path), _kind(mode))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(os.fspath(path), _kind(st.st_mode))
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def open_message(path: PathLike) -> BinaryIO:
@@ -110,10 +115,10 @@ def read_control(path: PathLike, max_bytes: int | None = None) -> bytes:
     byte is read (:class:`~spool.errors.OversizedFile`), and no more than
     ``max_bytes + 1`` bytes are ever read (a file growing meanwhile).
     """
-    fd = open_spool_fd(path)
+    fd, st = _open_regular(path, os.O_RDONLY)
     try:
         if max_bytes is not None:
-            size = os.fstat(fd).st_size
+            size = st.st_size
             if size > max_bytes:
                 raise OversizedFile(os.fspath(path), size, max_bytes)
         data = os.read(fd, _READ_SIZE)

@@ -154,7 +154,13 @@ def split_recipients(control: ControlFile) -> Split:
     if len(pending) == 1:
         r = pending[0]
         quad = r[3]
-        plain = quad[:1] != " " and not any(c in quad for c in _SPECIAL)
+        plain = (  # no quote, escape, list or TAB (_SPECIAL)
+            quad[:1] != " "
+            and '"' not in quad
+            and "\\" not in quad
+            and "(" not in quad
+            and "\t" not in quad
+        )
         ch, host, _ = _plain_cut(quad.lower()) if plain else zm_destination(quad)
         spec = VertexSpec(
             intern_name(ch), intern_name(host), r[0], _extra_for(pending, hdr), 1
