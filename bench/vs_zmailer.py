@@ -250,9 +250,16 @@ class Daemon:
         )  # fmt: skip
         with open(self.root / "wd" / "out", "wb") as log:  # the child keeps it
             self.started = time.monotonic()  # (after the spool's copy)
+            # in its work dir: "python -m" puts the cwd first on sys.path, which
+            # would shadow a template's PYTHONPATH (an older commit's copy) with
+            # the tree the bench runs from; this tree is the default PYTHONPATH
+            path = os.environ.get("PYTHONPATH")
+            tree = str(HERE.parent)
+            env = dict(os.environ, PYTHONPATH=f"{tree}:{path}" if path else tree)
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=self.root / "wd", env=env,
+            )  # fmt: skip
 
     def note_kids(self) -> None:
         if self.proc:
