@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE: Final = 1 << 20
-_MAXFD: Final = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 256
 
 
 def count_hashed(transport: str, dirs: Sequence[str]) -> int:
@@ -139,7 +138,7 @@ def _child(
         if then is not None:
             then()  # dies with the daemon
         os.closerange(3, wfd)
-        os.closerange(wfd + 1, _MAXFD)
+        os.closerange(wfd + 1, os.sysconf("SC_OPEN_MAX"))  # the limit as it is now
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         gc.disable()  # short-lived acyclic objects only
 
@@ -253,9 +252,8 @@ class LoadWorkers:
     @staticmethod
     def _reader(fd: int) -> None:
         os.set_blocking(fd, False)
-        with contextlib.suppress(
-            OSError
-        ):  # room for several batches: workers never wait
+        # room for several batches: workers never wait
+        with contextlib.suppress(OSError):
             fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
 
     @staticmethod
