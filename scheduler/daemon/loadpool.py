@@ -221,7 +221,13 @@ class LoadWorkers:
                 continue
             self._streams.append(stream)
             self._loop.add_reader(stream.fd, self._readable, stream)
-        logger.info("startup load in %d worker process(es)", len(self._streams))
+        logger.info(
+            "startup load in %d worker process(es), %s",
+            len(self._streams),
+            "forked"
+            if self._streams and type(self._streams[0].proc) is _Forked
+            else "started",
+        )
 
     @staticmethod
     def _start(job: Job) -> _Stream:
