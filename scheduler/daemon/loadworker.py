@@ -28,14 +28,17 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from scheduler.core.model import RcptExtra
 from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
-from spool.controlfile import KNOWN_FLAGS, ControlFile, parse
+from spool.controlfile import KNOWN_FLAGS, parse
 from spool.ids import message_number
 from spool.plaincontrol import parse_plain
 from spool.store import read_control
+
+if TYPE_CHECKING:
+    from spool.controlfile import ControlFile
 
 __all__ = [
     "BATCH",
