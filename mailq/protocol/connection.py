@@ -12,6 +12,7 @@ The core never decides rights or formats reports; :mod:`mailq.server.service` do
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -34,6 +35,7 @@ __all__ = [
     "Bye",
     "Command",
     "ConnectionClosed",
+    "EncodedBody",
     "Event",
     "Greeting",
     "InvalidCommand",
@@ -108,6 +110,20 @@ class Reply:
     """A single-line reply (``text`` without the final LF)."""
 
     text: str
+
+
+class EncodedBody(ABC, Iterable[str]):
+    """Body lines that can also give their wire bytes directly.
+
+    Iterating gives the lines (``str``, as any body); :meth:`encoded` gives the same
+    body already dot-stuffed and encoded, LF after each line, as
+    :func:`encode_body_lines` would make it, in pieces of any size (a report served
+    from cached bytes). :meth:`ServerConnection.send_chunks` uses :meth:`encoded`.
+    """
+
+    @abstractmethod
+    def encoded(self) -> Iterator[bytes]:
+        """The body's bytes (no ``+OK`` line, no ``.`` terminator)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +294,11 @@ class ServerConnection:
         Lines are taken in batches, joined, stuffed and encoded a batch at a time.
         """
         self._check_open(reply)
+        if isinstance(reply.lines, EncodedBody):
+            yield BODY_START
+            yield from reply.lines.encoded()
+            yield BODY_END
+            return
         lines = iter(reply.lines)
         pending: list[bytes] = [BODY_START]
         size = 0

@@ -39,6 +39,9 @@ class ServerConfig:
       second afterwards; the rest are counted and summarised in one line.
     * ``graceful_timeout``: seconds ``close()`` lets running replies finish.
     * ``strict_counters``: ``SHOW COUNTERS`` needs the SNMP right (B7 option).
+    * ``report_cache_bytes``: bytes of ``SHOW THREAD`` rows kept encoded for reuse
+      (:class:`mailq.server.reports.DetailCache`); None: 8 per queued recipient, at
+      least 1 MiB; 0: none kept.
     """
 
     authfile: str | os.PathLike[str]
@@ -60,6 +63,7 @@ class ServerConfig:
     log_rate: float = 1.0
     graceful_timeout: float = 5.0
     strict_counters: bool = False
+    report_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_sessions < 0:
@@ -82,6 +86,8 @@ class ServerConfig:
             raise ValueError("auth_max_delay must be >= auth_delay")
         if self.log_burst < 1 or self.log_rate <= 0:
             raise ValueError("log_burst must be >= 1 and log_rate > 0")
+        if self.report_cache_bytes is not None and self.report_cache_bytes < 0:
+            raise ValueError("report_cache_bytes must be >= 0")
         if self.graceful_timeout < 0:
             raise ValueError("graceful_timeout must be >= 0")
 

@@ -9,13 +9,18 @@ meanwhile prints ``N=0 ... QA=-1s`` rather than failing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Final
 
+from mailq.protocol.connection import BATCH_LINES, EncodedBody, encode_body_lines
 from mailq.server.views import GroupView, ProcView, QueueView, ThreadView
 from spool.timefmt import saytime
 
 __all__ = [
+    "DetailCache",
+    "ThreadDetail",
     "format_thread_line",
     "short_report",
     "snmp_report",
@@ -244,24 +249,14 @@ def _clean_message(message: str | None) -> str:
 _VERTEX_STATES: Final = {_CHANNEL_WAIT: "channel", _GLOBAL_WAIT: ""}  # else "thread"
 
 
-def thread_detail_report(
-    view: QueueView, channel: str, host: str, now: int
-) -> Iterator[str]:
-    """``SHOW THREAD ch host``: the ``#`` line and one row per recipient (MQ2-REF 9.6).
-
-    An unknown pair gives an empty body (B19 keep). Field 9 is ``retry in ...`` while
-    the thread waits for its wakeup, else ``channel``, ``""`` (global or thread limit)
-    or ``thread`` (B20 keep: also when not waiting at all).
-    """
-    thread = view.find_thread(channel, host)
-    if thread is None:
-        return
-    yield (
-        f"#{thread.channel}/{thread.host}/{thread.withhost}  "
-        + _threads_detail(thread, now)
+def _detail_header(thread: ThreadView, now: int) -> str:
+    return f"#{thread.channel}/{thread.host}/{thread.withhost}  " + _threads_detail(
+        thread, now
     )
-    wakeup = thread.wakeup
-    retry = f"retry in {saytime(wakeup - now)}" if wakeup > now else None
+
+
+def _detail_rows(thread: ThreadView, wakeup: int, retry: str | None) -> Iterator[str]:
+    """The rows of ``SHOW THREAD``; field 9 is ``retry`` when given (B20 keep)."""
     states = _VERTEX_STATES
     wake = f"\t{wakeup}\t"
     for vertex in list(thread.vertices()):
@@ -276,3 +271,187 @@ def thread_detail_report(
             continue
         for index, offset in enumerate(offsets):
             yield f"{path}\t{index}\t{sender}\t{offset}{after}"
+
+
+def _retry(wakeup: int, now: int) -> str | None:
+    return f"retry in {saytime(wakeup - now)}" if wakeup > now else None
+
+
+def thread_detail_report(
+    view: QueueView, channel: str, host: str, now: int
+) -> Iterator[str]:
+    """``SHOW THREAD ch host``: the ``#`` line and one row per recipient (MQ2-REF 9.6).
+
+    An unknown pair gives an empty body (B19 keep). Field 9 is ``retry in ...`` while
+    the thread waits for its wakeup, else ``channel``, ``""`` (global or thread limit)
+    or ``thread`` (B20 keep: also when not waiting at all).
+    """
+    thread = view.find_thread(channel, host)
+    if thread is None:
+        return
+    yield _detail_header(thread, now)
+    wakeup = thread.wakeup
+    yield from _detail_rows(thread, wakeup, _retry(wakeup, now))
+
+
+# ---- SHOW THREAD from cached bytes ----------------------------------------------------
+
+CACHE_PER_RCPT: Final = 8  # automatic budget: bytes per queued recipient ...
+CACHE_FLOOR: Final = 1 << 20  # ... but at least this
+_ROW_GUESS: Final = 48  # fewer bytes than any row: a thread surely bigger is not built
+_MARK: Final = "\x00"  # field 9 while the thread waits for its wakeup (time-dependent)
+_MARK_BYTE: Final = b"\x00"
+
+
+class _Entry:
+    __slots__ = ("block", "retry", "revision", "wakeup")
+
+    def __init__(
+        self, revision: object, wakeup: int, retry: bool, block: bytes | None
+    ) -> None:
+        self.revision = revision
+        self.wakeup = wakeup
+        self.retry = retry
+        self.block = block  # None: a field holds the mark, never served from here
+
+    @property
+    def size(self) -> int:
+        return 0 if self.block is None else len(self.block)
+
+
+class DetailCache:
+    """The encoded rows of ``SHOW THREAD``, per thread, reused while unchanged.
+
+    A thread's rows change only through events; a thread of the scheduler's model
+    exposes ``report_revision`` (equal while no row can have changed, ``wakeup`` and
+    the clock aside), and an entry is valid for one revision and one ``wakeup``. The
+    only time-dependent field, ``retry in ...`` (field 9 while the thread waits), is
+    the same in every row: it is kept as a NUL mark and spliced in with one
+    ``bytes.replace`` (a block whose fields hold a NUL themselves is never used).
+
+    Memory is bounded: the entries hold at most ``budget`` bytes (None: automatic,
+    ``CACHE_PER_RCPT`` bytes per queued recipient, at least ``CACHE_FLOOR``), least
+    recently used first out, but a newcomer only displaces entries no bigger than
+    itself (a sequential dump of small threads does not flush the big ones). A
+    thread too big for the budget is streamed in batches, never held whole.
+    Threads without ``report_revision`` (test fakes) are always formatted afresh.
+    """
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def limit(self, view: QueueView) -> int:
+        if self.budget is not None:
+            return self.budget
+        return max(CACHE_FLOOR, CACHE_PER_RCPT * view.total_recipients)
+
+    def report(
+        self, view: QueueView, channel: str, host: str, now: int
+    ) -> ThreadDetail:
+        """``SHOW THREAD channel host`` as a body that can be sent from the cache."""
+        return ThreadDetail(self, view, channel, host, now)
+
+    def rows(
+        self, view: QueueView, thread: ThreadView, wakeup: int, retry: bool
+    ) -> bytes | None:
+        """The thread's encoded rows (field 9 the mark if ``retry``), or None when
+        they are better streamed (too big, not cacheable)."""
+        revision = getattr(thread, "report_revision", None)
+        if revision is None:
+            return None
+        key = (thread.channel, thread.host)
+        entry = self._entries.get(key)
+        if entry is not None:
+            if (
+                entry.revision == revision
+                and entry.wakeup == wakeup
+                and entry.retry == retry
+            ):
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return entry.block
+            self._drop(key)
+        self.misses += 1
+        limit = self.limit(view)
+        if thread.rcpts * _ROW_GUESS > limit:
+            return None
+        rows = list(_detail_rows(thread, wakeup, _MARK if retry else None))
+        block: bytes | None = encode_body_lines(rows)
+        assert block is not None
+        if block.count(_MARK_BYTE) != (len(rows) if retry else 0):
+            block = None  # a field holds a NUL: format this revision afresh
+        entry = _Entry(revision, wakeup, retry, block)
+        if entry.size <= limit:
+            self._admit(key, entry, limit)
+        return block
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        entry = self._entries.pop(key)
+        self.size -= entry.size
+
+    def _admit(self, key: tuple[str, str], entry: _Entry, limit: int) -> None:
+        while self.size > limit:  # the budget shrank with the queue
+            self._drop(next(iter(self._entries)))
+        need = self.size + entry.size - limit
+        if need > 0:
+            victims: list[tuple[str, str]] = []
+            for k, e in self._entries.items():  # least recently used first
+                if e.size <= entry.size:
+                    victims.append(k)
+                    need -= e.size
+                    if need <= 0:
+                        break
+            if need > 0:
+                return
+            for k in victims:
+                self._drop(k)
+        self._entries[key] = entry
+        self.size += entry.size
+
+
+class ThreadDetail(EncodedBody):
+    """``SHOW THREAD``: iterating formats the lines; :meth:`encoded` uses the cache."""
+
+    __slots__ = ("cache", "channel", "host", "now", "view")
+
+    def __init__(
+        self, cache: DetailCache, view: QueueView, channel: str, host: str, now: int
+    ) -> None:
+        self.cache = cache
+        self.view = view
+        self.channel = channel
+        self.host = host
+        self.now = now
+
+    def __iter__(self) -> Iterator[str]:
+        return thread_detail_report(self.view, self.channel, self.host, self.now)
+
+    def encoded(self) -> Iterator[bytes]:
+        now = self.now
+        thread = self.view.find_thread(self.channel, self.host)
+        if thread is None:
+            return
+        header = encode_body_lines([_detail_header(thread, now)])
+        wakeup = thread.wakeup
+        retry = _retry(wakeup, now)
+        block = self.cache.rows(self.view, thread, wakeup, retry is not None)
+        if block is None:
+            yield header
+            rows = _detail_rows(thread, wakeup, retry)
+            while batch := list(islice(rows, BATCH_LINES)):
+                yield encode_body_lines(batch)
+            return
+        if retry is not None:
+            block = block.replace(_MARK_BYTE, retry.encode())
+        if len(block) < 65536:
+            yield header + block
+        else:
+            yield header
+            yield block

@@ -88,8 +88,10 @@ class Service:
         clock: Callable[[], float],
         *,
         strict_counters: bool = False,
+        report_cache_bytes: int | None = None,
     ) -> None:
         self.view = view
+        self.details = reports.DetailCache(report_cache_bytes)  # SHOW THREAD rows
         self.ops = ops
         self.clock = clock
         self.strict_counters = strict_counters
@@ -197,9 +199,7 @@ class Service:
             self.count("CommandShowThread")
             logger.debug("%s SHOW THREAD %r %r", client, channel, host)
             return MultilineReply(
-                reports.thread_detail_report(
-                    self.view, _name_arg(channel), _name_arg(host), now
-                )
+                self.details.report(self.view, _name_arg(channel), _name_arg(host), now)
             )
         return self._unknown(client, "SHOW", word)  # REST = first word only (B8)
 

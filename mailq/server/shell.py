@@ -382,6 +382,14 @@ class _Session:
         parts: list[bytes] = []
         size = 0
         for piece in conn.send_chunks(reply, PIECE_BYTES):
+            if len(piece) >= WRITE_BYTES:  # cached bytes: written without a copy
+                if parts:
+                    writer.write(b"".join(parts))
+                    parts, size = [], 0
+                writer.write(piece)
+                await writer.drain()
+                self.progress = time.monotonic()
+                continue
             parts.append(piece)
             size += len(piece)
             if size >= WRITE_BYTES:
@@ -408,7 +416,13 @@ class MailqServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.service = Service(view, ops, clock, strict_counters=config.strict_counters)
+        self.service = Service(
+            view,
+            ops,
+            clock,
+            strict_counters=config.strict_counters,
+            report_cache_bytes=config.report_cache_bytes,
+        )
         self._servers: list[asyncio.Server] = []
         self._sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []

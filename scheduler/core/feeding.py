@@ -54,6 +54,7 @@ class Feeding(Expiry):
             vl.sort(key=lambda v: (v.msg.mtime, v.msg.mtime_ns))
         elif len(vl) > 1:
             self._rng.shuffle(vl)
+        th.touch()  # SHOW THREAD lists the vertices in this order
         n = 0
         for v in vl:
             if not v.state & V_FED:

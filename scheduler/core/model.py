@@ -13,6 +13,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
+from itertools import count
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ ATT_SHIFT = _ATT_SHIFT
 ATT_MASK = _ATT_MASK
 FEED_SHIFT = _FEED_SHIFT
 WAIT_BITS = _WAIT_MASK << _WAIT_SHIFT
+_serials = count(1)  # Thread._rev starts at its serial << 40
 
 
 def _intern_prefix(prefix: str) -> str:
@@ -289,6 +291,9 @@ class Vertex:
         if not 0 <= wait <= _WAIT_MASK:
             raise ValueError(f"waiting_for out of range: {wait}")
         self._vs = (self._vs & ~(_WAIT_MASK << _WAIT_SHIFT)) | (wait << _WAIT_SHIFT)
+        th = self.thread
+        if th is not None:
+            th._rev += 1
 
     @property
     def attempts(self) -> int:
@@ -304,6 +309,9 @@ class Vertex:
             - (((s >> _ATT_SHIFT) & _ATT_MASK) << _ATT_SHIFT)
             + (attempts << _ATT_SHIFT)
         )
+        th = self.thread
+        if th is not None:
+            th._rev += 1
 
     @property
     def lastfeed(self) -> int:
@@ -315,6 +323,9 @@ class Vertex:
         if when < 0:
             raise ValueError(f"lastfeed must not be negative: {when}")
         self._vs = (self._vs & _BELOW_FEED) | (when << _FEED_SHIFT)
+        th = self.thread
+        if th is not None:
+            th._rev += 1
 
     @property
     def _raw(self) -> _Offs:
@@ -325,6 +336,9 @@ class Vertex:
     def _raw(self, offs: _Offs) -> None:
         o = self._offs
         self._offs = (offs, *o[1:]) if type(o) is tuple else offs
+        th = self.thread
+        if th is not None:
+            th._rev += 1
 
     @property
     def offsets(self) -> Sequence[int]:
@@ -364,6 +378,9 @@ class Vertex:
     @message.setter
     def message(self, text: str | None) -> None:
         self._set(2, text)
+        th = self.thread
+        if th is not None:
+            th._rev += 1
 
     @property
     def notary(self) -> str | None:
@@ -412,6 +429,9 @@ class Vertex:
             self._raw = array("i")
         else:
             del o[index]  # type: ignore[union-attr]
+            th = self.thread
+            if th is not None:
+                th._rev += 1  # in place: the _raw setter did not see it
         extra = self.extra
         if extra is not None:
             self.extra = extra[:index] + extra[index + 1 :]
@@ -579,6 +599,7 @@ class Thread:
     __slots__ = (
         "_oldest",
         "_r",
+        "_rev",
         "agenda_seq",
         "chain_seq",
         "channel",
@@ -605,6 +626,9 @@ class Thread:
         self._oldest: int | None = None
         self.agenda_seq = 0
         self.chain_seq = 0
+        # bumped when a SHOW THREAD row may change (report_revision); it starts at a
+        # serial of its own, so no two threads (one dead, one new) share a revision
+        self._rev = next(_serials) << 40
 
     @property
     def attempts(self) -> int:
@@ -752,6 +776,30 @@ class Thread:
         return 2 if self.group.clause.withhost else 0
 
     @property
+    def report_revision(self) -> tuple[int, int, int, int, int]:
+        """Equal while no ``SHOW THREAD`` row can have changed, ``wakeup`` and the
+        clock aside (mailq.server.reports caches the rows by it).
+
+        ``_rev`` counts changes to the shown vertex fields (their setters and
+        ``drop_index`` bump it), ``compact`` and reorders (``touch``), from a serial
+        unique to the thread (a new thread never repeats a dead one's values). Between
+        two equal values ``vlist`` only grew by appends (its length) and vertices only
+        left by ``jobs`` decrements, so the length and ``jobs`` catch membership;
+        ``rcpts`` is a second guard; the clause's expiry is in every row.
+        """
+        return (
+            self._rev,
+            self.jobs,
+            self.rcpts,
+            len(self.vlist),
+            self.group.clause.expiry,
+        )
+
+    def touch(self) -> None:
+        """The vertices' order changed (or anything else a row shows)."""
+        self._rev += 1
+
+    @property
     def oldest_mtime(self) -> int | None:
         if self._oldest_dirty:
             self._oldest_dirty = False
@@ -798,6 +846,7 @@ class Thread:
         self.feedptr -= before
         self.vlist = kept
         self.dead = 0
+        self._rev += 1
 
 
 class Group:
