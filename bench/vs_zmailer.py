@@ -72,8 +72,16 @@ SNMP_RE = re.compile(
 # ---------------------------------------------------------------- spools
 
 
-def build_spool(po_root: Path, messages: int, host_of: Callable[[int], str]) -> Path:
-    """A postoffice of ``messages`` x 1 recipient, two-level hashed, as a router writes."""
+def build_spool(
+    po_root: Path,
+    messages: int,
+    host_of: Callable[[int], str],
+    rcpts: int = 1,
+    rcpt_host: Callable[[int, int], str] | None = None,
+) -> Path:
+    """A postoffice of ``messages`` x ``rcpts`` recipients, two-level hashed, as a
+    router writes; recipient k of message n goes to ``rcpt_host(n, k)`` (default
+    ``host_of(n)``)."""
     po = init_postoffice(po_root)
     made: set[str] = set()
     for n in range(100_000, 100_000 + messages):
@@ -82,10 +90,13 @@ def build_spool(po_root: Path, messages: int, host_of: Callable[[int], str]) -> 
             (po.transport / prefix).mkdir(parents=True, exist_ok=True)
             (po.queue / prefix).mkdir(parents=True, exist_ok=True)
             made.add(prefix)
-        host = host_of(n)
+        hosts = [rcpt_host(n, k) if rcpt_host else host_of(n) for k in range(rcpts)]
+        lines = "".join(
+            f"r           smtp {h} u{n}.{k}@{h} 0\n" for k, h in enumerate(hosts)
+        )
         (po.transport / f"{prefix}{n}").write_text(
             f"@ 0x00000007\ni {n}\no 20\nl <{n}@bench>\ne s@example.com\n"
-            f"s local - s@example.com 0\nr           smtp {host} u{n}@{host} 0\n"
+            f"s local - s@example.com 0\n{lines}"
             "m\nSubject: bench\n\n"
         )
         (po.queue / f"{prefix}{n}").write_text("Subject: bench\n\nbody\n")
@@ -350,7 +361,9 @@ REPORTS = [
 ]
 
 
-def wait_loaded(d: Daemon, total: int) -> tuple[float, list[float], float]:
+def wait_loaded(
+    d: Daemon, total: int, rcpts: int | None = None
+) -> tuple[float, list[float], float]:
     """Poll with fresh sessions until every message is loaded.
 
     Returns (seconds to all loaded, latency of each query answered meanwhile, the
@@ -373,7 +386,7 @@ def wait_loaded(d: Daemon, total: int) -> tuple[float, list[float], float]:
         if not first:
             first = now - t0
         lat.append(now - q0)
-        if st[5] >= total and st[2] >= total:
+        if st[5] >= (rcpts or total) and st[2] >= total:
             return now - t0, lat, first
         time.sleep(0.05)
 
@@ -429,12 +442,12 @@ def pipelined_fairness(port: int, commands: list[str]) -> dict[str, float]:
     }
 
 
-def report_sample(d: Daemon, spool: Path, conf: str, total: int,
-                  repeat: int) -> tuple[dict[str, float], dict[str, bytes]]:  # fmt: skip
+def report_sample(d: Daemon, spool: Path, conf: str, total: int, repeat: int,
+                  rcpts: int | None = None) -> tuple[dict[str, float], dict[str, bytes]]:  # fmt: skip
     d.start(spool, conf)
     assert d.proc is not None
     out: dict[str, float] = {}
-    loaded, lat, first = wait_loaded(d, total)
+    loaded, lat, first = wait_loaded(d, total, rcpts)
     out["load_s"] = loaded
     out["first_answer_s"] = first
     out["load_query_max"] = max(lat, default=float("nan"))
@@ -552,6 +565,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--hosts", type=int, default=200)
     ap.add_argument("--report-messages", type=int, default=100_000)
+    ap.add_argument(
+        "--report-rcpts", type=int, default=1, help="recipients per report message"
+    )
     ap.add_argument("--report-repeat", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list: dispatch,reports")
     ap.add_argument(
@@ -659,27 +675,41 @@ def bench_reports(
 ) -> list[str]:
     spool = tmp / "reports"
     n = args.report_messages
+    per = args.report_rcpts
     t = time.monotonic()
+
+    def rcpt_host(i: int, k: int) -> str:
+        # a tenth of the messages send every recipient to the busy host (one
+        # vertex of `per` rows); the others spread theirs over 1,000 hosts
+        return BUSY_HOST if i % 10 == 0 else f"h{(i + 97 * k) % 1000}.example"
+
     build_spool(
-        spool / "po", n, lambda i: BUSY_HOST if i % 10 == 0 else f"h{i % 1000}.example"
+        spool / "po",
+        n,
+        lambda i: BUSY_HOST if i % 10 == 0 else f"h{i % 1000}.example",
+        per,
+        rcpt_host,
     )
     conf = DEFAULTS + 'smtp/*\tqueueonly command="bitbucket"\n'
-    print(f"report spool: {n} x 1 queue-only, built in {time.monotonic() - t:.1f} s")
+    print(
+        f"report spool: {n} x {per} queue-only, built in {time.monotonic() - t:.1f} s"
+    )
     got: dict[str, list[dict[str, float]]] = {"zmailer": [], "ours": []}
     answers: dict[str, bytes] = {}
     for name in alternate(["ours", "zmailer"], args.samples):
-        r, a = report_sample(daemons[name], spool, conf, n, args.report_repeat)
+        r, a = report_sample(daemons[name], spool, conf, n, args.report_repeat, n * per)
         if name == "ours":
             answers = a
         got[name].append(r)
         print(f"  {name:8} loaded in {r['load_s']:.1f} s, dump {r['dump']:.2f} s,"
               f" greeting under a pipelined dump max {r['fair_greet_max'] * 1000:.0f} ms,"
+              f" RSS {r['rss_loaded'] / 1e6:.1f} -> {r['rss_dumped'] / 1e6:.1f} MB,"
               f" load {loadavg()}")  # fmt: skip
     raw = raw_sample(answers, tmp, args.report_repeat)
     shutil.rmtree(spool, ignore_errors=True)
     med = {k: {f: median([r[f] for r in v]) for f in v[0]} for k, v in got.items()}
     z, o = med["zmailer"], med["ours"]
-    lines = [row(f"{line} ({o[line + ' bytes'] / 1e6:.2f} MB), {n // 1000}k", z[line], o[line], "ms", raw[line])
+    lines = [row(f"{line} ({o[line + ' bytes'] / 1e6:.2f} MB), {n * per // 1000}k", z[line], o[line], "ms", raw[line])
              for line in REPORTS]  # fmt: skip
     lines += [
         row(f"full dump, sequential ({o['dump_bytes'] / 1e6:.1f} MB)", z["dump"], o["dump"], "s", raw["dump"]),

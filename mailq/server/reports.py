@@ -9,13 +9,14 @@ meanwhile prints ``N=0 ... QA=-1s`` rather than failing.
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Final
 
 from mailq.protocol.connection import BATCH_LINES, EncodedBody, encode_body_lines
-from mailq.server.views import GroupView, ProcView, QueueView, ThreadView
+from mailq.server.views import GroupView, ProcView, QueueView, ThreadView, VertexView
 from spool.timefmt import saytime
 
 __all__ = [
@@ -257,9 +258,15 @@ def _detail_header(thread: ThreadView, now: int) -> str:
 
 def _detail_rows(thread: ThreadView, wakeup: int, retry: str | None) -> Iterator[str]:
     """The rows of ``SHOW THREAD``; field 9 is ``retry`` when given (B20 keep)."""
+    return _rows(list(thread.vertices()), wakeup, retry)
+
+
+def _rows(
+    vertices: Sequence[VertexView], wakeup: int, retry: str | None
+) -> Iterator[str]:
     states = _VERTEX_STATES
     wake = f"\t{wakeup}\t"
-    for vertex in list(thread.vertices()):
+    for vertex in vertices:
         state = retry if retry is not None else states.get(vertex.waiting_for, "thread")
         after = (
             f"\t{vertex.expiry}{wake}{vertex.lastfeed}\t{vertex.attempts}"
@@ -297,26 +304,41 @@ def thread_detail_report(
 # ---- SHOW THREAD from cached bytes ----------------------------------------------------
 
 CACHE_PER_RCPT: Final = 8  # automatic budget: bytes per queued recipient ...
-CACHE_FLOOR: Final = 1 << 20  # ... but at least this
-_ROW_GUESS: Final = 48  # fewer bytes than any row: a thread surely bigger is not built
+CACHE_FLOOR: Final = 2 << 20  # ... but at least this
+PLAIN_MIN: Final = 65536  # rows of at least this many bytes may be kept uncompressed
+_PIECE: Final = 262144  # bytes of a packed entry decompressed at a time
 _MARK: Final = "\x00"  # field 9 while the thread waits for its wakeup (time-dependent)
 _MARK_BYTE: Final = b"\x00"
 
 
 class _Entry:
-    __slots__ = ("block", "retry", "revision", "wakeup")
+    __slots__ = ("block", "packed", "retry", "revision", "wakeup")
 
     def __init__(
-        self, revision: object, wakeup: int, retry: bool, block: bytes | None
+        self, revision: object, wakeup: int, retry: bool, block: bytes, packed: bool
     ) -> None:
         self.revision = revision
         self.wakeup = wakeup
         self.retry = retry
-        self.block = block  # None: a field holds the mark, never served from here
+        self.block = block
+        self.packed = packed  # zlib-compressed
 
     @property
     def size(self) -> int:
-        return 0 if self.block is None else len(self.block)
+        return len(self.block)
+
+    def pieces(self, size: int) -> Iterator[bytes]:
+        if not self.packed:
+            yield self.block
+            return
+        unpack = zlib.decompressobj()
+        data = self.block
+        while data:
+            yield unpack.decompress(data, size)
+            data = unpack.unconsumed_tail
+        tail = unpack.flush()
+        if tail:
+            yield tail
 
 
 class DetailCache:
@@ -326,19 +348,26 @@ class DetailCache:
     exposes ``report_revision`` (equal while no row can have changed, ``wakeup`` and
     the clock aside), and an entry is valid for one revision and one ``wakeup``. The
     only time-dependent field, ``retry in ...`` (field 9 while the thread waits), is
-    the same in every row: it is kept as a NUL mark and spliced in with one
-    ``bytes.replace`` (a block whose fields hold a NUL themselves is never used).
+    the same in every row: it is kept as a NUL mark and spliced in with
+    ``bytes.replace`` (rows whose fields hold a NUL themselves are never kept).
 
-    Memory is bounded: the entries hold at most ``budget`` bytes (None: automatic,
-    ``CACHE_PER_RCPT`` bytes per queued recipient, at least ``CACHE_FLOOR``), least
-    recently used first out, but a newcomer only displaces entries no bigger than
-    itself (a sequential dump of small threads does not flush the big ones). A
-    thread too big for the budget is streamed in batches, never held whole.
+    A miss streams the rows to the client in batches, as without a cache, and keeps
+    them on the way. Memory is bounded: entries hold at most ``budget`` bytes (None:
+    automatic, ``CACHE_PER_RCPT`` per queued recipient, at least ``CACHE_FLOOR``),
+    zlib-compressed (report rows compress 5-20 times) except a thread of
+    ``PLAIN_MIN`` bytes or more that fits in half the budget, which is kept as is
+    (the busiest threads are asked for most, and are served with no work at all).
+    Least recently used go first, but a newcomer only displaces entries no bigger
+    than itself, so a sequential dump of small threads does not flush the big ones.
     Threads without ``report_revision`` (test fakes) are always formatted afresh.
     """
 
-    def __init__(self, budget: int | None = None) -> None:
+    def __init__(
+        self, budget: int | None = None, plain_min: int = PLAIN_MIN, piece: int = _PIECE
+    ) -> None:
         self.budget = budget
+        self.plain_min = plain_min
+        self.piece = piece
         self.size = 0
         self.hits = 0
         self.misses = 0
@@ -359,44 +388,87 @@ class DetailCache:
         return ThreadDetail(self, view, channel, host, now)
 
     def rows(
-        self, view: QueueView, thread: ThreadView, wakeup: int, retry: bool
-    ) -> bytes | None:
-        """The thread's encoded rows (field 9 the mark if ``retry``), or None when
-        they are better streamed (too big, not cacheable)."""
+        self, view: QueueView, thread: ThreadView, wakeup: int, retry: str | None
+    ) -> Iterator[bytes]:
+        """The thread's encoded rows, from the cache or formatted (and kept)."""
         revision = getattr(thread, "report_revision", None)
         if revision is None:
-            return None
+            yield from _fresh(thread, wakeup, retry)
+            return
         key = (thread.channel, thread.host)
+        marked = retry is not None
         entry = self._entries.get(key)
         if entry is not None:
             if (
                 entry.revision == revision
                 and entry.wakeup == wakeup
-                and entry.retry == retry
+                and entry.retry == marked
             ):
                 self.hits += 1
                 self._entries.move_to_end(key)
-                return entry.block
+                if retry is None:
+                    yield from entry.pieces(self.piece)
+                else:
+                    text = retry.encode()
+                    for piece in entry.pieces(self.piece):
+                        yield piece.replace(_MARK_BYTE, text)
+                return
             self._drop(key)
         self.misses += 1
+        yield from self._build(view, thread, key, revision, wakeup, retry)
+
+    def _build(
+        self,
+        view: QueueView,
+        thread: ThreadView,
+        key: tuple[str, str],
+        revision: object,
+        wakeup: int,
+        retry: str | None,
+    ) -> Iterator[bytes]:
+        """Format and send the rows in batches, keeping them (with the mark)."""
         limit = self.limit(view)
-        if thread.rcpts * _ROW_GUESS > limit:
-            return None
-        rows = list(_detail_rows(thread, wakeup, _MARK if retry else None))
-        block: bytes | None = encode_body_lines(rows)
-        assert block is not None
-        if block.count(_MARK_BYTE) != (len(rows) if retry else 0):
-            block = None  # a field holds a NUL: format this revision afresh
-        entry = _Entry(revision, wakeup, retry, block)
+        pack = zlib.compressobj()
+        plain: list[bytes] | None = []
+        packed: list[bytes] = []
+        size = 0
+        text = None if retry is None else retry.encode()
+        mark = None if retry is None else _MARK
+        vertices = list(thread.vertices())
+        for start in range(0, len(vertices), BATCH_LINES):
+            chunk = vertices[start : start + BATCH_LINES]
+            data = encode_body_lines(list(_rows(chunk, wakeup, mark)))
+            if text is not None:
+                rows = data.count(b"\n")
+                if data.count(_MARK_BYTE) != rows:  # a field holds a NUL
+                    for begin in range(start, len(vertices), BATCH_LINES):
+                        chunk = vertices[begin : begin + BATCH_LINES]
+                        yield encode_body_lines(list(_rows(chunk, wakeup, retry)))
+                    return
+                yield data.replace(_MARK_BYTE, text)
+            else:
+                yield data
+            size += len(data)
+            if plain is not None:
+                plain.append(data)
+                if size > limit // 2:
+                    plain = None
+            packed.append(pack.compress(data))
+        packed.append(pack.flush())
+        if plain is not None and size >= self.plain_min:
+            entry = _Entry(revision, wakeup, text is not None, b"".join(plain), False)
+        else:
+            entry = _Entry(revision, wakeup, text is not None, b"".join(packed), True)
         if entry.size <= limit:
             self._admit(key, entry, limit)
-        return block
 
     def _drop(self, key: tuple[str, str]) -> None:
         entry = self._entries.pop(key)
         self.size -= entry.size
 
     def _admit(self, key: tuple[str, str], entry: _Entry, limit: int) -> None:
+        if key in self._entries:  # built twice meanwhile (two sessions)
+            self._drop(key)
         while self.size > limit:  # the budget shrank with the queue
             self._drop(next(iter(self._entries)))
         need = self.size + entry.size - limit
@@ -414,6 +486,12 @@ class DetailCache:
                 self._drop(k)
         self._entries[key] = entry
         self.size += entry.size
+
+
+def _fresh(thread: ThreadView, wakeup: int, retry: str | None) -> Iterator[bytes]:
+    rows = _detail_rows(thread, wakeup, retry)
+    while batch := list(islice(rows, BATCH_LINES)):
+        yield encode_body_lines(batch)
 
 
 class ThreadDetail(EncodedBody):
@@ -440,18 +518,11 @@ class ThreadDetail(EncodedBody):
             return
         header = encode_body_lines([_detail_header(thread, now)])
         wakeup = thread.wakeup
-        retry = _retry(wakeup, now)
-        block = self.cache.rows(self.view, thread, wakeup, retry is not None)
-        if block is None:
-            yield header
-            rows = _detail_rows(thread, wakeup, retry)
-            while batch := list(islice(rows, BATCH_LINES)):
-                yield encode_body_lines(batch)
-            return
-        if retry is not None:
-            block = block.replace(_MARK_BYTE, retry.encode())
-        if len(block) < 65536:
-            yield header + block
+        pieces = self.cache.rows(self.view, thread, wakeup, _retry(wakeup, now))
+        first = next(pieces, b"")
+        if len(first) < PLAIN_MIN:
+            yield header + first
         else:
             yield header
-            yield block
+            yield first
+        yield from pieces

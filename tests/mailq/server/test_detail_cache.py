@@ -39,8 +39,9 @@ def cached(
 class CachedReports(CoreMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.big = DetailCache(1 << 30)
-        self.small = DetailCache(400)  # a few rows: eviction and refusal all the time
+        self.big = DetailCache(1 << 30)  # compressed
+        self.plain = DetailCache(1 << 30, plain_min=0, piece=64)  # kept as they are
+        self.small = DetailCache(400, piece=50)  # eviction and refusal all the time
         self.auto = DetailCache()
 
     def _messages(self) -> list[Message]:
@@ -78,7 +79,7 @@ class CachedReports(CoreMachine):
         names = [(ch, h) for ch in CHANNELS for h in HOSTS]
         for channel, host in names:
             want = fresh(s, channel, host, now)
-            for cache in (self.big, self.small, self.auto):
+            for cache in (self.big, self.plain, self.small, self.auto):
                 got = cached(cache, s, channel, host, now)
                 assert got == want, (channel, host, got, want)
         assert self.small.size <= 400
@@ -141,7 +142,7 @@ def test_a_field_holding_a_nul_is_formatted_afresh() -> None:
 
 def test_a_thread_too_big_for_the_budget_is_streamed_and_not_kept() -> None:
     pb = _queue_only(40)
-    cache = DetailCache(200)
+    cache = DetailCache(40)
     body = cache.report(pb.sched, "q", "a", pb.now)
     pieces = list(body.encoded())
     assert b"".join(pieces) == fresh(pb.sched, "q", "a", pb.now)
@@ -187,3 +188,17 @@ def test_the_connection_sends_an_encoded_body_as_it_sends_lines() -> None:
     assert sent == plain.send(MultilineReply(list(body)))
     assert sent.startswith(b"+OK until LF.LF\n#q/a/0  N=3   R=3 ")
     assert sent.endswith(b"\n.\n")
+
+
+def test_big_rows_are_kept_plain_and_small_ones_compressed() -> None:
+    pb = _queue_only(40)
+    s = pb.sched
+    cache = DetailCache(1 << 20, plain_min=1000, piece=100)
+    for now in (pb.now, pb.now - 5):  # retry text spliced into the pieces
+        for host in ("a", "b"):
+            assert cached(cache, s, "q", host, now) == fresh(s, "q", host, now)
+    small = DetailCache(1 << 20, plain_min=1 << 20, piece=100)
+    for now in (pb.now, pb.now - 5):
+        assert cached(small, s, "q", "a", now) == fresh(s, "q", "a", now)
+    assert small.size * 4 < cache.size // 2  # two plain entries vs one compressed
+    assert (cache.hits, small.hits) == (2, 1)
