@@ -10,9 +10,9 @@ meanwhile prints ``N=0 ... QA=-1s`` rather than failing.
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from itertools import islice
+from operator import attrgetter
 from typing import Final
 
 from mailq.protocol.connection import BATCH_LINES, EncodedBody, encode_body_lines
@@ -50,6 +50,7 @@ _TABLE: Final = 1000
 _LEFT3: Final = tuple(f"{i:<3d}" for i in range(_TABLE))  # %-3d, precomputed
 _LEFT2: Final = tuple(f"{i:<2d}" for i in range(_TABLE))
 
+_jobs: Final = attrgetter("jobs")
 _ages: dict[int, str] = {}
 _names: dict[tuple[str, str, int], str] = {}
 
@@ -216,10 +217,12 @@ def threads_report(view: QueueView, now: int) -> Iterator[str]:
 def short_report(view: QueueView, now: int) -> Iterator[str]:
     """``SHOW QUEUE SHORT``: THREADS without the thread lines."""
     for group in list(view.groups()):
-        threads = list(group.threads())
+        threads = group.threads()
         yield _group_header(group)
-        msgs = sum([t.jobs for t in threads])
-        procs = sum([len(t.procs()) for t in threads])
+        msgs = sum(map(_jobs, threads))
+        # a group without TA processes has none on any thread (the model keeps
+        # attached + idle <= proc_count), so its threads need not be asked
+        procs = sum([len(t.procs()) for t in threads]) if group.proc_count else 0
         yield _group_summary(group, len(threads), msgs, procs)
     yield from trailer_lines(view, now)
 
@@ -306,39 +309,31 @@ def thread_detail_report(
 CACHE_PER_RCPT: Final = 8  # automatic budget: bytes per queued recipient ...
 CACHE_FLOOR: Final = 2 << 20  # ... but at least this
 PLAIN_MIN: Final = 65536  # rows of at least this many bytes may be kept uncompressed
-_PIECE: Final = 262144  # bytes of a packed entry decompressed at a time
+_PIECE: Final = 65536  # bytes of a packed entry decompressed at a time
+_WBITS: Final = 12  # a 4 KiB window: rows repeat their neighbours; small state
 _MARK: Final = "\x00"  # field 9 while the thread waits for its wakeup (time-dependent)
 _MARK_BYTE: Final = b"\x00"
 
 
-class _Entry:
-    __slots__ = ("block", "packed", "retry", "revision", "wakeup")
+# An entry is (key of validity, rows): two objects, not a dozen, because entries made
+# between the short-lived rows of a cold dump pin the allocator's pools they land in.
+# The key is the thread's revision, wakeup and whether field 9 is the mark, as text;
+# the rows are zlib-compressed when the key ends in "z".
+_Entry = tuple[str, bytes]
 
-    def __init__(
-        self, revision: object, wakeup: int, retry: bool, block: bytes, packed: bool
-    ) -> None:
-        self.revision = revision
-        self.wakeup = wakeup
-        self.retry = retry
-        self.block = block
-        self.packed = packed  # zlib-compressed
 
-    @property
-    def size(self) -> int:
-        return len(self.block)
-
-    def pieces(self, size: int) -> Iterator[bytes]:
-        if not self.packed:
-            yield self.block
-            return
-        unpack = zlib.decompressobj()
-        data = self.block
-        while data:
-            yield unpack.decompress(data, size)
-            data = unpack.unconsumed_tail
-        tail = unpack.flush()
-        if tail:
-            yield tail
+def _pieces(entry: _Entry, size: int) -> Iterator[bytes]:
+    block = entry[1]
+    if entry[0][-1] != "z":
+        yield block
+        return
+    unpack = zlib.decompressobj(_WBITS)
+    while block:
+        yield unpack.decompress(block, size)
+        block = unpack.unconsumed_tail
+    tail = unpack.flush()
+    if tail:
+        yield tail
 
 
 class DetailCache:
@@ -371,7 +366,7 @@ class DetailCache:
         self.size = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._entries: dict[tuple[str, str], _Entry] = {}  # least recent first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -396,39 +391,36 @@ class DetailCache:
             yield from _fresh(thread, wakeup, retry)
             return
         key = (thread.channel, thread.host)
-        marked = retry is not None
+        valid = f"{revision} {wakeup} {'m' if retry is not None else '-'}"
         entry = self._entries.get(key)
         if entry is not None:
-            if (
-                entry.revision == revision
-                and entry.wakeup == wakeup
-                and entry.retry == marked
-            ):
+            if entry[0][:-1] == valid:
                 self.hits += 1
-                self._entries.move_to_end(key)
+                del self._entries[key]
+                self._entries[key] = entry  # most recently used: last
                 if retry is None:
-                    yield from entry.pieces(self.piece)
+                    yield from _pieces(entry, self.piece)
                 else:
                     text = retry.encode()
-                    for piece in entry.pieces(self.piece):
+                    for piece in _pieces(entry, self.piece):
                         yield piece.replace(_MARK_BYTE, text)
                 return
             self._drop(key)
         self.misses += 1
-        yield from self._build(view, thread, key, revision, wakeup, retry)
+        yield from self._build(view, thread, key, valid, wakeup, retry)
 
     def _build(
         self,
         view: QueueView,
         thread: ThreadView,
         key: tuple[str, str],
-        revision: object,
+        valid: str,
         wakeup: int,
         retry: str | None,
     ) -> Iterator[bytes]:
         """Format and send the rows in batches, keeping them (with the mark)."""
         limit = self.limit(view)
-        pack = zlib.compressobj()
+        pack = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 4)
         plain: list[bytes] | None = []
         packed: list[bytes] = []
         size = 0
@@ -451,33 +443,37 @@ class DetailCache:
             size += len(data)
             if plain is not None:
                 plain.append(data)
-                if size > limit // 2:
+                # kept as is only within half the budget: judged from the rows so far
+                # (a big thread's pieces are not gathered only to be dropped)
+                done = start + len(chunk)
+                if size > limit // 2 or size * len(vertices) > done * (limit // 2):
                     plain = None
             packed.append(pack.compress(data))
         packed.append(pack.flush())
         if plain is not None and size >= self.plain_min:
-            entry = _Entry(revision, wakeup, text is not None, b"".join(plain), False)
+            entry = (valid + "p", b"".join(plain))
         else:
-            entry = _Entry(revision, wakeup, text is not None, b"".join(packed), True)
-        if entry.size <= limit:
+            entry = (valid + "z", b"".join(packed))
+        if len(entry[1]) <= limit:
             self._admit(key, entry, limit)
 
     def _drop(self, key: tuple[str, str]) -> None:
         entry = self._entries.pop(key)
-        self.size -= entry.size
+        self.size -= len(entry[1])
 
     def _admit(self, key: tuple[str, str], entry: _Entry, limit: int) -> None:
         if key in self._entries:  # built twice meanwhile (two sessions)
             self._drop(key)
         while self.size > limit:  # the budget shrank with the queue
             self._drop(next(iter(self._entries)))
-        need = self.size + entry.size - limit
+        size = len(entry[1])
+        need = self.size + size - limit
         if need > 0:
             victims: list[tuple[str, str]] = []
             for k, e in self._entries.items():  # least recently used first
-                if e.size <= entry.size:
+                if len(e[1]) <= size:
                     victims.append(k)
-                    need -= e.size
+                    need -= len(e[1])
                     if need <= 0:
                         break
             if need > 0:
@@ -485,7 +481,7 @@ class DetailCache:
             for k in victims:
                 self._drop(k)
         self._entries[key] = entry
-        self.size += entry.size
+        self.size += size
 
 
 def _fresh(thread: ThreadView, wakeup: int, retry: str | None) -> Iterator[bytes]:
