@@ -4,7 +4,7 @@ The shell reads bytes, feeds :class:`~mailq.protocol.connection.ServerConnection
 to :class:`~mailq.server.service.Service` and writes what the connection serialises. Reports
 are formatted a batch of lines at a time and written in chunks of about 64 KiB with
 ``await writer.drain()`` after each (it suspends only while the peer's buffer is full);
-the session yields to the loop after every ``FORMAT_SLICE`` (5 ms) of formatting, so a
+the session yields to the loop after every ``FORMAT_SLICE`` (2 ms) of formatting, so a
 huge dump never blocks the loop or sits whole in memory, and a slow reader only stalls
 itself. Each session has a real deadline (``lifetime``, B12 fix).
 
@@ -61,7 +61,7 @@ __all__ = ["MailqServer", "ServerConfig"]
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 65536
-FORMAT_SLICE = 0.005  # seconds of report formatting before yielding to the loop
+FORMAT_SLICE = 0.002  # seconds of report work before yielding to the loop
 PIECE_BYTES = 1  # report pieces of one formatting batch (BATCH_LINES lines, ~1 ms)
 WRITE_BYTES = 65536  # report bytes gathered per write (fewer, bigger writes)
 PRE_AUTH_GRACE = (
