@@ -120,6 +120,7 @@ class AgentLines(Feeding):
             return
         if (vs >> ATT_SHIFT) & ATT_MASK < ATT_MASK:  # attempts += 1, read once
             v._vs = vs + (1 << ATT_SHIFT)
+            th.touch()  # a SHOW THREAD row changed (the setter would say so)
         else:
             v.attempts += 1  # out of range: the setter says so
         th.attempts += 1

@@ -116,6 +116,7 @@ class Feeding(Expiry):
             parts.append(f"{msg.relpath}\n" if withhost else f"{msg.relpath}\t{host}\n")
             fed += 1
         if fed:
+            th.touch()  # lastfeed and waiting_for of SHOW THREAD rows, written raw
             p.feedtime = now
             self._out.append(
                 WriteAgent(p.proc, "".join(parts).encode("utf-8", "surrogateescape"))

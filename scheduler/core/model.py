@@ -781,7 +781,8 @@ class Thread:
         clock aside (mailq.server.reports caches the rows by it).
 
         ``_rev`` counts changes to the shown vertex fields (their setters and
-        ``drop_index`` bump it), ``compact`` and reorders (``touch``), from a serial
+        ``drop_index`` bump it; code that writes ``_vs``/``_offs`` raw calls
+        ``touch``), ``compact`` and reorders (``touch``), from a serial
         unique to the thread (a new thread never repeats a dead one's values). Between
         two equal values ``vlist`` only grew by appends (its length) and vertices only
         left by ``jobs`` decrements, so the length and ``jobs`` catch membership;

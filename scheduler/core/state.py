@@ -253,6 +253,7 @@ class ModelState:
         assert th is not None
         if type(v._offs) is int:  # the only recipient, no extras: nothing to shift
             v._offs = array("i")
+            th.touch()  # written raw: SHOW THREAD caches see it (rcpts changes too)
         else:
             v.drop_index(index)
         th.rcpts -= 1
