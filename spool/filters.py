@@ -22,7 +22,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import zlib
+from array import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spool.quads import parse_quad
+
+if TYPE_CHECKING:
+    from spool.controlfile import ControlFile
 
 __all__ = [
     "KEYS",
@@ -30,6 +38,9 @@ __all__ = [
     "Filter",
     "FilterError",
     "Term",
+    "address_keys",
+    "control_keys",
+    "index_key",
     "parse_filter",
 ]
 
@@ -216,3 +227,50 @@ def _number(index: int, word: str, key: str, value: str) -> float:
         known = " ".join(u for u in units if u)
         raise FilterError(index, word, f"unknown {key} unit {m.group(2)!r} ({known})")
     return float(m.group(1)) * units[unit]
+
+
+# -- the recipient index's keys (scheduler.core.rcptindex) ------------------------------
+
+_GLOB_CHARS = frozenset("*?[]")
+
+
+def address_key(text: str) -> int:
+    """A 32-bit key of an address part (CRC-32: the same in every process)."""
+    return zlib.crc32(text.encode("utf-8", "surrogateescape"))
+
+
+def address_keys(address: str) -> tuple[int, int]:
+    """(key of the local part, key of the domain) of a recipient address, lower case:
+    the local part is the text before the first ``@`` (all of it when there is none),
+    the domain the text after the last ``@`` (empty when there is none)."""
+    a = address.lower()
+    local, at, _ = a.partition("@")
+    return address_key(local), address_key(a.rpartition("@")[2] if at else "")
+
+
+def control_keys(control: ControlFile) -> tuple[bytes, bytes]:
+    """The keys of a control file's pending recipients (the addresses ``SHOW MSG``
+    shows): local parts and domains, each as an ``array("I")``'s bytes."""
+    local = array("I")
+    dom = array("I")
+    for row in control.pending_summary():
+        lk, dk = address_keys(parse_quad(row[3])[2])
+        local.append(lk)
+        dom.append(dk)
+    return local.tobytes(), dom.tobytes()
+
+
+def index_key(term: Term) -> tuple[str, int] | None:
+    """``("local", key)`` or ``("domain", key)`` that every address matching ``term``
+    has (see :func:`address_keys`), or None when the term cannot use the index: only
+    ``rcpt=`` globs with a literal local part or a literal domain can."""
+    if term.key != "rcpt" or term.op != "=":
+        return None
+    v = term.value.lower()
+    local, at, _ = v.partition("@")
+    if not _GLOB_CHARS.intersection(local):
+        return "local", address_key(local)  # the address starts with local + "@"
+    domain = v.rpartition("@")[2]
+    if at and not _GLOB_CHARS.intersection(domain):
+        return "domain", address_key(domain)  # ... or ends with "@" + domain
+    return None

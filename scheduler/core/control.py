@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
 from scheduler.core.loading import Loading
 from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
+from scheduler.core.rcptindex import RcptIndex
 from scheduler.core.state import SENT_RCPTS, TICK
 from spool.controlfile import format_diagnostic
-from spool.filters import Filter, Term
-from spool.ids import parse_spool_id, spool_id
+from spool.filters import Filter, Term, control_keys, index_key
+from spool.ids import message_number, parse_spool_id, spool_id
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -132,6 +133,7 @@ class Control(Loading):
         self._holds = {}
         self._rules = ()
         self._buckets = {}
+        self.rcpt_index = RcptIndex()
 
     # -- identifying messages ------------------------------------------------------------
 
@@ -257,7 +259,12 @@ class Control(Loading):
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
     ) -> None:
+        name = relpath.rpartition("/")[2]
+        number = int(name) if name.isdigit() else message_number(name)
+        before = self._messages.get(number)
         super()._load(relpath, control, mtime, mtime_ns, ctime)
+        if self._messages.get(number) not in (None, before):
+            self._index_recipients(number, control)
         holds = self._holds
         if holds:
             name = relpath.rpartition("/")[2]
@@ -268,6 +275,17 @@ class Control(Loading):
                     self._park_message(msg, info)
                 else:
                     del holds[msg.number]  # a new message in a reused file name
+
+    def _index_recipients(self, number: int, control: ControlFile) -> None:
+        keys: tuple[bytes, bytes] | None = getattr(control, "rcpt_keys", None)
+        if keys is None:  # a ControlFile; load workers send the keys ready
+            keys = control_keys(control)
+        self.rcpt_index.add(number, *keys)
+
+    def compact_index(self, budget: int = 4) -> bool:
+        """A step of the recipient index's compaction (True: call again)."""
+        msgs = self._messages
+        return self.rcpt_index.compact(msgs.__contains__, budget)
 
     def _maybe_complete(self, msg: Message) -> None:
         super()._maybe_complete(msg)
@@ -449,11 +467,20 @@ class Control(Loading):
                 yield msg
 
     def _candidates(self, flt: Filter) -> Iterator[Message]:
-        """The messages worth testing, lazily: through the matching threads when the
+        """The messages worth testing, lazily: the recipient index's candidates for
+        a ``rcpt=`` glob with a literal local part or domain; through the matching threads when the
         filter names a channel or host (a few thousand threads instead of every
         message), only held ones for ``state=held``, else all. A message may come
         twice (the caller's tests are idempotent; :meth:`select` drops repeats)."""
         msgs = self._messages
+        for t in flt.terms:
+            key = index_key(t)
+            if key is not None:  # candidates from the recipient index
+                for number in self.rcpt_index.lookup(*key):
+                    m = msgs.get(number)
+                    if m is not None:
+                        yield m
+                return
         if any(
             t.key == "state" and t.op == "=" and t.value == "held" for t in flt.terms
         ):

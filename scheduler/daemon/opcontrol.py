@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 TRASH_DAYS = 7
 SLICE = 0.005  # seconds of work between yields to the event loop
+INDEX_BUDGET = 4  # recipient index segments compacted per tick (~1 ms each)
 TICK = 64  # messages tested between the None ticks of a scan (see Control.select)
 _MSGID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
 _SHAPE_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
@@ -89,7 +90,12 @@ class ControlPlaneImpl:
         self._push_rules()
 
     def tick(self) -> None:
-        """Lift expired rules (called every few seconds by the daemon)."""
+        """Lift expired rules and compact the recipient index a little (called every
+        few seconds by the daemon)."""
+        self.core.compact_index(INDEX_BUDGET)
+        self._expire()
+
+    def _expire(self) -> None:
         now = int(self.clock())
         expired = [r.id for r, _ in self._rules.values() if r.until and r.until <= now]
         for rid in expired:
@@ -448,7 +454,7 @@ class ControlPlaneImpl:
         return got[0]
 
     def rules(self, kind: str) -> list[RuleRow]:
-        self.tick()
+        self._expire()
         return [r for r, _ in self._rules.values() if r.kind == kind]
 
     # -- shape and explain -------------------------------------------------------------------

@@ -3,6 +3,7 @@ threads from starting, selection by filter, retry and bounce."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hypothesis import given, settings, strategies as st
@@ -236,3 +237,63 @@ def test_any_hold_release_kill_sequence_keeps_the_counts(
     pb.sched.release(list(pb.sched.messages()), pb.now)
     assert pb.sched.held_numbers() == {}
     pb.check_counts()
+
+
+def test_rcpt_globs_with_a_literal_part_take_candidates_from_the_index() -> None:
+    """The index yields only messages whose keys match; the address reader (the
+    control file in the daemon) decides. Globs without a literal local part or domain
+    test every message."""
+    pb = pb_()
+    pb.load(
+        "A/1", [("q", "a.example", "Ann@A.example"), ("q", "b.example", "v@b.example")]
+    )
+    pb.load("A/2", [("q", "b.example", "w@b.example")])
+    pb.load("A/3", [("smtp", "c.example", "root")])
+    asked: list[int] = []
+    addresses = {
+        1: [("q", "a.example", "Ann@A.example"), ("q", "b.example", "v@b.example")],
+        2: [("q", "b.example", "w@b.example")],
+        3: [("smtp", "c.example", "root")],
+    }
+
+    def reader(msg: Message) -> list[tuple[str, str, str]]:
+        asked.append(msg.number)
+        return addresses[msg.number]
+
+    def numbers(text: str) -> tuple[list[int], list[int]]:
+        asked.clear()
+        got = sorted(
+            m.number
+            for m in pb.sched.select(parse_filter(text), pb.now, reader)
+            if m is not None
+        )
+        return got, sorted(asked)
+
+    assert numbers("rcpt=ann@*") == ([1], [1])
+    assert numbers("rcpt=*@B.EXAMPLE") == ([1, 2], [1, 2])
+    assert numbers("rcpt=root") == ([3], [3])
+    assert numbers("rcpt=nobody@*") == ([], [])
+    assert numbers("rcpt=*n@a.example") == ([1], [1])
+    assert numbers("rcpt=a*@*") == ([1], [1, 2, 3])  # no literal part: every file
+    pb.sched.hold([_msg(pb, 2)], "x", "O1", pb.now)
+    assert numbers("rcpt=w@*") == ([2], [2])  # held messages are indexed too
+
+
+def test_rcpt_index_compaction_drops_messages_gone() -> None:
+    from scheduler.core.rcptindex import SEGMENT, RcptIndex
+
+    idx = RcptIndex(limit=SEGMENT)
+    key = (7).to_bytes(4, sys.byteorder)
+    last = 3 * SEGMENT
+    for n in range(1, last + 1):
+        idx.add(n, key * 2, key * 2)  # two recipients each
+    assert sorted(set(idx.lookup("local", 7))) == list(range(1, last + 1))
+    before = idx.entries
+    while idx.compact(lambda n: n % 1000 == 0, budget=1):
+        pass
+    got = set(idx.lookup("domain", 7))
+    assert {n for n in range(1, last + 1) if n % 1000 == 0} <= got
+    # only the segment still filling keeps messages that are gone
+    assert all(n % 1000 == 0 or n > last - SEGMENT // 2 for n in got)
+    assert idx.entries < before // 5
+    assert list(idx.lookup("local", 8)) == []
