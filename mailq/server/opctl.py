@@ -215,8 +215,11 @@ def _audit(client: Client, fmt: str, *args: object) -> None:
     audit.info("user=%s peer=%s " + fmt, client.user, client.peer, *args)
 
 
-SLICE = 0.005  # seconds of work before yielding to the event loop
+SLICE = 0.002  # seconds of work before yielding to the event loop (a new session
+# needs a few loop turns to get its greeting out: they add up)
 CHUNK = {"HOLD": 100, "RELEASE": 100, "RETRY": 200, "BOUNCE": 50, "DELETE": 25}
+CHUNK_TIME = 0.001  # seconds one chunk should take (the size adapts)
+CHUNK_MAX = 2000
 
 
 async def _collect(items: Iterable[T | None]) -> list[T]:
@@ -371,15 +374,26 @@ def _act(verb: str) -> Handler:
 async def _chunked(
     verb: str, sids: list[str], act: Callable[[list[str]], tuple[int, int]]
 ) -> tuple[int, int]:
+    """Act on ``sids`` chunk by chunk, yielding to the loop before a slice of
+    :data:`SLICE` seconds would be overrun. Chunks start at :data:`CHUNK` messages and
+    adapt so that one takes about :data:`CHUNK_TIME` (a message's cost varies with its
+    recipients, a GC pass or a busy machine)."""
     size = CHUNK.get(verb, 200)
     msgs = rcpts = 0
     clock = time.perf_counter
     started = clock()
-    for i in range(0, len(sids), size):
+    i = 0
+    while i < len(sids):
+        t0 = clock()
         m, r = act(sids[i : i + size])
+        i += size
         msgs += m
         rcpts += r
-        if clock() - started >= SLICE:
+        now = clock()
+        took = now - t0
+        if took > 0:
+            size = max(1, min(CHUNK_MAX, int(size * CHUNK_TIME / took) or 1))
+        if now - started + took >= SLICE:
             await asyncio.sleep(0)
             started = clock()
     return msgs, rcpts

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
+from scheduler.core.events import ConfigChanged
 from scheduler.core.loading import Loading
 from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
 from scheduler.core.rcptindex import RcptIndex
@@ -127,6 +128,7 @@ class Control(Loading):
     _holds: dict[int, HoldInfo]
     _rules: tuple[Rule, ...]
     _buckets: dict[tuple[str, str], tuple[float, int]]
+    _ages: dict[Thread, dict[int, int]] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -134,6 +136,7 @@ class Control(Loading):
         self._rules = ()
         self._buckets = {}
         self.rcpt_index = RcptIndex()
+        self._ages = None
 
     # -- identifying messages ------------------------------------------------------------
 
@@ -238,6 +241,8 @@ class Control(Loading):
             th.unfed -= 1
         th.jobs -= 1
         th.rcpts -= n
+        if self._ages is not None:
+            self._age_sub(th, v.msg.mtime, n)
         th.dead += 1
         th.note_removed(v.msg.mtime)
         self.total_vertices -= 1
@@ -302,6 +307,82 @@ class Control(Loading):
         cmds = self.release([msg], now)[1] if msg.number in self._holds else []
         found, more = super().kill_msg(self.spool_id_of(msg), now)
         return found, cmds + more
+
+    # -- age histograms (SHOW QUEUE SHAPE) -------------------------------------------------
+
+    def age_histograms(self) -> dict[Thread, dict[int, int]] | None:
+        """Per thread, its recipients by arrival minute (``mtime // 60``), kept up to
+        date once :meth:`start_age_histograms` was called; None when off."""
+        return self._ages
+
+    def start_age_histograms(self) -> list[Thread]:
+        """Keep the histograms from now on; returns the threads whose histogram the
+        caller must fill with :meth:`count_ages` (one call per thread, in any order
+        and over any number of loop turns: each recount replaces what the updates
+        put there meanwhile)."""
+        if self._ages is None:
+            self._ages = {}
+        return list(self._threads.values())
+
+    def count_ages(self, th: Thread) -> None:
+        ages = self._ages
+        if ages is None or not th.alive:
+            return
+        h: dict[int, int] = {}
+        for v in th.vertices():
+            slot = v.msg.mtime // 60
+            h[slot] = h.get(slot, 0) + len(v.offsets)
+        if h:
+            ages[th] = h
+        else:
+            ages.pop(th, None)
+
+    def stop_age_histograms(self) -> None:
+        self._ages = None
+
+    def _age_add(self, th: Thread, mtime: int, n: int) -> None:
+        ages = self._ages
+        assert ages is not None
+        h = ages.get(th)
+        if h is None:
+            h = ages[th] = {}
+        slot = mtime // 60
+        h[slot] = h.get(slot, 0) + n
+
+    def _age_sub(self, th: Thread, mtime: int, n: int) -> None:
+        ages = self._ages
+        assert ages is not None
+        h = ages.get(th)
+        if h is None:
+            return
+        slot = mtime // 60
+        left = h.get(slot, 0) - n
+        if left > 0:
+            h[slot] = left
+        else:
+            h.pop(slot, None)
+            if not h:
+                del ages[th]
+
+    def _link(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
+        th = super()._link(v, channel, host, count)
+        if self._ages is not None:
+            self._age_add(th, v.msg.mtime, count)
+        return th
+
+    def _remove_rcpt(self, v: Vertex, index: int) -> None:
+        if self._ages is not None and v.thread is not None:
+            self._age_sub(v.thread, v.msg.mtime, 1)
+        super()._remove_rcpt(v, index)
+
+    def _drop_vertex(self, v: Vertex) -> None:
+        if self._ages is not None and v.thread is not None:
+            self._age_sub(v.thread, v.msg.mtime, len(v.offsets))
+        super()._drop_vertex(v)
+
+    def _on_config(self, ev: ConfigChanged) -> None:
+        super()._on_config(ev)
+        self._ages = None  # threads were rebuilt: the next SHAPE counts afresh
 
     # -- rules ---------------------------------------------------------------------------
 

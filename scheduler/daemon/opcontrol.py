@@ -36,8 +36,9 @@ __all__ = ["ControlPlaneImpl"]
 logger = logging.getLogger(__name__)
 
 TRASH_DAYS = 7
-SLICE = 0.005  # seconds of work between yields to the event loop
+SLICE = 0.002  # seconds of work between yields to the event loop (as opctl.SLICE)
 INDEX_BUDGET = 4  # recipient index segments compacted per tick (~1 ms each)
+SHAPE_IDLE = 600  # seconds without SHOW QUEUE SHAPE before the age histograms go
 TICK = 64  # messages tested between the None ticks of a scan (see Control.select)
 _MSGID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
 _SHAPE_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
@@ -62,6 +63,8 @@ class ControlPlaneImpl:
         self.clock = clock
         self.trash_days = trash_days
         self._rules: dict[str, tuple[RuleRow, dict[str, str]]] = {}
+        self._ages_filled: asyncio.Future[None] | None = None
+        self._shape_used = 0
         self._save_lock = asyncio.Lock()
 
     # -- startup ---------------------------------------------------------------------------
@@ -93,6 +96,11 @@ class ControlPlaneImpl:
         """Lift expired rules and compact the recipient index a little (called every
         few seconds by the daemon)."""
         self.core.compact_index(INDEX_BUDGET)
+        filled = self._ages_filled
+        idle = self.clock() - self._shape_used > SHAPE_IDLE
+        if filled is not None and filled.done() and idle:
+            self.core.stop_age_histograms()  # their memory back
+            self._ages_filled = None
         self._expire()
 
     def _expire(self) -> None:
@@ -460,9 +468,15 @@ class ControlPlaneImpl:
     # -- shape and explain -------------------------------------------------------------------
 
     async def shape(self, by: str, top: int) -> list[str]:
-        """qshape's table: recipients by destination and age (minutes, geometric),
-        computed in slices of the event loop."""
+        """qshape's table: recipients by destination and age (minutes, geometric).
+
+        By host, domain or channel it sums the core's per-thread histograms of
+        arrival minutes (kept up to date once a first ``SHAPE`` has filled them, in
+        slices; dropped after :data:`SHAPE_IDLE` seconds without one), so the age of
+        a recipient is known to the minute (the middle of its arrival minute). By
+        sender-domain it walks the messages in slices."""
         now = int(self.clock())
+        self._shape_used = now
         edges = [m * 60 for m in _SHAPE_MINUTES]
         table: dict[str, list[int]] = {}
         clock = time.perf_counter
@@ -477,18 +491,23 @@ class ControlPlaneImpl:
                     await asyncio.sleep(0)
                     started = clock()
         else:
-            for th in list(self.core.threads()):
+            await self._fill_ages()
+            ages = self.core.age_histograms() or {}
+            column: dict[int, int] = {}  # arrival minute -> column
+            for th, hist in list(ages.items()):
                 key = {"host": th.host, "channel": th.channel}.get(by) or _domain(
                     th.host
                 )
                 row = table.get(key)
                 if row is None:
                     row = table[key] = [0] * (len(edges) + 2)
-                for v in th.vertices():
-                    age = now - v.msg.mtime
-                    n = len(v.offsets)
+                for slot, n in hist.items():
+                    col = column.get(slot)
+                    if col is None:
+                        age = now - slot * 60 - 30
+                        col = column[slot] = bisect.bisect_right(edges, age) + 1
                     row[0] += n
-                    row[bisect.bisect_right(edges, age) + 1] += n
+                    row[col] += n
                 if clock() - started >= SLICE:
                     await asyncio.sleep(0)
                     started = clock()
@@ -501,6 +520,25 @@ class ControlPlaneImpl:
         lines = [header, "\t".join(["TOTAL", *map(str, total)])]
         lines.extend("\t".join([k, *map(str, c)]) for k, c in rows if c[0])
         return lines
+
+    async def _fill_ages(self) -> None:
+        """Turn the core's age histograms on and fill them, in slices (once)."""
+        if self._ages_filled is not None:
+            await self._ages_filled  # filled, or being filled by another session
+            if self.core.age_histograms() is not None:
+                return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ages_filled = done
+        try:
+            clock = time.perf_counter
+            started = clock()
+            for th in self.core.start_age_histograms():
+                self.core.count_ages(th)
+                if clock() - started >= SLICE:
+                    await asyncio.sleep(0)
+                    started = clock()
+        finally:
+            done.set_result(None)
 
     def explain_thread(self, channel: str, host: str) -> list[str] | None:
         th = self.core.find_thread(channel, host)

@@ -37,6 +37,16 @@ def _recount(pb: Playbook) -> None:
         assert th.rcpts == sum(len(v.offsets) for v in vs)
         nv += len(vs)
         nr += th.rcpts
+        ages = s.age_histograms()
+        if ages is not None:  # SHOW QUEUE SHAPE's histograms equal a recount
+            want: dict[int, int] = {}
+            for v in vs:
+                want[v.msg.mtime // 60] = want.get(v.msg.mtime // 60, 0) + len(
+                    v.offsets
+                )
+            assert ages.get(th, {}) == want
+    if s.age_histograms() is not None:
+        assert all(th.alive and th.rcpts for th in s.age_histograms() or {})
     assert s.total_vertices == nv
     assert s.total_recipients == nr
 
@@ -212,7 +222,10 @@ def test_retry_at_moves_the_thread() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["hold", "release", "kill"]), st.integers(1, 6)),
+        st.tuples(
+            st.sampled_from(["hold", "release", "kill", "bounce", "ages"]),
+            st.integers(1, 6),
+        ),
         max_size=30,
     )
 )
@@ -222,15 +235,24 @@ def test_any_hold_release_kill_sequence_keeps_the_counts(
 ) -> None:
     pb = pb_()
     for n in range(1, 7):
-        pb.load(f"A/{n}", [("q", f"h{n % 3}", f"u{n}@h"), ("q", "x", f"v{n}@x")])
+        pb.load(
+            f"A/{n}",
+            [("q", f"h{n % 3}", f"u{n}@h"), ("q", "x", f"v{n}@x")],
+            mtime=pb.now - 60 * n,
+        )
     for op, n in ops:
         msg = pb.sched.message(n)
+        if op == "ages":
+            for th in pb.sched.start_age_histograms():
+                pb.sched.count_ages(th)
         if msg is None:
             continue
         if op == "hold":
             pb.sched.hold([msg], "p", "O1", pb.now)
         elif op == "release":
             pb.sched.release([msg], pb.now)
+        elif op == "bounce":
+            pb.sched.bounce([msg], "r", pb.now)
         else:
             pb.sched.kill_msg(str(n), pb.now)
         _recount(pb)
