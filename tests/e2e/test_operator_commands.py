@@ -216,3 +216,35 @@ def test_undo_hold_and_show_ops(daemon_factory: DaemonFactory) -> None:
     assert twice.startswith("-Operation")
     (unknown,) = d.query("UNDO O1-1")
     assert unknown.startswith("-No such operation")
+
+
+def test_show_msgs_by_recipient_before_and_after_a_restart(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """``rcpt=`` with a literal local part or domain takes its candidates from the
+    recipient index (new arrivals and messages loaded at startup alike), other globs
+    read every file; the answers are the same."""
+    d = _daemon(daemon_factory)
+    ann = d.submit("Ann@A.example", "bob@b.example")
+    bob = d.submit("bob@b.example")
+    root = d.submit("carol@c.example")
+    wait_until(lambda: _loaded(d, ann, bob, root), what="loading")
+
+    def paths(flt: str) -> list[str]:
+        (body,) = d.query(f"SHOW MSGS WHERE {flt}")
+        return sorted(line.split("\t")[1] for line in body.splitlines() if line)
+
+    def check() -> None:
+        assert paths("rcpt=ann@*") == [ann]
+        assert paths("rcpt=BOB@*") == sorted([ann, bob])
+        assert paths("rcpt=*@b.example") == sorted([ann, bob])
+        assert paths("rcpt=*@c.EXAMPLE channel=smtp") == [root]
+        assert paths("rcpt=nobody@*") == []
+        assert paths("rcpt=*o*@*") == sorted([bob, ann, root])  # every file read
+        assert paths("rcpt=*nn@a.example") == [ann]
+
+    check()
+    d.stop()
+    d.start()
+    wait_until(lambda: _loaded(d, ann, bob, root), what="loading again")
+    check()
