@@ -167,28 +167,28 @@ def split_terms(text: str) -> list[str]:
     return words
 
 
-def parse_filter(text: str) -> Filter:
-    """Parse a ``WHERE`` filter; raises :class:`FilterError`."""
+def parse_filter(text: str, extra: frozenset[str] = frozenset()) -> Filter:
+    """Parse a ``WHERE`` filter; raises :class:`FilterError`. ``extra`` names more
+    text keys that one command knows (``WATCH``'s ``kind``)."""
     if len(text) > _MAX_TEXT:
         raise FilterError(0, text[:20], f"filter longer than {_MAX_TEXT} characters")
     words = [w for w in split_terms(text) if w.upper() != "AND"]
     if len(words) > _MAX_TERMS:
         raise FilterError(_MAX_TERMS + 1, words[_MAX_TERMS], "too many terms")
-    terms = tuple(_term(i, w) for i, w in enumerate(words, 1))
+    terms = tuple(_term(i, w, extra) for i, w in enumerate(words, 1))
     return Filter(terms, " ".join(words))
 
 
-def _term(index: int, word: str) -> Term:
+def _term(index: int, word: str, extra: frozenset[str] = frozenset()) -> Term:
     m = _TERM.fullmatch(word)
     if m is None:
         raise FilterError(
             index, word, "expected key, operator and value (host=*.example)"
         )
     key, op, value = m.group(1).lower(), m.group(2), m.group(3)
-    if key not in KEYS:
-        raise FilterError(
-            index, word, f"unknown key {key!r} (known: {' '.join(sorted(KEYS))})"
-        )
+    if key not in KEYS and key not in extra:
+        known = " ".join(sorted(KEYS | extra))
+        raise FilterError(index, word, f"unknown key {key!r} (known: {known})")
     if value == "":
         raise FilterError(index, word, "empty value")
     if key in NUMBER_KEYS:
