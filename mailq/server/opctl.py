@@ -108,6 +108,38 @@ class Operation:
             )
         )
 
+    def fields(self) -> dict[str, str]:
+        """The record kept in the postoffice's operation log (spool.opstate)."""
+        return {
+            "id": self.id,
+            "time": str(self.time),
+            "user": self.user,
+            "peer": self.peer,
+            "command": self.command,
+            "verb": self.verb,
+            "messages": str(self.messages),
+            "recipients": str(self.recipients),
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Operation | None:
+        try:
+            return cls(
+                f["id"],
+                int(f.get("time", "0")),
+                f.get("user", "-"),
+                f.get("peer", ""),
+                f.get("command", ""),
+                f["verb"],
+                int(f.get("messages", "0")),
+                int(f.get("recipients", "0")),
+                rule=f.get("rule", ""),
+                undone=f.get("undone") == "1",
+            )
+        except (KeyError, ValueError):
+            return None
+
 
 @dataclass(slots=True)
 class _Token:
@@ -124,6 +156,21 @@ class OperatorState:
     ops: deque[Operation] = field(default_factory=lambda: deque(maxlen=OPS_KEPT))
     tokens: dict[str, _Token] = field(default_factory=dict)
     counter: int = 0
+    loaded: bool = False
+    saving: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def load(self, plane: ControlPlane | None) -> OperatorState:
+        """Once: the operations the postoffice kept (they survive restarts)."""
+        if self.loaded or plane is None:
+            return self
+        self.loaded = True
+        old = [o for o in map(Operation.from_fields, plane.load_ops()) if o]
+        self.ops.extendleft(reversed(old[-OPS_KEPT:]))
+        for o in old:  # new ids never repeat an old one
+            tail = o.id.rpartition("-")[2]
+            if tail.isdigit():
+                self.counter = max(self.counter, int(tail))
+        return self
 
     def new_op_id(self, now: int) -> str:
         self.counter += 1
@@ -211,6 +258,10 @@ def _quote(term: str) -> str:
 # -- helpers ----------------------------------------------------------------------------
 
 
+def _st(svc: Service) -> OperatorState:
+    return svc.opstate.load(svc.control)
+
+
 def _audit(client: Client, fmt: str, *args: object) -> None:
     audit.info("user=%s peer=%s " + fmt, client.user, client.peer, *args)
 
@@ -259,7 +310,7 @@ async def _guarded(
     """The spool-ids to act on, or the preview / an error reply."""
     plane = svc.control
     assert plane is not None
-    st = svc.opstate
+    st = _st(svc)
     for tok, old in list(st.tokens.items()):
         if old.expires < now:
             del st.tokens[tok]
@@ -303,7 +354,7 @@ def _record(
     rule: str = "",
     op: str = "",
 ) -> Operation:
-    st = svc.opstate
+    st = _st(svc)
     o = Operation(
         op or st.new_op_id(now),
         now,
@@ -317,6 +368,7 @@ def _record(
         rule,
     )
     st.ops.append(o)
+    _persist(svc, st, o)
     _audit(
         client,
         "OP %s %r result=%d messages %d recipients",
@@ -326,6 +378,25 @@ def _record(
         o.recipients,
     )
     return o
+
+
+def _persist(svc: Service, st: OperatorState, o: Operation) -> None:
+    """Write the operation into the postoffice's log, off the loop and in order (the
+    plane serialises its writes); an acting reply awaits it (:func:`_saved`)."""
+    plane = svc.control
+    if plane is None:
+        return
+    sids = o.sids if o.verb == "RELEASE" else ()  # what UNDO needs after a restart
+    task = asyncio.get_running_loop().create_task(plane.save_op(o.fields(), sids))
+    st.saving.add(task)
+    task.add_done_callback(st.saving.discard)
+
+
+async def _saved(svc: Service) -> None:
+    """Wait until the operation log has what was recorded so far."""
+    pending = list(svc.opstate.saving)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _needs(client: Client, right: Right) -> bool:
@@ -448,13 +519,14 @@ async def _perform(
 ) -> ServerReply:
     plane = svc.control
     assert plane is not None
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     act = _action(plane, verb, op, t.rest, when)
     what = _DONE[verb]
     counts = await _chunked(verb, sids, act)
     if verb != "RETRY":
         await plane.save()
     o = _record(svc, client, now, verb, t.command, counts, sids, op=op)
+    await _saved(svc)
     at = f" at {when}" if verb == "RETRY" else ""
     return Reply(
         f"+OK op={o.id} {what} {counts[0]} messages ({counts[1]} recipients){at}"
@@ -475,12 +547,12 @@ async def _undo_async(
 ) -> ServerReply:
     plane = svc.control
     assert plane is not None
-    o = svc.opstate.find(op_id)
+    o = _st(svc).find(op_id)
     verb = o.verb if o is not None else ""
     if o is not None and o.undone:
         return Reply(f"-Operation {op_id} was already undone")
     counts: tuple[int, int]
-    new_op = svc.opstate.new_op_id(now)
+    new_op = _st(svc).new_op_id(now)
     if verb == "HOLD" or (o is None and plane.held_by(op_id)):
         sids = plane.held_by(op_id)
         counts = await _chunked(
@@ -489,8 +561,9 @@ async def _undo_async(
         await plane.save()
     elif verb == "RELEASE" and o is not None:
         why = f"hold restored by UNDO {op_id}"
+        sids = list(o.sids) or await plane.op_sids(op_id)  # after a restart: on disk
         counts = await _chunked(
-            "HOLD", list(o.sids), lambda c: plane.hold(c, why, op_id, save=False)
+            "HOLD", sids, lambda c: plane.hold(c, why, op_id, save=False)
         )
         await plane.save()
     elif verb in ("DELETE", ""):
@@ -506,6 +579,9 @@ async def _undo_async(
     if o is not None:
         o.undone = True
     new = _record(svc, client, now, "UNDO", f"UNDO {op_id}", counts, op=new_op)
+    if o is not None:
+        await plane.mark_undone(o.id)
+    await _saved(svc)
     return Reply(f"+OK op={new.id} undid {op_id}: {counts[0]} messages")
 
 
@@ -614,7 +690,7 @@ def _msg_reply(plane: ControlPlane, sid: str | None) -> ServerReply:
 def show_ops(svc: Service, client: Client, args: str, now: int) -> ServerReply:
     if not _needs(client, Right.CONTROL | Right.RULES):
         return svc._unknown(client, "SHOW", "OPS")
-    return MultilineReply([o.line() for o in svc.opstate.ops])
+    return MultilineReply([o.line() for o in _st(svc).ops])
 
 
 def show_rules(kind: str, word: str) -> Handler:
@@ -717,7 +793,7 @@ def _suspend(svc: Service, client: Client, rest: str, now: int) -> ServerReply:
         except ValueError as exc:
             return Reply(f"-{exc}")
         words = words[2:]
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     rid = "R" + op[1:]
     reason = " ".join(words) or "suspended by operator"
     row = RuleRow(
@@ -794,7 +870,7 @@ def _policy(svc: Service, client: Client, rest: str, now: int) -> ServerReply:
         return Reply(f"-{exc}")
     if not fields:
         return Reply("-POLICY SET needs maxthr=, maxring= or rate=")
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     rid = "P" + op[1:]
     limits = " ".join(f"{k}={v}" for k, v in fields.items() if k != "period") + (
         f"/{fields['period']}s" if "period" in fields else ""

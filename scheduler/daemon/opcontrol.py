@@ -66,6 +66,7 @@ class ControlPlaneImpl:
         self._ages_filled: asyncio.Future[None] | None = None
         self._shape_used = 0
         self._save_lock = asyncio.Lock()
+        self._ops_lock = asyncio.Lock()
 
     # -- startup ---------------------------------------------------------------------------
 
@@ -404,6 +405,33 @@ class ControlPlaneImpl:
 
     def kill_thread(self, channel: str, host: str) -> int:
         return self.runner.kill_thread(channel, host)
+
+    # -- the operation log -------------------------------------------------------------------
+
+    def load_ops(self) -> list[dict[str, str]]:
+        try:
+            return opstate.read_ops(self.po.root)
+        except OSError as exc:
+            logger.error("cannot read the operation log: %s", exc)
+            return []
+
+    async def save_op(self, fields: dict[str, str], sids: Sequence[str]) -> None:
+        async with self._ops_lock:  # appends in the order the operations happened
+            try:
+                await asyncio.to_thread(self._write_op, fields, list(sids))
+            except (OSError, ValueError) as exc:
+                logger.error("cannot write the operation log: %s", exc)
+
+    def _write_op(self, fields: dict[str, str], sids: list[str]) -> None:
+        if sids:
+            opstate.write_op_sids(self.po.root, fields["id"], sids)
+        opstate.append_op(self.po.root, fields)
+
+    async def mark_undone(self, op: str) -> None:
+        await self.save_op({"undone": op}, ())
+
+    async def op_sids(self, op: str) -> list[str]:
+        return await asyncio.to_thread(opstate.read_op_sids, self.po.root, op)
 
     # -- rules -----------------------------------------------------------------------------
 

@@ -248,3 +248,47 @@ def test_show_msgs_by_recipient_before_and_after_a_restart(
     d.start()
     wait_until(lambda: _loaded(d, ann, bob, root), what="loading again")
     check()
+
+
+def test_show_ops_and_undo_survive_a_restart(daemon_factory: DaemonFactory) -> None:
+    """The operation log lives in the postoffice: after a restart SHOW OPS lists the
+    same operations, UNDO of a HOLD and of a bulk RELEASE still works, an undone
+    operation stays undone, and new operation ids never repeat old ones."""
+    d = _daemon(daemon_factory)
+    one = d.submit("a@ops.example")
+    two = d.submit("b@ops.example")
+    wait_until(lambda: _loaded(d, one, two), what="loading")
+
+    def op_of(reply: str) -> str:
+        m = re.search(r"op=(\S+)", reply)
+        assert m is not None, reply
+        return m.group(1)
+
+    def confirmed(command: str) -> str:
+        (preview,) = d.query(command)
+        token = re.search(r"CONFIRM (\S+)", preview)
+        assert token is not None, preview
+        (reply,) = d.query(f"{command} CONFIRM {token.group(1)}")
+        return reply
+
+    hold1 = op_of(d.query(f"HOLD {one} legal")[0])
+    hold_both = op_of(confirmed("HOLD WHERE host=ops.example"))
+    release = op_of(confirmed("RELEASE WHERE host=ops.example"))
+    undone = op_of(d.query(f"HOLD {two}")[0])
+    assert d.query(f"UNDO {undone}")[0].startswith("+OK")
+    (before,) = d.query("SHOW OPS")
+    d.stop()
+    d.start()
+    wait_until(lambda: _loaded(d, one, two), what="loading again")
+    (after,) = d.query("SHOW OPS")
+    assert after == before
+    rows = {line.split("\t")[0]: line.split("\t") for line in after.splitlines()}
+    assert [hold1, hold_both, release, undone] == list(rows)[:4]
+    assert rows[undone][7] == "undone"
+    assert d.query(f"UNDO {undone}")[0].startswith("-Operation")
+    # UNDO of the bulk RELEASE holds both again, from the kept spool-ids
+    redo = d.query(f"UNDO {release}")[0]
+    assert redo.startswith("+OK op=") and ": 2 messages" in redo
+    assert op_of(redo) not in rows
+    for path in (one, two):
+        assert "state:\theld" in d.query(f"SHOW MSG {path}")[0]
