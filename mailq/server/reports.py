@@ -219,13 +219,19 @@ def short_report(view: QueueView, now: int) -> Iterator[str]:
 
 
 def threads2_report(view: QueueView, now: int) -> Iterator[str]:
-    """``SHOW QUEUE THREADS2``: one TAB-separated line per thread, nothing else."""
+    """``SHOW QUEUE THREADS2``: one TAB-separated line per thread, nothing else; then
+    a line per destination with held mail (``pend=Held``; none without holds)."""
     for group in list(view.groups()):
         for thread in list(group.threads()):
             yield (
                 f"{thread.channel}\t{thread.host}\tN={thread.jobs}\tR={thread.rcpts}"
                 f"\tA={thread.attempts}{_detail(thread, now, _TAB)}"
             )
+    for held in list(view.held_threads()):
+        yield (
+            f"{held.channel}\t{held.host}\tN={held.jobs}\tR={held.rcpts}"
+            f"\tA=0{_detail(held, now, _TAB)}"
+        )
 
 
 def snmp_report(view: QueueView, now: int) -> Iterator[str]:
@@ -254,12 +260,35 @@ def thread_detail_report(
     or ``thread`` (B20 keep: also when not waiting at all).
     """
     thread = view.find_thread(channel, host)
+    held = view.find_held(channel, host)
     if thread is None:
+        if held is not None:  # only held mail: its own '#' line, rows in state held
+            yield f"#{held.channel}/{held.host}/{held.withhost}  " + _threads_detail(
+                held, now
+            )
+            yield from _held_rows(held)
         return
     yield (
         f"#{thread.channel}/{thread.host}/{thread.withhost}  "
         + _threads_detail(thread, now)
     )
+    yield from _thread_rows(thread, now)
+    if held is not None:
+        yield from _held_rows(held)
+
+
+def _held_rows(held: ThreadView) -> Iterator[str]:
+    """Rows of held recipients: field 9 ``held``, the diagnostic says by whom, why."""
+    for vertex in list(held.vertices()):
+        after = (
+            f"\t{vertex.expiry}\t0\t{vertex.lastfeed}\t{vertex.attempts}"
+            f"\theld\t{_clean_message(vertex.message)}"
+        )
+        for index, offset in enumerate(vertex.offsets):
+            yield f"{vertex.path}\t{index}\t{vertex.sender}\t{offset}{after}"
+
+
+def _thread_rows(thread: ThreadView, now: int) -> Iterator[str]:
     wakeup = thread.wakeup
     retry = f"retry in {saytime(wakeup - now)}" if wakeup > now else None
     states = _VERTEX_STATES

@@ -35,7 +35,7 @@ from spool.ids import message_number, parse_spool_id, spool_id
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
 
-__all__ = ["Control", "HoldInfo", "Rule", "message_state"]
+__all__ = ["Control", "HeldThread", "HeldVertex", "HoldInfo", "Rule", "message_state"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,85 @@ class HoldInfo:
         p = self.parked
         for i in range(0, len(p), 3):
             yield p[i], p[i + 1], p[i + 2]  # type: ignore[misc]
+
+
+class HeldVertex:
+    """A parked vertex as ``SHOW THREAD`` shows it: state ``held``, and the hold in
+    place of the diagnostic (``held by <op>: <reason>``), before the last one."""
+
+    __slots__ = (
+        "attempts",
+        "expiry",
+        "lastfeed",
+        "message",
+        "offsets",
+        "path",
+        "sender",
+    )
+    waiting_for = 0
+
+    def __init__(self, v: Vertex, info: HoldInfo, expiry: int) -> None:
+        text = f"held by {info.op}: {info.reason}"
+        self.message = f"{text}\r{v.message}" if v.message else text
+        self.path = v.path
+        self.sender = v.sender
+        self.offsets = v.offsets
+        self.expiry = expiry
+        self.lastfeed = v.lastfeed
+        self.attempts = v.attempts
+
+
+class HeldThread:
+    """The held recipients of one (channel, host), shown as a thread in ``SHOW QUEUE
+    THREADS2`` (``pend=Held``) and ``SHOW THREAD`` (rows in state ``held``), so that
+    held mail is seen by ``mailq``. Counts are kept as vertices are parked and
+    released; the list of parked vertices drops released ones lazily."""
+
+    __slots__ = (
+        "_core",
+        "_dead",
+        "_parked",
+        "channel",
+        "host",
+        "jobs",
+        "rcpts",
+        "withhost",
+    )
+    attempts = 0
+    wakeup = 0
+    pending = "Held"
+    thrkids = 0
+    unfed = 0
+
+    def __init__(self, core: Control, channel: str, host: str, withhost: int) -> None:
+        self._core = core
+        self.channel = channel
+        self.host = host
+        self.withhost = withhost
+        self.jobs = 0
+        self.rcpts = 0
+        self._parked: list[Vertex] = []
+        self._dead = 0
+
+    def procs(self) -> tuple[()]:
+        return ()
+
+    def vertices(self) -> list[HeldVertex]:
+        return self._core.held_vertices(self)
+
+    def _live(self, holds: dict[int, HoldInfo]) -> Iterator[tuple[Vertex, HoldInfo]]:
+        seen: set[int] = set()
+        for v in self._parked:
+            info = holds.get(v.msg.number)
+            if v.thread is None and info is not None and id(v) not in seen:
+                seen.add(id(v))
+                yield v, info
+
+    @property
+    def oldest_mtime(self) -> int | None:
+        return min(
+            (v.msg.mtime for v in self._parked if v.thread is None), default=None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +208,7 @@ class Control(Loading):
     _rules: tuple[Rule, ...]
     _buckets: dict[tuple[str, str], tuple[float, int]]
     _ages: dict[Thread, dict[int, int]] | None
+    _held: dict[tuple[str, str], HeldThread]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -137,6 +217,7 @@ class Control(Loading):
         self._buckets = {}
         self.rcpt_index = RcptIndex()
         self._ages = None
+        self._held = {}
 
     # -- identifying messages ------------------------------------------------------------
 
@@ -215,6 +296,7 @@ class Control(Loading):
                     compacted.add(id(th))
                     th.compact()
             for v, channel, host in info.destinations():
+                self._held_sub(channel, host, len(v.offsets))
                 if v.offsets and v.thread is None:
                     self._link(v, channel, host, len(v.offsets))
             info.parked.clear()
@@ -248,6 +330,7 @@ class Control(Loading):
         self.total_vertices -= 1
         self.total_recipients -= n
         info.park(v, th.channel, th.host)
+        self._held_add(v, th.channel, th.host, n, th.withhost)
         if th.dead > 32 and th.dead > th.jobs:
             th.compact()
         if th.jobs == 0 and th.thrkids == 0:
@@ -307,6 +390,44 @@ class Control(Loading):
         cmds = self.release([msg], now)[1] if msg.number in self._holds else []
         found, more = super().kill_msg(self.spool_id_of(msg), now)
         return found, cmds + more
+
+    # -- held mail in the reports -----------------------------------------------------------
+
+    def held_threads(self) -> list[HeldThread]:
+        """A :class:`HeldThread` per (channel, host) with held recipients."""
+        return [h for h in self._held.values() if h.jobs > 0]
+
+    def find_held(self, channel: str, host: str) -> HeldThread | None:
+        h = self._held.get((channel, host))
+        return h if h is not None and h.jobs > 0 else None
+
+    def held_vertices(self, held: HeldThread) -> list[HeldVertex]:
+        e = self._clause_for(held.channel, held.host).expiry
+        return [
+            HeldVertex(v, info, v.msg.mtime + e if e > 0 else 0)
+            for v, info in held._live(self._holds)
+        ]
+
+    def _held_add(self, v: Vertex, channel: str, host: str, n: int, wh: int) -> None:
+        h = self._held.get((channel, host))
+        if h is None:
+            h = self._held[(channel, host)] = HeldThread(self, channel, host, wh)
+        h.jobs += 1
+        h.rcpts += n
+        h._parked.append(v)
+
+    def _held_sub(self, channel: str, host: str, n: int) -> None:
+        h = self._held.get((channel, host))
+        if h is None:
+            return
+        h.jobs -= 1
+        h.rcpts -= n
+        h._dead += 1
+        if h.jobs <= 0:
+            del self._held[(channel, host)]
+        elif h._dead > 32 and h._dead > h.jobs:
+            h._parked = [v for v, _info in h._live(self._holds)]
+            h._dead = 0
 
     # -- age histograms (SHOW QUEUE SHAPE) -------------------------------------------------
 

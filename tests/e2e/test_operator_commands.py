@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import time
 
 from mailq.protocol.auth import authenticator
@@ -288,7 +290,58 @@ def test_show_ops_and_undo_survive_a_restart(daemon_factory: DaemonFactory) -> N
     assert d.query(f"UNDO {undone}")[0].startswith("-Operation")
     # UNDO of the bulk RELEASE holds both again, from the kept spool-ids
     redo = d.query(f"UNDO {release}")[0]
-    assert redo.startswith("+OK op=") and ": 2 messages" in redo
+    assert redo.startswith("+OK op=")
+    assert ": 2 messages" in redo
     assert op_of(redo) not in rows
     for path in (one, two):
         assert "state:\theld" in d.query(f"SHOW MSG {path}")[0]
+
+
+def test_held_mail_shows_in_mailq_and_its_reports(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """A held destination is listed by SHOW QUEUE THREADS2 with ``pend=Held`` and its
+    SHOW THREAD rows are in state ``held`` with who held it and why in the diagnostic,
+    so ``mailq`` and ``mailq -v`` list held mail; after RELEASE the reports are as
+    before the hold, byte for byte (except the queue age, which is masked)."""
+    d = _daemon(daemon_factory)
+    path = d.submit("h@held.example")
+    other = d.submit("o@held.example", "x@free.example")
+    wait_until(lambda: _loaded(d, path, other), what="loading")
+
+    def reports() -> tuple[str, str]:
+        threads2, detail = d.query(
+            "SHOW QUEUE THREADS2", "SHOW THREAD smtp held.example"
+        )
+        return re.sub(r"QA=\d+s", "QA=*", threads2), detail
+
+    def mailq(*args: str) -> str:
+        argv = [sys.executable, "-m", "mailq", "-p", str(d.address[1])]
+        argv += ["-U", f"{ADMIN}/{ADMIN_PW}", *args, d.address[0]]
+        return subprocess.run(argv, capture_output=True, check=True, text=True).stdout
+
+    before = reports()
+    before_mailq = mailq()
+    (reply,) = d.query(f"HOLD {path} legal hold")
+    op = re.search(r"op=(\S+)", reply)
+    assert op is not None
+    threads2, detail = reports()
+    held_line = "smtp\theld.example\tN=1\tR=1\tA=0\tpend=Held\tQA=*"
+    assert held_line in threads2.splitlines()
+    rows = [r.split("\t") for r in detail.splitlines() if not r.startswith("#")]
+    held_rows = [r for r in rows if r[0] == path]
+    assert [r[8] for r in held_rows] == ["held"]
+    assert held_rows[0][9] == f"held by {op.group(1)}: legal hold"
+    assert [r[8] for r in rows if r[0] == other] != ["held"]
+    assert f"{path}: (0 tries, expires in" in mailq()
+    assert f"held by {op.group(1)}: legal hold" in mailq()
+    assert f"diag\theld by {op.group(1)}: legal hold" in mailq("-v")
+    # only held mail for a destination: its own '#' line
+    (reply,) = d.query(f"HOLD {other}")
+    (alone,) = d.query("SHOW THREAD smtp held.example")
+    assert alone.startswith("#smtp/held.example/")
+    assert "pend=Held" in alone.splitlines()[0]
+    d.query(f"RELEASE {path}", f"RELEASE {other}")
+    wait_until(lambda: reports()[0] == before[0], what="THREADS2 as before")
+    expires = re.compile(r"expires in [^)]*")
+    assert expires.sub("", mailq()) == expires.sub("", before_mailq)

@@ -47,6 +47,17 @@ def _recount(pb: Playbook) -> None:
             assert ages.get(th, {}) == want
     if s.age_histograms() is not None:
         assert all(th.alive and th.rcpts for th in s.age_histograms() or {})
+    # held mail by destination (the reports' pend=Held threads) equals a recount
+    held: dict[tuple[str, str], list[int]] = {}
+    for info in s.held_numbers().values():
+        for v, channel, host in info.destinations():
+            got = held.setdefault((channel, host), [0, 0])
+            got[0] += 1
+            got[1] += len(v.offsets)
+    shown = {(h.channel, h.host): [h.jobs, h.rcpts] for h in s.held_threads()}
+    assert shown == held
+    for h in s.held_threads():
+        assert sum(len(v.offsets) for v in h.vertices()) == h.rcpts
     assert s.total_vertices == nv
     assert s.total_recipients == nr
 
