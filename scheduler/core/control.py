@@ -738,28 +738,29 @@ class Control(Loading):
         terms: tuple[Term, ...],
         addresses: Addresses | None,
     ) -> bool:
-        rows = list(self.destinations(msg, info))
         needs_addr = any(t.key == "rcpt" for t in terms)
         addr_rows: Sequence[tuple[str, str, str]] = ()
         if needs_addr:
             if addresses is None:
                 return False
-            addr_rows = addresses(msg)
-        for v, channel, host in rows:
-            state = vertex_state(v, info is not None)
-            if not all(
-                self._vtest(t, v, channel, host, state)
-                for t in terms
-                if t.key != "rcpt"
-            ):
-                continue
+            addr_rows = addresses(msg)  # the file: read first, it decides most
+            if not addr_rows:
+                return False
+        rterms = [t for t in terms if t.key == "rcpt"]
+        vterms = [t for t in terms if t.key != "rcpt"]
+        held = info is not None
+        for v, channel, host in self.destinations(msg, info):
+            if vterms:
+                state = vertex_state(v, held)
+                if not all(self._vtest(t, v, channel, host, state) for t in vterms):
+                    continue
             if not needs_addr:
                 return True
             for ch, h, addr in addr_rows:
                 if (
                     ch == channel
                     and h == host
-                    and all(t.text_matches(addr) for t in terms if t.key == "rcpt")
+                    and all(t.text_matches(addr) for t in rterms)
                 ):
                     return True
         return False

@@ -64,6 +64,7 @@ class ControlPlaneImpl:
         self.trash_days = trash_days
         self._rules: dict[str, tuple[RuleRow, dict[str, str]]] = {}
         self._ages_filled: asyncio.Future[None] | None = None
+        self._transport = os.fspath(po.transport) + "/"
         self._shape_used = 0
         self._save_lock = asyncio.Lock()
         self._ops_lock = asyncio.Lock()
@@ -170,7 +171,7 @@ class ControlPlaneImpl:
         ``hints`` (lower-case literal parts of a pattern) a file that lacks one of
         them is skipped without parsing."""
         try:
-            with open(self.po.control_path(msg.relpath), "rb") as f:
+            with open(self._transport + msg.relpath, "rb") as f:
                 data = f.read()
             if hints:
                 low = data.lower()
