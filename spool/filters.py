@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING
 from spool.quads import parse_quad
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from spool.controlfile import ControlFile
+    from spool.ctlrecords import SummaryRow
 
 __all__ = [
     "KEYS",
@@ -232,6 +235,10 @@ def _number(index: int, word: str, key: str, value: str) -> float:
 # -- the recipient index's keys (scheduler.core.rcptindex) ------------------------------
 
 _GLOB_CHARS = frozenset("*?[]")
+_QUOTING = re.compile(
+    r'["\\(\t]'
+).search  # what sends a quad through parse_quad's slow path
+_EMPTY_KEY = zlib.crc32(b"")
 
 
 def address_key(text: str) -> int:
@@ -248,15 +255,30 @@ def address_keys(address: str) -> tuple[int, int]:
     return address_key(local), address_key(a.rpartition("@")[2] if at else "")
 
 
-def control_keys(control: ControlFile) -> tuple[bytes, bytes]:
+def control_keys(
+    control: ControlFile, rows: Sequence[SummaryRow] | None = None
+) -> tuple[bytes, bytes]:
     """The keys of a control file's pending recipients (the addresses ``SHOW MSG``
-    shows): local parts and domains, each as an ``array("I")``'s bytes."""
+    shows), as :func:`address_keys` gives them: local parts and domains, each as an
+    ``array("I")``'s bytes. ``rows``: its ``pending_summary()`` when already made."""
     local = array("I")
     dom = array("I")
-    for row in control.pending_summary():
-        lk, dk = address_keys(parse_quad(row[3])[2])
-        local.append(lk)
-        dom.append(dk)
+    add_local, add_dom, crc = local.append, dom.append, zlib.crc32
+    for row in control.pending_summary() if rows is None else rows:
+        quad = row[3]
+        parts = quad.split(" ")
+        if len(parts) == 4 and "" not in parts and _QUOTING(quad) is None:
+            user = "" if parts[2] == "-" else parts[2]  # parse_quad's fast path
+        else:
+            user = parse_quad(quad)[2]
+        b = user.lower().encode("utf-8", "surrogateescape")
+        at = b.find(b"@")  # '@' is one byte in UTF-8: the same cut as address_keys
+        if at < 0:
+            add_local(crc(b))
+            add_dom(_EMPTY_KEY)
+        else:
+            add_local(crc(b[:at]))
+            add_dom(crc(b[b.rfind(b"@") + 1 :]))
     return local.tobytes(), dom.tobytes()
 
 

@@ -30,7 +30,7 @@ from scheduler.core.rcptindex import RcptIndex
 from scheduler.core.state import SENT_RCPTS, TICK
 from spool.controlfile import format_diagnostic
 from spool.filters import Filter, Term, control_keys, index_key
-from spool.ids import message_number, parse_spool_id, spool_id
+from spool.ids import parse_spool_id, spool_id
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -347,12 +347,14 @@ class Control(Loading):
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
     ) -> None:
-        name = relpath.rpartition("/")[2]
-        number = int(name) if name.isdigit() else message_number(name)
-        before = self._messages.get(number)
+        msgs = self._messages
+        size = len(msgs)
         super()._load(relpath, control, mtime, mtime_ns, ctime)
-        if self._messages.get(number) not in (None, before):
-            self._index_recipients(number, control)
+        if len(msgs) > size:  # loaded: it is the newest entry
+            keys: tuple[bytes, bytes] | None = getattr(control, "rcpt_keys", None)
+            if keys is None:  # a ControlFile; load workers send the keys ready
+                keys = control_keys(control)
+            self.rcpt_index.add(next(reversed(msgs)), *keys)
         holds = self._holds
         if holds:
             name = relpath.rpartition("/")[2]
@@ -363,12 +365,6 @@ class Control(Loading):
                     self._park_message(msg, info)
                 else:
                     del holds[msg.number]  # a new message in a reused file name
-
-    def _index_recipients(self, number: int, control: ControlFile) -> None:
-        keys: tuple[bytes, bytes] | None = getattr(control, "rcpt_keys", None)
-        if keys is None:  # a ControlFile; load workers send the keys ready
-            keys = control_keys(control)
-        self.rcpt_index.add(number, *keys)
 
     def compact_index(self, budget: int = 4) -> bool:
         """A step of the recipient index's compaction (True: call again)."""
@@ -443,6 +439,10 @@ class Control(Loading):
         put there meanwhile)."""
         if self._ages is None:
             self._ages = {}
+            # the counting versions shadow the methods on this instance only while
+            # the histograms are kept: the hot paths pay nothing otherwise
+            for name in ("_link", "_remove_rcpt", "_drop_vertex"):
+                setattr(self, name, getattr(self, name + "_counting"))
         return list(self._threads.values())
 
     def count_ages(self, th: Thread) -> None:
@@ -460,6 +460,8 @@ class Control(Loading):
 
     def stop_age_histograms(self) -> None:
         self._ages = None
+        for name in ("_link", "_remove_rcpt", "_drop_vertex"):
+            self.__dict__.pop(name, None)
 
     def _age_add(self, th: Thread, mtime: int, n: int) -> None:
         ages = self._ages
@@ -485,25 +487,25 @@ class Control(Loading):
             if not h:
                 del ages[th]
 
-    def _link(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
+    def _link_counting(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
         th = super()._link(v, channel, host, count)
         if self._ages is not None:
             self._age_add(th, v.msg.mtime, count)
         return th
 
-    def _remove_rcpt(self, v: Vertex, index: int) -> None:
+    def _remove_rcpt_counting(self, v: Vertex, index: int) -> None:
         if self._ages is not None and v.thread is not None:
             self._age_sub(v.thread, v.msg.mtime, 1)
         super()._remove_rcpt(v, index)
 
-    def _drop_vertex(self, v: Vertex) -> None:
+    def _drop_vertex_counting(self, v: Vertex) -> None:
         if self._ages is not None and v.thread is not None:
             self._age_sub(v.thread, v.msg.mtime, len(v.offsets))
         super()._drop_vertex(v)
 
     def _on_config(self, ev: ConfigChanged) -> None:
         super()._on_config(ev)
-        self._ages = None  # threads were rebuilt: the next SHAPE counts afresh
+        self.stop_age_histograms()  # threads were rebuilt: the next SHAPE counts afresh
 
     # -- rules ---------------------------------------------------------------------------
 

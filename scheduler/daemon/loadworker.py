@@ -159,7 +159,8 @@ def prepare(
         if not stat.S_ISREG(st.st_mode):
             return None  # the daemon quarantines it
         ns = st.st_mtime_ns
-        specs, bad, hdr = split_recipients(control)
+        pending = control.pending_summary()
+        specs, bad, hdr = split_recipients(control, pending)
     except Exception:
         return None
     if bad:
@@ -175,7 +176,7 @@ def prepare(
         hdr,
         any(d.status == " " for d in control.diagnostics),
         [(s.channel, s.host, _wire(s.offsets), s.extra, s.count) for s in specs],
-        control_keys(control),
+        control_keys(control, pending),
     )
 
 
