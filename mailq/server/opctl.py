@@ -270,6 +270,7 @@ SLICE = 0.002  # seconds of work before yielding to the event loop (a new sessio
 # needs a few loop turns to get its greeting out: they add up)
 CHUNK = {"HOLD": 100, "RELEASE": 100, "RETRY": 200, "BOUNCE": 50, "DELETE": 25}
 CHUNK_TIME = 0.001  # seconds one chunk should take (the size adapts)
+CHUNK_MIN = 5
 CHUNK_MAX = 2000
 
 
@@ -452,19 +453,20 @@ async def _chunked(
     size = CHUNK.get(verb, 200)
     msgs = rcpts = 0
     clock = time.perf_counter
+    cpu = time.thread_time  # the chunk's own cost: a busy machine must not shrink it
     started = clock()
     i = 0
     while i < len(sids):
-        t0 = clock()
+        t0 = cpu()
         m, r = act(sids[i : i + size])
         i += size
         msgs += m
         rcpts += r
-        now = clock()
-        took = now - t0
-        if took > 0:
-            size = max(1, min(CHUNK_MAX, int(size * CHUNK_TIME / took) or 1))
-        if now - started + took >= SLICE:
+        took = cpu() - t0
+        if took > 0:  # at most halve or double at a time
+            want = int(size * CHUNK_TIME / took)
+            size = max(CHUNK_MIN, size // 2, min(CHUNK_MAX, size * 2, want))
+        if clock() - started + took >= SLICE:
             await asyncio.sleep(0)
             started = clock()
     return msgs, rcpts
