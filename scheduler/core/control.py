@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
-from scheduler.core.events import ConfigChanged
+from scheduler.core.events import ConfigChanged, MessageGone
 from scheduler.core.loading import Loading
 from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
 from scheduler.core.rcptindex import RcptIndex
 from scheduler.core.state import SENT_RCPTS, TICK
 from spool.controlfile import format_diagnostic
 from spool.filters import Filter, Term, control_keys, index_key
-from spool.ids import parse_spool_id, spool_id
+from spool.ids import message_number, parse_spool_id, spool_id
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -281,26 +281,38 @@ class Control(Loading):
     ) -> tuple[list[Message], list[Command]]:
         """Release each held message; returns those released."""
         self._begin(now)
-        done: list[Message] = []
         compacted: set[int] = set()
-        for msg in msgs:
-            info = self._holds.pop(msg.number, None)
-            if info is None:
-                continue
-            for _v, channel, host in info.destinations():
-                # a parked vertex may still sit in its old thread's vlist: compact
-                # that thread once per batch before linking anything back into it
-                th = self._threads.get((channel, host))
-                if th is not None and th.dead and id(th) not in compacted:
-                    compacted.add(id(th))
-                    th.compact()
-            for v, channel, host in info.destinations():
-                self._held_sub(channel, host, len(v.offsets))
-                if v.offsets and v.thread is None:
-                    self._link(v, channel, host, len(v.offsets))
-            info.parked.clear()
-            done.append(msg)
+        done = [msg for msg in msgs if self._unpark(msg, compacted)]
         return done, self._end()
+
+    def _unpark(self, msg: Message, compacted: set[int]) -> bool:
+        """Link a held message's parked vertices back; False if it was not held."""
+        info = self._holds.pop(msg.number, None)
+        if info is None:
+            return False
+        for _v, channel, host in info.destinations():
+            # a parked vertex may still sit in its old thread's vlist: compact
+            # that thread once per batch before linking anything back into it
+            th = self._threads.get((channel, host))
+            if th is not None and th.dead and id(th) not in compacted:
+                compacted.add(id(th))
+                th.compact()
+        for v, channel, host in info.destinations():
+            self._held_sub(channel, host, len(v.offsets))
+            if v.offsets and v.thread is None:
+                self._link(v, channel, host, len(v.offsets))
+        info.parked.clear()
+        return True
+
+    def _on_gone(self, ev: MessageGone) -> None:
+        """A held message whose file went away is unparked first, so that it leaves
+        like any other (no held recipients are left behind in the reports)."""
+        name = ev.relpath.rpartition("/")[2]
+        number = int(name) if name.isdigit() else message_number(name)
+        msg = self._messages.get(number)
+        if msg is not None and number in self._holds:
+            self._unpark(msg, set())
+        super()._on_gone(ev)
 
     def _schedule_now(self, th: Thread) -> None:
         if th.group.clause.queueonly:

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from scheduler.core.commands import AppendDiagnostic, MarkRecipient
 from scheduler.core.control import Rule
+from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from spool.filters import parse_filter
 from spool.ids import spool_id
@@ -49,7 +50,8 @@ def _recount(pb: Playbook) -> None:
         assert all(th.alive and th.rcpts for th in s.age_histograms() or {})
     # held mail by destination (the reports' pend=Held threads) equals a recount
     held: dict[tuple[str, str], list[int]] = {}
-    for info in s.held_numbers().values():
+    for number, info in s.held_numbers().items():
+        assert s.message(number) is not None  # no hold outlives its message
         for v, channel, host in info.destinations():
             got = held.setdefault((channel, host), [0, 0])
             got[0] += 1
@@ -234,7 +236,7 @@ def test_retry_at_moves_the_thread() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["hold", "release", "kill", "bounce", "ages"]),
+            st.sampled_from(["hold", "release", "kill", "bounce", "ages", "gone"]),
             st.integers(1, 6),
         ),
         max_size=30,
@@ -264,6 +266,9 @@ def test_any_hold_release_kill_sequence_keeps_the_counts(
             pb.sched.release([msg], pb.now)
         elif op == "bounce":
             pb.sched.bounce([msg], "r", pb.now)
+        elif op == "gone":  # the file went away (a held one too)
+            pb.send(MessageGone(f"A/{n}", "test"))
+            assert pb.sched.message(n) is None  # held or not, it leaves
         else:
             pb.sched.kill_msg(str(n), pb.now)
         _recount(pb)
