@@ -23,11 +23,12 @@ from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from scheduler.core.scheduler import Scheduler
 from scheduler.daemon.deliveries import DeliveryTap
+from scheduler.daemon.prefetch import Prefetch
 from scheduler.daemon.runner import Runner
 from spool import opstate
 from spool.controlfile import parse
 from spool.errors import SpoolError
-from spool.filters import Filter
+from spool.filters import Filter, index_key
 from spool.ids import parse_spool_id
 from spool.layout import Postoffice
 
@@ -160,23 +161,44 @@ class ControlPlaneImpl:
         except OSError:
             return 0
 
-    def _reader(self, flt: Filter) -> Callable[[Message], list[tuple[str, str, str]]]:
+    def _reader(
+        self, flt: Filter, pre: Prefetch | None = None
+    ) -> Callable[[Message], list[tuple[str, str, str]]]:
         hints = _hints(flt)
-        return lambda msg: self._addresses(msg, hints)
+        return lambda msg: self._addresses(msg, hints, pre)
+
+    def _prefetch(self, flt: Filter) -> Prefetch | None:
+        """A reader thread for a scan of every loaded message's control file (a
+        ``rcpt`` term the index cannot answer and no ``channel``/``host``/``state``
+        term to narrow the candidates); None otherwise."""
+        terms = flt.terms
+        if not flt.needs_addresses or any(index_key(t) is not None for t in terms):
+            return None
+        if any(t.key in ("channel", "host", "state") for t in terms):
+            return None
+        msgs = list(self.core.messages())  # the scan's order (Control._candidates)
+        return Prefetch(self._transport, msgs, _hints(flt))
 
     def _addresses(
-        self, msg: Message, hints: Sequence[bytes] = ()
+        self,
+        msg: Message,
+        hints: Sequence[bytes] = (),
+        pre: Prefetch | None = None,
     ) -> list[tuple[str, str, str]]:
         """Pending recipients' (channel, host, address) from the control file; with
         ``hints`` (lower-case literal parts of a pattern) a file that lacks one of
-        them is skipped without parsing."""
+        them is skipped without parsing. ``pre`` may have read it already."""
+        data = pre.take(msg.relpath) if pre is not None else None
         try:
-            with open(self._transport + msg.relpath, "rb") as f:
-                data = f.read()
-            if hints:
-                low = data.lower()
-                if not all(h in low for h in hints):
-                    return []
+            if data is None:
+                with open(self._transport + msg.relpath, "rb") as f:
+                    data = f.read()
+                if hints:
+                    low = data.lower()
+                    if not all(h in low for h in hints):
+                        return []
+            if not data:
+                return []
             cf = parse(data, msg.relpath)
         except (OSError, SpoolError):
             return []
@@ -206,11 +228,17 @@ class ControlPlaneImpl:
 
     def rows(self, flt: Filter) -> Iterator[MessageRow | None]:
         now = self.clock()
-        for msg in self.core.select(flt, now, self._reader(flt), self._size, TICK):
-            if msg is None:
-                yield None
-            elif msg.live or self.core.hold_info(msg.number) is not None:
-                yield self._row(msg)
+        pre = self._prefetch(flt)
+        try:
+            reader = self._reader(flt, pre)
+            for msg in self.core.select(flt, now, reader, self._size, TICK):
+                if msg is None:
+                    yield None
+                elif msg.live or self.core.hold_info(msg.number) is not None:
+                    yield self._row(msg)
+        finally:
+            if pre is not None:
+                pre.close()
 
     def detail(self, sid: str) -> MessageDetail | None:
         msg = self._msg(sid)
@@ -264,14 +292,22 @@ class ControlPlaneImpl:
 
     def filter_targets(self, flt: Filter) -> Iterator[tuple[str, int] | None]:
         now = self.clock()
-        for msg in self.core.select(flt, now, self._reader(flt), self._size, TICK):
-            if msg is None:
-                yield None
-                continue
-            info = self.core.hold_info(msg.number)
-            n = sum(len(v.offsets) for v, _c, _h in self.core.destinations(msg, info))
-            if n:
-                yield self.core.spool_id_of(msg), n
+        pre = self._prefetch(flt)
+        try:
+            reader = self._reader(flt, pre)
+            for msg in self.core.select(flt, now, reader, self._size, TICK):
+                if msg is None:
+                    yield None
+                    continue
+                info = self.core.hold_info(msg.number)
+                n = sum(
+                    len(v.offsets) for v, _c, _h in self.core.destinations(msg, info)
+                )
+                if n:
+                    yield self.core.spool_id_of(msg), n
+        finally:
+            if pre is not None:
+                pre.close()
 
     async def find_message_id(self, message_id: str) -> str | None:
         msgs = [(m, m.relpath, m.mid) for m in list(self.core.messages())]
