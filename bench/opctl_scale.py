@@ -211,6 +211,7 @@ def _client(address: tuple[str, int], rcpt: str, out: Connection) -> None:
     assert m is not None, preview
     dt2, acted = s.line(f"RELEASE WHERE state=held CONFIRM {m.group(1)}")
     res["release"] = (dt + dt2, acted.strip())
+    res["release_preview"] = dt
     out.send(res)
 
 
@@ -295,7 +296,10 @@ async def serve(args: argparse.Namespace, root: Path) -> None:
     print(f"SHOW QUEUE SHAPE BY domain {end * 1000:7.1f} ms ({n} lines)")
     print(f"HOLD WHERE preview         {res['preview'][0]:6.2f} s  {res['preview'][1]}")
     print(f"HOLD WHERE CONFIRM         {res['hold'][0]:6.2f} s  {res['hold'][1]}")
-    print(f"RELEASE (preview+confirm)  {res['release'][0]:6.2f} s  {res['release'][1]}")
+    print(
+        f"RELEASE (preview+confirm)  {res['release'][0]:6.2f} s  {res['release'][1]}"
+        f" (preview {res['release_preview']:.2f} s)"
+    )
     print(
         f"loop: longest stall {meter.max_stall * 1000:.1f} ms wall,"
         f" {meter.max_busy * 1000:.1f} ms CPU of the loop thread;"

@@ -207,6 +207,7 @@ class Control(Loading):
     _rules: tuple[Rule, ...]
     _buckets: dict[tuple[str, str], tuple[float, int]]
     _ages: dict[Thread, dict[int, int]] | None
+    _ages_dirty: set[Thread]
     _held: dict[tuple[str, str], HeldThread]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -216,6 +217,7 @@ class Control(Loading):
         self._buckets = {}
         self.rcpt_index = RcptIndex()
         self._ages = None
+        self._ages_dirty = set()
         self._held = {}
 
     # -- identifying messages ------------------------------------------------------------
@@ -297,10 +299,18 @@ class Control(Loading):
             if th is not None and th.dead and id(th) not in compacted:
                 compacted.add(id(th))
                 th.compact()
+        ages = self._ages is not None
+        # with SHAPE's histograms kept, a bulk release marks the threads for a recount
+        # (count_ages) instead of counting vertex by vertex: the class's _link, not
+        # the counting one the instance may have
+        link = type(self)._link
         for v, channel, host in info.destinations():
-            self._held_sub(channel, host, len(v.offsets))
-            if v.offsets and v.thread is None:
-                self._link(v, channel, host, len(v.offsets))
+            n = len(v.offsets)
+            self._held_sub(channel, host, n)
+            if n and v.thread is None:
+                th = link(self, v, channel, host, n)
+                if ages:
+                    self._ages_dirty.add(th)
         info.parked.clear()
         return True
 
@@ -335,7 +345,7 @@ class Control(Loading):
         th.jobs -= 1
         th.rcpts -= n
         if self._ages is not None:
-            self._age_sub(th, v.msg.mtime, n)
+            self._ages_dirty.add(th)  # recounted by the next SHAPE (bulk HOLD)
         th.dead += 1
         th.note_removed(v.msg.mtime)
         self.total_vertices -= 1
@@ -454,9 +464,18 @@ class Control(Loading):
                 setattr(self, name, getattr(self, name + "_counting"))
         return list(self._threads.values())
 
+    def dirty_ages(self) -> list[Thread]:
+        """Threads a bulk HOLD or RELEASE changed: :meth:`count_ages` each before use."""
+        dirty = list(self._ages_dirty)
+        self._ages_dirty.clear()
+        return dirty
+
     def count_ages(self, th: Thread) -> None:
         ages = self._ages
-        if ages is None or not th.alive:
+        if ages is None:
+            return
+        if not th.alive:
+            ages.pop(th, None)
             return
         h: dict[int, int] = {}
         for v in th.vertices():
@@ -469,6 +488,7 @@ class Control(Loading):
 
     def stop_age_histograms(self) -> None:
         self._ages = None
+        self._ages_dirty.clear()
         for name in ("_link", "_remove_rcpt", "_drop_vertex"):
             self.__dict__.pop(name, None)
 

@@ -557,6 +557,11 @@ class ControlPlaneImpl:
                     started = clock()
         else:
             await self._fill_ages()
+            for th in self.core.dirty_ages():  # after a bulk HOLD or RELEASE
+                self.core.count_ages(th)
+                if clock() - started >= SLICE:
+                    await asyncio.sleep(0)
+                    started = clock()
             ages = self.core.age_histograms() or {}
             column: dict[int, int] = {}  # arrival minute -> column
             for th, hist in list(ages.items()):

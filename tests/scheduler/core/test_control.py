@@ -39,6 +39,8 @@ def _recount(pb: Playbook) -> None:
         nv += len(vs)
         nr += th.rcpts
         ages = s.age_histograms()
+        if ages is not None and th in s._ages_dirty:
+            s.count_ages(th)  # what SHAPE does first for threads a bulk op changed
         if ages is not None:  # SHOW QUEUE SHAPE's histograms equal a recount
             want: dict[int, int] = {}
             for v in vs:
@@ -47,6 +49,8 @@ def _recount(pb: Playbook) -> None:
                 )
             assert ages.get(th, {}) == want
     if s.age_histograms() is not None:
+        for th in s.dirty_ages():
+            s.count_ages(th)
         assert all(th.alive and th.rcpts for th in s.age_histograms() or {})
     # held mail by destination (the reports' pend=Held threads) equals a recount
     held: dict[tuple[str, str], list[int]] = {}
