@@ -8,7 +8,8 @@ bytes of a file that holds every literal part of the pattern (``hints``), or the
 that it does not. Reading releases the GIL, so the loop goes on while the disk or the
 page cache works, and the scan's own cost per file drops to a dictionary lookup.
 
-The thread never changes the scheduler's model: it gets a list of the messages taken on
+When the scan outruns the thread, it marks the files it read itself and the thread skips
+them when it gets there. The thread never changes the scheduler's model: it gets a list of the messages taken on
 the loop (a C-speed copy) and reads their ``relpath`` itself. It stays at most :data:`AHEAD` files ahead and stops when the scan is
 closed (:meth:`Prefetch.close`). A file the thread has not reached yet when the scan
 asks is read by the scan itself; the two never both keep it (``dict.setdefault``
@@ -43,6 +44,8 @@ class Prefetch:
     ) -> None:
         self._cache: dict[str, object] = {}
         self._stop = False
+        self._stored = 0  # files read ahead, and of them taken by the scan: the
+        self._consumed = 0  # thread waits while it is AHEAD files ahead
         self._thread = threading.Thread(
             target=self._run,
             args=(transport, msgs, tuple(hints)),
@@ -57,7 +60,7 @@ class Prefetch:
         cache = self._cache
         for msg in msgs:
             relpath = msg.relpath
-            while len(cache) > AHEAD and not self._stop:
+            while self._stored - self._consumed > AHEAD and not self._stop:
                 time.sleep(0.001)
             if self._stop:
                 return
@@ -75,6 +78,8 @@ class Prefetch:
                     data = MISS
             if cache.setdefault(relpath, data) is _TAKEN:
                 del cache[relpath]
+            else:
+                self._stored += 1  # written by this thread only
 
     def take(self, relpath: str) -> bytes | None:
         """The file's bytes, :data:`MISS`, or None when the caller must read it."""
@@ -82,6 +87,7 @@ class Prefetch:
         if got is _TAKEN:
             return None
         del self._cache[relpath]
+        self._consumed += 1  # written by the scan only
         assert isinstance(got, bytes)
         return got
 
