@@ -208,7 +208,7 @@ class Control(Loading):
     _buckets: dict[tuple[str, str], tuple[float, int]]
     _ages: dict[Thread, dict[int, int]] | None
     _ages_dirty: set[Thread]
-    _held: dict[tuple[str, str], HeldThread]
+    _held: dict[str, HeldThread]  # by channel + NUL + host: a str key is not GC-tracked
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -415,7 +415,7 @@ class Control(Loading):
         return [h for h in self._held.values() if h.jobs > 0]
 
     def find_held(self, channel: str, host: str) -> HeldThread | None:
-        h = self._held.get((channel, host))
+        h = self._held.get(channel + "\0" + host)
         return h if h is not None and h.jobs > 0 else None
 
     def held_vertices(self, held: HeldThread) -> list[HeldVertex]:
@@ -426,9 +426,10 @@ class Control(Loading):
         ]
 
     def _held_add(self, v: Vertex, channel: str, host: str, n: int, wh: int) -> None:
-        h = self._held.get((channel, host))
+        key = channel + "\0" + host
+        h = self._held.get(key)
         if h is None:
-            h = self._held[(channel, host)] = HeldThread(self, channel, host, wh)
+            h = self._held[key] = HeldThread(self, channel, host, wh)
         h.jobs += 1
         h.rcpts += n
         if len(h._parked) > 2 * h.jobs + 64:  # released ones linger until here
@@ -436,13 +437,14 @@ class Control(Loading):
         h._parked.append(v)
 
     def _held_sub(self, channel: str, host: str, n: int) -> None:
-        h = self._held.get((channel, host))
+        key = channel + "\0" + host
+        h = self._held.get(key)
         if h is None:
             return
         h.jobs -= 1
         h.rcpts -= n
         if h.jobs <= 0:
-            del self._held[(channel, host)]
+            del self._held[key]
 
     # -- age histograms (SHOW QUEUE SHAPE) -------------------------------------------------
 
@@ -681,6 +683,8 @@ class Control(Loading):
         if rterms and all(t.key in ("channel", "host") for t in rterms):
             rterms = ()
         holds = self._holds
+        aterms = tuple(t for t in rterms if t.key == "rcpt")
+        vterms = tuple(t for t in rterms if t.key != "rcpt")
         n = 0
         seen: set[int] = set()
         for msg in self._candidates(flt):
@@ -696,7 +700,7 @@ class Control(Loading):
                 yield msg
                 continue
             info = holds.get(msg.number)
-            if self._rcpt_match(msg, info, rterms, addresses):
+            if self._rcpt_match(msg, info, vterms, aterms, addresses):
                 yield msg
 
     def _candidates(self, flt: Filter) -> Iterator[Message]:
@@ -766,34 +770,41 @@ class Control(Loading):
         self,
         msg: Message,
         info: HoldInfo | None,
-        terms: tuple[Term, ...],
+        vterms: tuple[Term, ...],
+        aterms: tuple[Term, ...],
         addresses: Addresses | None,
     ) -> bool:
-        needs_addr = any(t.key == "rcpt" for t in terms)
+        """One destination satisfies every destination term (``vterms``) and has a
+        recipient whose address satisfies every ``rcpt`` term (``aterms``). Plain
+        loops: no generator per vertex for the collector to count."""
         addr_rows: Sequence[tuple[str, str, str]] = ()
-        if needs_addr:
+        if aterms:
             if addresses is None:
                 return False
             addr_rows = addresses(msg)  # the file: read first, it decides most
             if not addr_rows:
                 return False
-        rterms = [t for t in terms if t.key == "rcpt"]
-        vterms = [t for t in terms if t.key != "rcpt"]
         held = info is not None
+        vtest = self._vtest
         for v, channel, host in self.destinations(msg, info):
             if vterms:
                 state = vertex_state(v, held)
-                if not all(self._vtest(t, v, channel, host, state) for t in vterms):
+                ok = True
+                for t in vterms:
+                    if not vtest(t, v, channel, host, state):
+                        ok = False
+                        break
+                if not ok:
                     continue
-            if not needs_addr:
+            if not aterms:
                 return True
             for ch, h, addr in addr_rows:
-                if (
-                    ch == channel
-                    and h == host
-                    and all(t.text_matches(addr) for t in rterms)
-                ):
-                    return True
+                if ch == channel and h == host:
+                    for t in aterms:
+                        if not t.text_matches(addr):
+                            break
+                    else:
+                        return True
         return False
 
     @staticmethod

