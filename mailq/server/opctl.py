@@ -166,8 +166,10 @@ class OperatorState:
         self.loaded = True
         old = [o for o in map(Operation.from_fields, plane.load_ops()) if o]
         self.ops.extendleft(reversed(old[-OPS_KEPT:]))
-        for o in old:  # new ids never repeat an old one
-            tail = o.id.rpartition("-")[2]
+        # new ids never repeat one the postoffice still names: logged operations, and
+        # those a crash kept from the log but not from the trash or the holds file
+        for op in [o.id for o in old] + plane.op_ids_in_use():
+            tail = op.rpartition("-")[2]
             if tail.isdigit():
                 self.counter = max(self.counter, int(tail))
         return self

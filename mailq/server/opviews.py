@@ -165,6 +165,9 @@ class ControlPlane(Protocol):
 
     async def mark_undone(self, op: str) -> None: ...
 
+    def op_ids_in_use(self) -> list[str]:
+        """Operation ids the trash and the holds file name (read at the first use)."""
+
     async def op_sids(self, op: str) -> list[str]:
         """The spool-ids kept with ``op`` (a RELEASE's, for its UNDO)."""
 

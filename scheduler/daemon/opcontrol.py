@@ -464,6 +464,16 @@ class ControlPlaneImpl:
             opstate.write_op_sids(self.po.root, fields["id"], sids)
         opstate.append_op(self.po.root, fields)
 
+    def op_ids_in_use(self) -> list[str]:
+        ids = {i.op for i in self.core.held_numbers().values()}
+        try:  # the names only: counting a big trash would walk all of it
+            ids.update(os.listdir(self.po.root / opstate.TRASH_DIR))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.error("cannot list the trash: %s", exc)
+        return sorted(ids)
+
     async def mark_undone(self, op: str) -> None:
         await self.save_op({"undone": op}, ())
 
