@@ -10,7 +10,8 @@ process measures:
 
 * ``SHOW MSGS WHERE rcpt=...`` (one address: every control file is read): first line
   and last line;
-* ``SHOW QUEUE SHAPE BY host``;
+* ``SHOW MSGS WHERE rcpt=*...`` (no literal local part or domain: every file read);
+* ``SHOW QUEUE SHAPE BY host`` (twice: the first fills the age histograms) and ``BY domain``;
 * ``HOLD WHERE channel=smtp``: the preview, then the confirmed hold of every message,
   and the ``RELEASE`` back;
 
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import os
 import random
 import re
 import socket
@@ -98,6 +100,8 @@ class StallMeter:
     def __init__(self) -> None:
         self.max_stall = 0.0
         self.max_busy = 0.0
+        self.last = time.perf_counter()
+        self.last_cpu = time.thread_time()
         self.task = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -105,11 +109,36 @@ class StallMeter:
         last_cpu = time.thread_time()
         while True:
             await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            cpu = time.thread_time()
+            now = self.last = time.perf_counter()
+            cpu = self.last_cpu = time.thread_time()
             self.max_stall = max(self.max_stall, now - last - 0.001)
             self.max_busy = max(self.max_busy, cpu - last_cpu)
             last, last_cpu = now, cpu
+
+
+def _watchdog(meter: StallMeter, limit: float) -> None:
+    """A thread that prints the loop thread's stack when it used more than ``limit``
+    seconds of CPU since its last tick (finding the long steps)."""
+    import threading
+    import traceback
+
+    loop_thread = threading.get_ident()
+    cpu_clock = time.pthread_getcpuclockid(loop_thread)
+
+    def watch() -> None:
+        seen: set[str] = set()
+        while True:
+            time.sleep(limit / 4)
+            if time.clock_gettime(cpu_clock) - meter.last_cpu > limit:
+                frame = sys._current_frames().get(loop_thread)
+                if frame is None:
+                    continue
+                stack = "".join(traceback.format_stack(frame, limit=6)[-4:])
+                if stack not in seen:
+                    seen.add(stack)
+                    print(f"--- loop busy > {limit * 1000:.0f} ms at:\n{stack}")
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class Session:
@@ -166,8 +195,11 @@ def _client(address: tuple[str, int], rcpt: str, out: Connection) -> None:
     s = Session(address)
     res: dict[str, Any] = {}
     res["msgs_rcpt"] = s.body(f"SHOW MSGS WHERE rcpt={rcpt}")
+    res["msgs_scan"] = s.body(f"SHOW MSGS WHERE rcpt=*{rcpt.split('@')[0][1:]}@*")
     res["msgs_host"] = s.body("SHOW MSGS WHERE host=host5.example")
+    res["shape1"] = s.body("SHOW QUEUE SHAPE BY host")
     res["shape"] = s.body("SHOW QUEUE SHAPE BY host")
+    res["shape_domain"] = s.body("SHOW QUEUE SHAPE BY domain")
     dt, preview = s.line("HOLD WHERE channel=smtp")
     res["preview"] = (dt, preview.strip()[:100])
     m = re.search(r"CONFIRM (\S+)", preview)
@@ -179,6 +211,7 @@ def _client(address: tuple[str, int], rcpt: str, out: Connection) -> None:
     assert m is not None, preview
     dt2, acted = s.line(f"RELEASE WHERE state=held CONFIRM {m.group(1)}")
     res["release"] = (dt + dt2, acted.strip())
+    res["release_preview"] = dt
     out.send(res)
 
 
@@ -220,6 +253,8 @@ async def serve(args: argparse.Namespace, root: Path) -> None:
     host, _, port = server.addresses[0].rpartition(":")
     address = (host, int(port))
     meter = StallMeter()
+    if os.environ.get("BENCH_SLOW_MS"):  # where the loop is when a step runs long
+        _watchdog(meter, float(os.environ["BENCH_SLOW_MS"]) / 1000)
     gcm = GcMeter()
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
@@ -243,15 +278,28 @@ async def serve(args: argparse.Namespace, root: Path) -> None:
     print(
         f"SHOW MSGS WHERE rcpt=...   first line {first * 1000:7.1f} ms, end {end:6.2f} s ({n} lines)"
     )
+    first, end, n = res["msgs_scan"]
+    print(
+        f"SHOW MSGS WHERE rcpt=*...  first line {first * 1000:7.1f} ms, end {end:6.2f} s ({n} lines; no literal part: every file)"
+    )
     first, end, n = res["msgs_host"]
     print(
         f"SHOW MSGS WHERE host=...   first line {first * 1000:7.1f} ms, end {end:6.2f} s ({n} lines)"
     )
+    first, end, n = res["shape1"]
+    print(
+        f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines; the first: fills the histograms)"
+    )
     first, end, n = res["shape"]
-    print(f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines)")
+    print(f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines; the next ones)")
+    first, end, n = res["shape_domain"]
+    print(f"SHOW QUEUE SHAPE BY domain {end * 1000:7.1f} ms ({n} lines)")
     print(f"HOLD WHERE preview         {res['preview'][0]:6.2f} s  {res['preview'][1]}")
     print(f"HOLD WHERE CONFIRM         {res['hold'][0]:6.2f} s  {res['hold'][1]}")
-    print(f"RELEASE (preview+confirm)  {res['release'][0]:6.2f} s  {res['release'][1]}")
+    print(
+        f"RELEASE (preview+confirm)  {res['release'][0]:6.2f} s  {res['release'][1]}"
+        f" (preview {res['release_preview']:.2f} s)"
+    )
     print(
         f"loop: longest stall {meter.max_stall * 1000:.1f} ms wall,"
         f" {meter.max_busy * 1000:.1f} ms CPU of the loop thread;"
@@ -263,6 +311,7 @@ async def serve(args: argparse.Namespace, root: Path) -> None:
     server.close()
     await server.wait_closed()
     meter.task.cancel()
+    meter.last_cpu = float("inf")
 
 
 def main() -> None:

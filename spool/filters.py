@@ -22,7 +22,18 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import zlib
+from array import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spool.quads import parse_quad
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from spool.controlfile import ControlFile
+    from spool.ctlrecords import SummaryRow
 
 __all__ = [
     "KEYS",
@@ -30,6 +41,9 @@ __all__ = [
     "Filter",
     "FilterError",
     "Term",
+    "address_keys",
+    "control_keys",
+    "index_key",
     "parse_filter",
 ]
 
@@ -156,28 +170,28 @@ def split_terms(text: str) -> list[str]:
     return words
 
 
-def parse_filter(text: str) -> Filter:
-    """Parse a ``WHERE`` filter; raises :class:`FilterError`."""
+def parse_filter(text: str, extra: frozenset[str] = frozenset()) -> Filter:
+    """Parse a ``WHERE`` filter; raises :class:`FilterError`. ``extra`` names more
+    text keys that one command knows (``WATCH``'s ``kind``)."""
     if len(text) > _MAX_TEXT:
         raise FilterError(0, text[:20], f"filter longer than {_MAX_TEXT} characters")
     words = [w for w in split_terms(text) if w.upper() != "AND"]
     if len(words) > _MAX_TERMS:
         raise FilterError(_MAX_TERMS + 1, words[_MAX_TERMS], "too many terms")
-    terms = tuple(_term(i, w) for i, w in enumerate(words, 1))
+    terms = tuple(_term(i, w, extra) for i, w in enumerate(words, 1))
     return Filter(terms, " ".join(words))
 
 
-def _term(index: int, word: str) -> Term:
+def _term(index: int, word: str, extra: frozenset[str] = frozenset()) -> Term:
     m = _TERM.fullmatch(word)
     if m is None:
         raise FilterError(
             index, word, "expected key, operator and value (host=*.example)"
         )
     key, op, value = m.group(1).lower(), m.group(2), m.group(3)
-    if key not in KEYS:
-        raise FilterError(
-            index, word, f"unknown key {key!r} (known: {' '.join(sorted(KEYS))})"
-        )
+    if key not in KEYS and key not in extra:
+        known = " ".join(sorted(KEYS | extra))
+        raise FilterError(index, word, f"unknown key {key!r} (known: {known})")
     if value == "":
         raise FilterError(index, word, "empty value")
     if key in NUMBER_KEYS:
@@ -216,3 +230,69 @@ def _number(index: int, word: str, key: str, value: str) -> float:
         known = " ".join(u for u in units if u)
         raise FilterError(index, word, f"unknown {key} unit {m.group(2)!r} ({known})")
     return float(m.group(1)) * units[unit]
+
+
+# -- the recipient index's keys (scheduler.core.rcptindex) ------------------------------
+
+_GLOB_CHARS = frozenset("*?[]")
+_QUOTING = re.compile(
+    r'["\\(\t]'
+).search  # what sends a quad through parse_quad's slow path
+_EMPTY_KEY = zlib.crc32(b"")
+
+
+def address_key(text: str) -> int:
+    """A 32-bit key of an address part (CRC-32: the same in every process)."""
+    return zlib.crc32(text.encode("utf-8", "surrogateescape"))
+
+
+def address_keys(address: str) -> tuple[int, int]:
+    """(key of the local part, key of the domain) of a recipient address, lower case:
+    the local part is the text before the first ``@`` (all of it when there is none),
+    the domain the text after the last ``@`` (empty when there is none)."""
+    a = address.lower()
+    local, at, _ = a.partition("@")
+    return address_key(local), address_key(a.rpartition("@")[2] if at else "")
+
+
+def control_keys(
+    control: ControlFile, rows: Sequence[SummaryRow] | None = None
+) -> tuple[bytes, bytes]:
+    """The keys of a control file's pending recipients (the addresses ``SHOW MSG``
+    shows), as :func:`address_keys` gives them: local parts and domains, each as an
+    ``array("I")``'s bytes. ``rows``: its ``pending_summary()`` when already made."""
+    local = array("I")
+    dom = array("I")
+    add_local, add_dom, crc = local.append, dom.append, zlib.crc32
+    for row in control.pending_summary() if rows is None else rows:
+        quad = row[3]
+        parts = quad.split(" ")
+        if len(parts) == 4 and "" not in parts and _QUOTING(quad) is None:
+            user = "" if parts[2] == "-" else parts[2]  # parse_quad's fast path
+        else:
+            user = parse_quad(quad)[2]
+        b = user.lower().encode("utf-8", "surrogateescape")
+        at = b.find(b"@")  # '@' is one byte in UTF-8: the same cut as address_keys
+        if at < 0:
+            add_local(crc(b))
+            add_dom(_EMPTY_KEY)
+        else:
+            add_local(crc(b[:at]))
+            add_dom(crc(b[b.rfind(b"@") + 1 :]))
+    return local.tobytes(), dom.tobytes()
+
+
+def index_key(term: Term) -> tuple[str, int] | None:
+    """``("local", key)`` or ``("domain", key)`` that every address matching ``term``
+    has (see :func:`address_keys`), or None when the term cannot use the index: only
+    ``rcpt=`` globs with a literal local part or a literal domain can."""
+    if term.key != "rcpt" or term.op != "=":
+        return None
+    v = term.value.lower()
+    local, at, _ = v.partition("@")
+    if not _GLOB_CHARS.intersection(local):
+        return "local", address_key(local)  # the address starts with local + "@"
+    domain = v.rpartition("@")[2]
+    if at and not _GLOB_CHARS.intersection(domain):
+        return "domain", address_key(domain)  # ... or ends with "@" + domain
+    return None

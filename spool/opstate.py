@@ -5,6 +5,13 @@ programs never read dot-files of the postoffice root), leaving control files unt
 
 * ``.mailq-holds``: one held message a line, ``spool-id TAB since TAB op TAB reason``.
 * ``.mailq-rules``: one suspension or policy a line, ``key=value`` fields TAB-separated.
+* ``.mailq-ops``: the operation log (``SHOW OPS``, ``UNDO``), one record a line in
+  ``key=value`` fields TAB-separated and ``end=.`` last, appended (``O_APPEND``,
+  fsync) as operations happen; a line ``undone=<op>`` marks an operation undone. A line
+  torn by a crash in the middle of an append lacks ``end=.`` and is skipped when read; the file is rewritten whole (as
+  below) with the newest :data:`OPS_KEPT` records once it holds twice as many lines.
+  ``.mailq-ops-sids/<op>``: the spool-ids a ``RELEASE`` released (its ``UNDO`` holds
+  them again), one a line, written whole before the record.
 * ``.mailq-trash/<op>/``: messages removed by ``DELETE``: ``transport/<relpath>`` and
   ``queue/<relpath>`` moved under it, with ``DONE`` written when the move completed.
 
@@ -17,6 +24,7 @@ control file first (the scheduler then no longer sees it), then the message file
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,22 +34,31 @@ from spool.store import fsync_dir
 
 __all__ = [
     "HOLDS_FILE",
+    "OPS_FILE",
+    "OPS_KEPT",
     "RULES_FILE",
     "TRASH_DIR",
+    "append_op",
     "list_trash",
     "move_to_trash",
     "purge_trash",
     "read_holds",
+    "read_op_sids",
+    "read_ops",
     "read_rules",
     "recover_trash",
     "restore_from_trash",
     "write_holds",
+    "write_op_sids",
     "write_rules",
 ]
 
 HOLDS_FILE = ".mailq-holds"
 RULES_FILE = ".mailq-rules"
 TRASH_DIR = ".mailq-trash"
+OPS_FILE = ".mailq-ops"
+OPS_SIDS_DIR = ".mailq-ops-sids"
+OPS_KEPT = 1000
 _UNDONE = "UNDONE"
 
 
@@ -104,6 +121,88 @@ def read_rules(root: Path) -> list[dict[str, str]]:
         if fields.get("id") and fields.get("kind"):
             out.append(fields)
     return out
+
+
+# -- the operation log -----------------------------------------------------------------
+
+
+def _op_line(fields: Mapping[str, str]) -> str:
+    """A record's line; its last field ``end=.`` tells a whole line from a torn one."""
+    body = "\t".join(f"{k}={_clean(str(v))}" for k, v in fields.items() if k != "end")
+    return body + "\tend=.\n"
+
+
+def append_op(root: Path, fields: Mapping[str, str], keep: int = OPS_KEPT) -> None:
+    """Append one record (``id`` first) or mark (``undone``) to ``.mailq-ops``; when
+    the file has grown to twice ``keep`` lines, rewrite it with the newest ``keep``."""
+    path = root / OPS_FILE
+    data = _op_line(fields).encode("utf-8", "surrogateescape")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        created = size == 0
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # after a torn append: keep it on a line of its own
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(root)
+    with path.open("rb") as f:
+        lines = sum(1 for _ in f)
+    if lines >= 2 * keep:
+        _compact_ops(root, keep)
+
+
+def _compact_ops(root: Path, keep: int) -> None:
+    ops = read_ops(root)
+    kept, dropped = ops[-keep:], ops[:-keep]
+    _replace(root / OPS_FILE, "".join(_op_line(o) for o in kept).encode())
+    for o in dropped:
+        with contextlib.suppress(OSError, ValueError):
+            _sids_path(root, o["id"]).unlink()
+
+
+def read_ops(root: Path) -> list[dict[str, str]]:
+    """The records of ``.mailq-ops``, oldest first, marks applied (``undone=1``)."""
+    try:
+        data = (root / OPS_FILE).read_bytes()
+    except FileNotFoundError:
+        return []
+    ops: dict[str, dict[str, str]] = {}
+    text = data.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    lines.pop()  # what follows the last newline: empty, or a torn append
+    for line in lines:
+        fields = dict(f.split("=", 1) for f in line.split("\t") if "=" in f)
+        if fields.pop("end", "") != ".":
+            continue  # torn by a crash
+        if "undone" in fields and "id" not in fields:
+            if fields["undone"] in ops:
+                ops[fields["undone"]]["undone"] = "1"
+        elif fields.get("id") and fields.get("verb"):
+            ops[fields["id"]] = fields
+    return list(ops.values())
+
+
+def _sids_path(root: Path, op: str) -> Path:
+    if not op or "/" in op or op.startswith("."):
+        raise ValueError(f"bad operation id {op!r}")
+    return root / OPS_SIDS_DIR / op
+
+
+def write_op_sids(root: Path, op: str, sids: Iterable[str]) -> None:
+    path = _sids_path(root, op)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    _replace(path, "".join(f"{s}\n" for s in sids).encode("ascii", "replace"))
+
+
+def read_op_sids(root: Path, op: str) -> list[str]:
+    try:
+        return _sids_path(root, op).read_text("ascii", "replace").split()
+    except (OSError, ValueError):
+        return []
 
 
 # -- the trash --------------------------------------------------------------------------

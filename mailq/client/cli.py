@@ -115,7 +115,9 @@ VERSION_TEXT = (
 @click.option("--top", is_flag=True, help="Live view, refreshed every second; q quits.")
 @click.option("--watch", is_flag=True, help="Print delivery events as they happen.")
 @click.option(
-    "--where", metavar="FILTER", help="--watch filter: channel=, host=, kind=."
+    "--where",
+    metavar="FILTER",
+    help="--watch filter (the SHOW MSGS filter language): channel= host= kind= id= diag~.",
 )
 @click.argument("hosts", nargs=-1)
 @click.pass_context

@@ -108,6 +108,38 @@ class Operation:
             )
         )
 
+    def fields(self) -> dict[str, str]:
+        """The record kept in the postoffice's operation log (spool.opstate)."""
+        return {
+            "id": self.id,
+            "time": str(self.time),
+            "user": self.user,
+            "peer": self.peer,
+            "command": self.command,
+            "verb": self.verb,
+            "messages": str(self.messages),
+            "recipients": str(self.recipients),
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Operation | None:
+        try:
+            return cls(
+                f["id"],
+                int(f.get("time", "0")),
+                f.get("user", "-"),
+                f.get("peer", ""),
+                f.get("command", ""),
+                f["verb"],
+                int(f.get("messages", "0")),
+                int(f.get("recipients", "0")),
+                rule=f.get("rule", ""),
+                undone=f.get("undone") == "1",
+            )
+        except (KeyError, ValueError):
+            return None
+
 
 @dataclass(slots=True)
 class _Token:
@@ -124,6 +156,23 @@ class OperatorState:
     ops: deque[Operation] = field(default_factory=lambda: deque(maxlen=OPS_KEPT))
     tokens: dict[str, _Token] = field(default_factory=dict)
     counter: int = 0
+    loaded: bool = False
+    saving: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def load(self, plane: ControlPlane | None) -> OperatorState:
+        """Once: the operations the postoffice kept (they survive restarts)."""
+        if self.loaded or plane is None:
+            return self
+        self.loaded = True
+        old = [o for o in map(Operation.from_fields, plane.load_ops()) if o]
+        self.ops.extendleft(reversed(old[-OPS_KEPT:]))
+        # new ids never repeat one the postoffice still names: logged operations, and
+        # those a crash kept from the log but not from the trash or the holds file
+        for op in [o.id for o in old] + plane.op_ids_in_use():
+            tail = op.rpartition("-")[2]
+            if tail.isdigit():
+                self.counter = max(self.counter, int(tail))
+        return self
 
     def new_op_id(self, now: int) -> str:
         self.counter += 1
@@ -211,12 +260,20 @@ def _quote(term: str) -> str:
 # -- helpers ----------------------------------------------------------------------------
 
 
+def _st(svc: Service) -> OperatorState:
+    return svc.opstate.load(svc.control)
+
+
 def _audit(client: Client, fmt: str, *args: object) -> None:
     audit.info("user=%s peer=%s " + fmt, client.user, client.peer, *args)
 
 
-SLICE = 0.005  # seconds of work before yielding to the event loop
+SLICE = 0.002  # seconds of work before yielding to the event loop (a new session
+# needs a few loop turns to get its greeting out: they add up)
 CHUNK = {"HOLD": 100, "RELEASE": 100, "RETRY": 200, "BOUNCE": 50, "DELETE": 25}
+CHUNK_TIME = 0.001  # seconds one chunk should take (the size adapts)
+CHUNK_MIN = 5
+CHUNK_MAX = 2000
 
 
 async def _collect(items: Iterable[T | None]) -> list[T]:
@@ -256,7 +313,7 @@ async def _guarded(
     """The spool-ids to act on, or the preview / an error reply."""
     plane = svc.control
     assert plane is not None
-    st = svc.opstate
+    st = _st(svc)
     for tok, old in list(st.tokens.items()):
         if old.expires < now:
             del st.tokens[tok]
@@ -300,7 +357,7 @@ def _record(
     rule: str = "",
     op: str = "",
 ) -> Operation:
-    st = svc.opstate
+    st = _st(svc)
     o = Operation(
         op or st.new_op_id(now),
         now,
@@ -314,6 +371,7 @@ def _record(
         rule,
     )
     st.ops.append(o)
+    _persist(svc, st, o)
     _audit(
         client,
         "OP %s %r result=%d messages %d recipients",
@@ -323,6 +381,25 @@ def _record(
         o.recipients,
     )
     return o
+
+
+def _persist(svc: Service, st: OperatorState, o: Operation) -> None:
+    """Write the operation into the postoffice's log, off the loop and in order (the
+    plane serialises its writes); an acting reply awaits it (:func:`_saved`)."""
+    plane = svc.control
+    if plane is None:
+        return
+    sids = o.sids if o.verb == "RELEASE" else ()  # what UNDO needs after a restart
+    task = asyncio.get_running_loop().create_task(plane.save_op(o.fields(), sids))
+    st.saving.add(task)
+    task.add_done_callback(st.saving.discard)
+
+
+async def _saved(svc: Service) -> None:
+    """Wait until the operation log has what was recorded so far."""
+    pending = list(svc.opstate.saving)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _needs(client: Client, right: Right) -> bool:
@@ -371,15 +448,27 @@ def _act(verb: str) -> Handler:
 async def _chunked(
     verb: str, sids: list[str], act: Callable[[list[str]], tuple[int, int]]
 ) -> tuple[int, int]:
+    """Act on ``sids`` chunk by chunk, yielding to the loop before a slice of
+    :data:`SLICE` seconds would be overrun. Chunks start at :data:`CHUNK` messages and
+    adapt so that one takes about :data:`CHUNK_TIME` (a message's cost varies with its
+    recipients, a GC pass or a busy machine)."""
     size = CHUNK.get(verb, 200)
     msgs = rcpts = 0
     clock = time.perf_counter
+    cpu = time.thread_time  # the chunk's own cost: a busy machine must not shrink it
     started = clock()
-    for i in range(0, len(sids), size):
+    i = 0
+    while i < len(sids):
+        t0 = cpu()
         m, r = act(sids[i : i + size])
+        i += size
         msgs += m
         rcpts += r
-        if clock() - started >= SLICE:
+        took = cpu() - t0
+        if took > 0:  # at most halve or double at a time
+            want = int(size * CHUNK_TIME / took)
+            size = max(CHUNK_MIN, size // 2, min(CHUNK_MAX, size * 2, want))
+        if clock() - started + took >= SLICE:
             await asyncio.sleep(0)
             started = clock()
     return msgs, rcpts
@@ -434,13 +523,14 @@ async def _perform(
 ) -> ServerReply:
     plane = svc.control
     assert plane is not None
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     act = _action(plane, verb, op, t.rest, when)
     what = _DONE[verb]
     counts = await _chunked(verb, sids, act)
     if verb != "RETRY":
         await plane.save()
     o = _record(svc, client, now, verb, t.command, counts, sids, op=op)
+    await _saved(svc)
     at = f" at {when}" if verb == "RETRY" else ""
     return Reply(
         f"+OK op={o.id} {what} {counts[0]} messages ({counts[1]} recipients){at}"
@@ -461,12 +551,12 @@ async def _undo_async(
 ) -> ServerReply:
     plane = svc.control
     assert plane is not None
-    o = svc.opstate.find(op_id)
+    o = _st(svc).find(op_id)
     verb = o.verb if o is not None else ""
     if o is not None and o.undone:
         return Reply(f"-Operation {op_id} was already undone")
     counts: tuple[int, int]
-    new_op = svc.opstate.new_op_id(now)
+    new_op = _st(svc).new_op_id(now)
     if verb == "HOLD" or (o is None and plane.held_by(op_id)):
         sids = plane.held_by(op_id)
         counts = await _chunked(
@@ -475,8 +565,9 @@ async def _undo_async(
         await plane.save()
     elif verb == "RELEASE" and o is not None:
         why = f"hold restored by UNDO {op_id}"
+        sids = list(o.sids) or await plane.op_sids(op_id)  # after a restart: on disk
         counts = await _chunked(
-            "HOLD", list(o.sids), lambda c: plane.hold(c, why, op_id, save=False)
+            "HOLD", sids, lambda c: plane.hold(c, why, op_id, save=False)
         )
         await plane.save()
     elif verb in ("DELETE", ""):
@@ -492,6 +583,9 @@ async def _undo_async(
     if o is not None:
         o.undone = True
     new = _record(svc, client, now, "UNDO", f"UNDO {op_id}", counts, op=new_op)
+    if o is not None:
+        await plane.mark_undone(o.id)
+    await _saved(svc)
     return Reply(f"+OK op={new.id} undid {op_id}: {counts[0]} messages")
 
 
@@ -600,7 +694,7 @@ def _msg_reply(plane: ControlPlane, sid: str | None) -> ServerReply:
 def show_ops(svc: Service, client: Client, args: str, now: int) -> ServerReply:
     if not _needs(client, Right.CONTROL | Right.RULES):
         return svc._unknown(client, "SHOW", "OPS")
-    return MultilineReply([o.line() for o in svc.opstate.ops])
+    return MultilineReply([o.line() for o in _st(svc).ops])
 
 
 def show_rules(kind: str, word: str) -> Handler:
@@ -703,7 +797,7 @@ def _suspend(svc: Service, client: Client, rest: str, now: int) -> ServerReply:
         except ValueError as exc:
             return Reply(f"-{exc}")
         words = words[2:]
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     rid = "R" + op[1:]
     reason = " ".join(words) or "suspended by operator"
     row = RuleRow(
@@ -780,7 +874,7 @@ def _policy(svc: Service, client: Client, rest: str, now: int) -> ServerReply:
         return Reply(f"-{exc}")
     if not fields:
         return Reply("-POLICY SET needs maxthr=, maxring= or rate=")
-    op = svc.opstate.new_op_id(now)
+    op = _st(svc).new_op_id(now)
     rid = "P" + op[1:]
     limits = " ".join(f"{k}={v}" for k, v in fields.items() if k != "period") + (
         f"/{fields['period']}s" if "period" in fields else ""

@@ -157,6 +157,20 @@ class ControlPlane(Protocol):
 
     def add_rule(self, row: RuleRow, fields: dict[str, str]) -> None: ...
 
+    def load_ops(self) -> list[dict[str, str]]:
+        """The operation log kept in the postoffice, oldest first (``undone=1`` set)."""
+
+    async def save_op(self, fields: dict[str, str], sids: Sequence[str]) -> None:
+        """Append an operation (and the spool-ids its UNDO needs) to the log."""
+
+    async def mark_undone(self, op: str) -> None: ...
+
+    def op_ids_in_use(self) -> list[str]:
+        """Operation ids the trash and the holds file name (read at the first use)."""
+
+    async def op_sids(self, op: str) -> list[str]:
+        """The spool-ids kept with ``op`` (a RELEASE's, for its UNDO)."""
+
     def remove_rule(self, rule_id: str) -> RuleRow | None: ...
 
     def rules(self, kind: str) -> list[RuleRow]: ...

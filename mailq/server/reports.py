@@ -228,13 +228,19 @@ def short_report(view: QueueView, now: int) -> Iterator[str]:
 
 
 def threads2_report(view: QueueView, now: int) -> Iterator[str]:
-    """``SHOW QUEUE THREADS2``: one TAB-separated line per thread, nothing else."""
+    """``SHOW QUEUE THREADS2``: one TAB-separated line per thread, nothing else; then
+    a line per destination with held mail (``pend=Held``; none without holds)."""
     for group in list(view.groups()):
         for thread in list(group.threads()):
             yield (
                 f"{thread.channel}\t{thread.host}\tN={thread.jobs}\tR={thread.rcpts}"
                 f"\tA={thread.attempts}{_detail(thread, now, _TAB)}"
             )
+    for held in list(view.held_threads()):
+        yield (
+            f"{held.channel}\t{held.host}\tN={held.jobs}\tR={held.rcpts}"
+            f"\tA=0{_detail(held, now, _TAB)}"
+        )
 
 
 def snmp_report(view: QueueView, now: int) -> Iterator[str]:
@@ -297,9 +303,30 @@ def thread_detail_report(
     or ``thread`` (B20 keep: also when not waiting at all).
     """
     thread = view.find_thread(channel, host)
+    held = view.find_held(channel, host)
     if thread is None:
+        if held is not None:  # only held mail: its own '#' line, rows in state held
+            yield _detail_header(held, now)
+            yield from _held_rows(held)
         return
     yield _detail_header(thread, now)
+    yield from _thread_rows(thread, now)
+    if held is not None:
+        yield from _held_rows(held)
+
+
+def _held_rows(held: ThreadView) -> Iterator[str]:
+    """Rows of held recipients: field 9 ``held``, the diagnostic says by whom, why."""
+    for vertex in list(held.vertices()):
+        after = (
+            f"\t{vertex.expiry}\t0\t{vertex.lastfeed}\t{vertex.attempts}"
+            f"\theld\t{_clean_message(vertex.message)}"
+        )
+        for index, offset in enumerate(vertex.offsets):
+            yield f"{vertex.path}\t{index}\t{vertex.sender}\t{offset}{after}"
+
+
+def _thread_rows(thread: ThreadView, now: int) -> Iterator[str]:
     wakeup = thread.wakeup
     yield from _detail_rows(thread, wakeup, _retry(wakeup, now))
 
@@ -485,9 +512,7 @@ class DetailCache:
 
 
 def _fresh(thread: ThreadView, wakeup: int, retry: str | None) -> Iterator[bytes]:
-    rows = _detail_rows(thread, wakeup, retry)
-    while batch := list(islice(rows, BATCH_LINES)):
-        yield encode_body_lines(batch)
+    return _encoded(_detail_rows(thread, wakeup, retry))
 
 
 class ThreadDetail(EncodedBody):
@@ -510,7 +535,10 @@ class ThreadDetail(EncodedBody):
     def encoded(self) -> Iterator[bytes]:
         now = self.now
         thread = self.view.find_thread(self.channel, self.host)
-        if thread is None:
+        if thread is None:  # nothing, or only held mail (never cached)
+            yield from _encoded(
+                thread_detail_report(self.view, self.channel, self.host, now)
+            )
             return
         header = encode_body_lines([_detail_header(thread, now)])
         wakeup = thread.wakeup
@@ -522,3 +550,11 @@ class ThreadDetail(EncodedBody):
             yield header
             yield first
         yield from pieces
+        held = self.view.find_held(self.channel, self.host)
+        if held is not None:
+            yield from _encoded(_held_rows(held))
+
+
+def _encoded(lines: Iterator[str]) -> Iterator[bytes]:
+    while batch := list(islice(lines, BATCH_LINES)):
+        yield encode_body_lines(batch)

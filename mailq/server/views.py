@@ -203,6 +203,13 @@ class QueueView(Protocol):
     def groups(self) -> Iterable[GroupView]:
         """Thread groups in ring order (root, newest, ..., second oldest)."""
 
+    def held_threads(self) -> Sequence[ThreadView]:
+        """Held mail by (channel, host), as threads (``pending`` ``Held``; their
+        vertices' ``message`` says who held it and why): ``SHOW QUEUE THREADS2`` and
+        ``SHOW THREAD`` show them, so ``mailq`` lists held mail (issue 16)."""
+
+    def find_held(self, channel: str, host: str) -> ThreadView | None: ...
+
     def find_thread(self, channel: str, host: str) -> ThreadView | None:
         """First thread on the time chain with exactly this channel and host."""
 

@@ -13,22 +13,24 @@ ends made spaces). When the watcher's buffer (1,000 events) overflowed since the
 write, ``<time>\tlost\t\t\t\t\t<N> events lost`` says so: a slow watcher loses events,
 never slows the scheduler.
 
-The filter is deliberately small (the operator-control filter language may replace
-:func:`parse_where`): ``channel=GLOB``, ``host=GLOB`` and ``kind=GLOB`` words, all of which
-must match (case-insensitive shell globs).
+The filter is the operator-control filter language (:mod:`spool.filters`, as
+``SHOW MSGS WHERE``: the same syntax and the same error texts) over the keys an event
+has: ``channel``, ``host``, ``kind``, ``id`` (the spool-id) and ``diag`` (the detail),
+with ``=``/``!=`` (case-insensitive globs) and ``~``/``!~`` (substrings); all terms must
+match. ``WHERE channel=smtp host=*.example kind=delivered`` reads as it always did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from mailq.protocol.lines import BODY_END, BODY_START, stuff_lines
+from spool.filters import FilterError, parse_filter
 
 __all__ = [
     "EventSource",
@@ -38,7 +40,7 @@ __all__ = [
     "stream",
 ]
 
-FIELDS: Final = ("channel", "host", "kind")
+FIELDS: Final = frozenset({"channel", "host", "kind", "id", "diag"})
 MAX_STOP_LINE: Final = 16384
 
 
@@ -49,6 +51,10 @@ class WatchEvent(Protocol):
     def channel(self) -> str: ...
     @property
     def host(self) -> str: ...
+    @property
+    def spoolid(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
     def line(self) -> str: ...
 
 
@@ -69,26 +75,35 @@ Filter = Callable[[WatchEvent], bool]
 
 
 def parse_where(text: str) -> Filter:
-    """``""`` or ``WHERE channel=smtp host=*.example``; ValueError if malformed."""
-    words = text.split()
+    """``""`` or ``WHERE <filter>`` (``WHERE channel=smtp host=*.example``); raises
+    ValueError (:class:`spool.filters.FilterError` for a bad term)."""
+    words = text.strip().split(None, 1)
     if not words:
         return lambda event: True
     if words[0].upper() != "WHERE" or len(words) == 1:
-        raise ValueError("expected WHERE channel=GLOB host=GLOB kind=GLOB")
-    tests: list[tuple[str, str]] = []
-    for word in words[1:]:
-        name, eq, pattern = word.partition("=")
-        if not eq or name.lower() not in FIELDS or not pattern:
-            raise ValueError(f"bad condition {word!r}: use channel=, host= or kind=")
-        tests.append((name.lower(), pattern.lower()))
+        raise ValueError("expected WHERE <filter> (like channel=smtp host=*.example)")
+    flt = parse_filter(words[1], extra=frozenset({"kind"}))
+    for i, t in enumerate(flt.terms, 1):
+        if t.key not in FIELDS:
+            raise FilterError(
+                i,
+                f"{t.key}{t.op}{t.value}",
+                f"WATCH filters take {', '.join(sorted(FIELDS))}",
+            )
+    terms = flt.terms
 
     def accept(event: WatchEvent) -> bool:
-        return all(
-            fnmatch.fnmatchcase(getattr(event, name).lower(), pattern)
-            for name, pattern in tests
-        )
+        return all(t.text_matches(_field(event, t.key)) for t in terms)
 
     return accept
+
+
+def _field(event: WatchEvent, key: str) -> str:
+    if key == "id":
+        return event.spoolid
+    if key == "diag":
+        return event.detail
+    return str(getattr(event, key))
 
 
 @dataclass(frozen=True, slots=True)

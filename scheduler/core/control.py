@@ -23,17 +23,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
+from scheduler.core.events import ConfigChanged, MessageGone
 from scheduler.core.loading import Loading
 from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
+from scheduler.core.rcptindex import RcptIndex
 from scheduler.core.state import SENT_RCPTS, TICK
 from spool.controlfile import format_diagnostic
-from spool.filters import Filter, Term
-from spool.ids import parse_spool_id, spool_id
+from spool.filters import Filter, Term, control_keys, index_key
+from spool.ids import message_number, parse_spool_id, spool_id
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
 
-__all__ = ["Control", "HoldInfo", "Rule", "message_state"]
+__all__ = ["Control", "HeldThread", "HeldVertex", "HoldInfo", "Rule", "message_state"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,84 @@ class HoldInfo:
         p = self.parked
         for i in range(0, len(p), 3):
             yield p[i], p[i + 1], p[i + 2]  # type: ignore[misc]
+
+
+class HeldVertex:
+    """A parked vertex as ``SHOW THREAD`` shows it: state ``held``, and the hold in
+    place of the diagnostic (``held by <op>: <reason>``), before the last one."""
+
+    __slots__ = (
+        "attempts",
+        "expiry",
+        "lastfeed",
+        "message",
+        "offsets",
+        "path",
+        "sender",
+    )
+    waiting_for = 0
+
+    def __init__(self, v: Vertex, info: HoldInfo, expiry: int) -> None:
+        text = f"held by {info.op}: {info.reason}"
+        self.message = f"{text}\r{v.message}" if v.message else text
+        self.path = v.path
+        self.sender = v.sender
+        self.offsets = v.offsets
+        self.expiry = expiry
+        self.lastfeed = v.lastfeed
+        self.attempts = v.attempts
+
+
+class HeldThread:
+    """The held recipients of one (channel, host), shown as a thread in ``SHOW QUEUE
+    THREADS2`` (``pend=Held``) and ``SHOW THREAD`` (rows in state ``held``), so that
+    held mail is seen by ``mailq``. Counts are kept as vertices are parked and
+    released; the list of parked vertices drops released ones when it has grown to
+    twice the held ones (a bulk RELEASE costs nothing more per vertex)."""
+
+    __slots__ = (
+        "_core",
+        "_parked",
+        "channel",
+        "host",
+        "jobs",
+        "rcpts",
+        "withhost",
+    )
+    attempts = 0
+    wakeup = 0
+    pending = "Held"
+    thrkids = 0
+    unfed = 0
+
+    def __init__(self, core: Control, channel: str, host: str, withhost: int) -> None:
+        self._core = core
+        self.channel = channel
+        self.host = host
+        self.withhost = withhost
+        self.jobs = 0
+        self.rcpts = 0
+        self._parked: list[Vertex] = []
+
+    def procs(self) -> tuple[()]:
+        return ()
+
+    def vertices(self) -> list[HeldVertex]:
+        return self._core.held_vertices(self)
+
+    def _live(self, holds: dict[int, HoldInfo]) -> Iterator[tuple[Vertex, HoldInfo]]:
+        seen: set[int] = set()
+        for v in self._parked:
+            info = holds.get(v.msg.number)
+            if v.thread is None and info is not None and id(v) not in seen:
+                seen.add(id(v))
+                yield v, info
+
+    @property
+    def oldest_mtime(self) -> int | None:
+        return min(
+            (v.msg.mtime for v in self._parked if v.thread is None), default=None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +206,19 @@ class Control(Loading):
     _holds: dict[int, HoldInfo]
     _rules: tuple[Rule, ...]
     _buckets: dict[tuple[str, str], tuple[float, int]]
+    _ages: dict[Thread, dict[int, int]] | None
+    _ages_dirty: set[Thread]
+    _held: dict[str, HeldThread]  # by channel + NUL + host: a str key is not GC-tracked
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holds = {}
         self._rules = ()
         self._buckets = {}
+        self.rcpt_index = RcptIndex()
+        self._ages = None
+        self._ages_dirty = set()
+        self._held = {}
 
     # -- identifying messages ------------------------------------------------------------
 
@@ -196,25 +283,46 @@ class Control(Loading):
     ) -> tuple[list[Message], list[Command]]:
         """Release each held message; returns those released."""
         self._begin(now)
-        done: list[Message] = []
         compacted: set[int] = set()
-        for msg in msgs:
-            info = self._holds.pop(msg.number, None)
-            if info is None:
-                continue
-            for _v, channel, host in info.destinations():
-                # a parked vertex may still sit in its old thread's vlist: compact
-                # that thread once per batch before linking anything back into it
-                th = self._threads.get((channel, host))
-                if th is not None and th.dead and id(th) not in compacted:
-                    compacted.add(id(th))
-                    th.compact()
-            for v, channel, host in info.destinations():
-                if v.offsets and v.thread is None:
-                    self._link(v, channel, host, len(v.offsets))
-            info.parked.clear()
-            done.append(msg)
+        done = [msg for msg in msgs if self._unpark(msg, compacted)]
         return done, self._end()
+
+    def _unpark(self, msg: Message, compacted: set[int]) -> bool:
+        """Link a held message's parked vertices back; False if it was not held."""
+        info = self._holds.pop(msg.number, None)
+        if info is None:
+            return False
+        for _v, channel, host in info.destinations():
+            # a parked vertex may still sit in its old thread's vlist: compact
+            # that thread once per batch before linking anything back into it
+            th = self._threads.get((channel, host))
+            if th is not None and th.dead and id(th) not in compacted:
+                compacted.add(id(th))
+                th.compact()
+        ages = self._ages is not None
+        # with SHAPE's histograms kept, a bulk release marks the threads for a recount
+        # (count_ages) instead of counting vertex by vertex: the class's _link, not
+        # the counting one the instance may have
+        link = type(self)._link
+        for v, channel, host in info.destinations():
+            n = len(v.offsets)
+            self._held_sub(channel, host, n)
+            if n and v.thread is None:
+                th = link(self, v, channel, host, n)
+                if ages:
+                    self._ages_dirty.add(th)
+        info.parked.clear()
+        return True
+
+    def _on_gone(self, ev: MessageGone) -> None:
+        """A held message whose file went away is unparked first, so that it leaves
+        like any other (no held recipients are left behind in the reports)."""
+        name = ev.relpath.rpartition("/")[2]
+        number = int(name) if name.isdigit() else message_number(name)
+        msg = self._messages.get(number)
+        if msg is not None and number in self._holds:
+            self._unpark(msg, set())
+        super()._on_gone(ev)
 
     def _schedule_now(self, th: Thread) -> None:
         if th.group.clause.queueonly:
@@ -236,11 +344,14 @@ class Control(Loading):
             th.unfed -= 1
         th.jobs -= 1
         th.rcpts -= n
+        if self._ages is not None:
+            self._ages_dirty.add(th)  # recounted by the next SHAPE (bulk HOLD)
         th.dead += 1
         th.note_removed(v.msg.mtime)
         self.total_vertices -= 1
         self.total_recipients -= n
         info.park(v, th.channel, th.host)
+        self._held_add(v, th.channel, th.host, n, th.withhost)
         if th.dead > 32 and th.dead > th.jobs:
             th.compact()
         if th.jobs == 0 and th.thrkids == 0:
@@ -257,7 +368,14 @@ class Control(Loading):
     def _load(
         self, relpath: str, control: ControlFile, mtime: int, mtime_ns: int, ctime: int
     ) -> None:
+        msgs = self._messages
+        size = len(msgs)
         super()._load(relpath, control, mtime, mtime_ns, ctime)
+        if len(msgs) > size:  # loaded: it is the newest entry
+            keys: tuple[bytes, bytes] | None = getattr(control, "rcpt_keys", None)
+            if keys is None:  # a ControlFile; load workers send the keys ready
+                keys = control_keys(control)
+            self.rcpt_index.add(next(reversed(msgs)), *keys)
         holds = self._holds
         if holds:
             name = relpath.rpartition("/")[2]
@@ -268,6 +386,11 @@ class Control(Loading):
                     self._park_message(msg, info)
                 else:
                     del holds[msg.number]  # a new message in a reused file name
+
+    def compact_index(self, budget: int = 4) -> bool:
+        """A step of the recipient index's compaction (True: call again)."""
+        msgs = self._messages
+        return self.rcpt_index.compact(msgs.__contains__, budget)
 
     def _maybe_complete(self, msg: Message) -> None:
         super()._maybe_complete(msg)
@@ -284,6 +407,136 @@ class Control(Loading):
         cmds = self.release([msg], now)[1] if msg.number in self._holds else []
         found, more = super().kill_msg(self.spool_id_of(msg), now)
         return found, cmds + more
+
+    # -- held mail in the reports -----------------------------------------------------------
+
+    def held_threads(self) -> list[HeldThread]:
+        """A :class:`HeldThread` per (channel, host) with held recipients."""
+        return [h for h in self._held.values() if h.jobs > 0]
+
+    def find_held(self, channel: str, host: str) -> HeldThread | None:
+        h = self._held.get(channel + "\0" + host)
+        return h if h is not None and h.jobs > 0 else None
+
+    def held_vertices(self, held: HeldThread) -> list[HeldVertex]:
+        e = self._clause_for(held.channel, held.host).expiry
+        return [
+            HeldVertex(v, info, v.msg.mtime + e if e > 0 else 0)
+            for v, info in held._live(self._holds)
+        ]
+
+    def _held_add(self, v: Vertex, channel: str, host: str, n: int, wh: int) -> None:
+        key = channel + "\0" + host
+        h = self._held.get(key)
+        if h is None:
+            h = self._held[key] = HeldThread(self, channel, host, wh)
+        h.jobs += 1
+        h.rcpts += n
+        if len(h._parked) > 2 * h.jobs + 64:  # released ones linger until here
+            h._parked = [v for v, _info in h._live(self._holds)]
+        h._parked.append(v)
+
+    def _held_sub(self, channel: str, host: str, n: int) -> None:
+        key = channel + "\0" + host
+        h = self._held.get(key)
+        if h is None:
+            return
+        h.jobs -= 1
+        h.rcpts -= n
+        if h.jobs <= 0:
+            del self._held[key]
+
+    # -- age histograms (SHOW QUEUE SHAPE) -------------------------------------------------
+
+    def age_histograms(self) -> dict[Thread, dict[int, int]] | None:
+        """Per thread, its recipients by arrival minute (``mtime // 60``), kept up to
+        date once :meth:`start_age_histograms` was called; None when off."""
+        return self._ages
+
+    def start_age_histograms(self) -> list[Thread]:
+        """Keep the histograms from now on; returns the threads whose histogram the
+        caller must fill with :meth:`count_ages` (one call per thread, in any order
+        and over any number of loop turns: each recount replaces what the updates
+        put there meanwhile)."""
+        if self._ages is None:
+            self._ages = {}
+            # the counting versions shadow the methods on this instance only while
+            # the histograms are kept: the hot paths pay nothing otherwise
+            for name in ("_link", "_remove_rcpt", "_drop_vertex"):
+                setattr(self, name, getattr(self, name + "_counting"))
+        return list(self._threads.values())
+
+    def dirty_ages(self) -> list[Thread]:
+        """Threads a bulk HOLD or RELEASE changed: :meth:`count_ages` each before use."""
+        dirty = list(self._ages_dirty)
+        self._ages_dirty.clear()
+        return dirty
+
+    def count_ages(self, th: Thread) -> None:
+        ages = self._ages
+        if ages is None:
+            return
+        if not th.alive:
+            ages.pop(th, None)
+            return
+        h: dict[int, int] = {}
+        for v in th.vertices():
+            slot = v.msg.mtime // 60
+            h[slot] = h.get(slot, 0) + len(v.offsets)
+        if h:
+            ages[th] = h
+        else:
+            ages.pop(th, None)
+
+    def stop_age_histograms(self) -> None:
+        self._ages = None
+        self._ages_dirty.clear()
+        for name in ("_link", "_remove_rcpt", "_drop_vertex"):
+            self.__dict__.pop(name, None)
+
+    def _age_add(self, th: Thread, mtime: int, n: int) -> None:
+        ages = self._ages
+        assert ages is not None
+        h = ages.get(th)
+        if h is None:
+            h = ages[th] = {}
+        slot = mtime // 60
+        h[slot] = h.get(slot, 0) + n
+
+    def _age_sub(self, th: Thread, mtime: int, n: int) -> None:
+        ages = self._ages
+        assert ages is not None
+        h = ages.get(th)
+        if h is None:
+            return
+        slot = mtime // 60
+        left = h.get(slot, 0) - n
+        if left > 0:
+            h[slot] = left
+        else:
+            h.pop(slot, None)
+            if not h:
+                del ages[th]
+
+    def _link_counting(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
+        th = super()._link(v, channel, host, count)
+        if self._ages is not None:
+            self._age_add(th, v.msg.mtime, count)
+        return th
+
+    def _remove_rcpt_counting(self, v: Vertex, index: int) -> None:
+        if self._ages is not None and v.thread is not None:
+            self._age_sub(v.thread, v.msg.mtime, 1)
+        super()._remove_rcpt(v, index)
+
+    def _drop_vertex_counting(self, v: Vertex) -> None:
+        if self._ages is not None and v.thread is not None:
+            self._age_sub(v.thread, v.msg.mtime, len(v.offsets))
+        super()._drop_vertex(v)
+
+    def _on_config(self, ev: ConfigChanged) -> None:
+        super()._on_config(ev)
+        self.stop_age_histograms()  # threads were rebuilt: the next SHAPE counts afresh
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -430,6 +683,8 @@ class Control(Loading):
         if rterms and all(t.key in ("channel", "host") for t in rterms):
             rterms = ()
         holds = self._holds
+        aterms = tuple(t for t in rterms if t.key == "rcpt")
+        vterms = tuple(t for t in rterms if t.key != "rcpt")
         n = 0
         seen: set[int] = set()
         for msg in self._candidates(flt):
@@ -445,15 +700,24 @@ class Control(Loading):
                 yield msg
                 continue
             info = holds.get(msg.number)
-            if self._rcpt_match(msg, info, rterms, addresses):
+            if self._rcpt_match(msg, info, vterms, aterms, addresses):
                 yield msg
 
     def _candidates(self, flt: Filter) -> Iterator[Message]:
-        """The messages worth testing, lazily: through the matching threads when the
+        """The messages worth testing, lazily: the recipient index's candidates for
+        a ``rcpt=`` glob with a literal local part or domain; through the matching threads when the
         filter names a channel or host (a few thousand threads instead of every
         message), only held ones for ``state=held``, else all. A message may come
         twice (the caller's tests are idempotent; :meth:`select` drops repeats)."""
         msgs = self._messages
+        for t in flt.terms:
+            key = index_key(t)
+            if key is not None:  # candidates from the recipient index
+                for number in self.rcpt_index.lookup(*key):
+                    m = msgs.get(number)
+                    if m is not None:
+                        yield m
+                return
         if any(
             t.key == "state" and t.op == "=" and t.value == "held" for t in flt.terms
         ):
@@ -506,33 +770,41 @@ class Control(Loading):
         self,
         msg: Message,
         info: HoldInfo | None,
-        terms: tuple[Term, ...],
+        vterms: tuple[Term, ...],
+        aterms: tuple[Term, ...],
         addresses: Addresses | None,
     ) -> bool:
-        rows = list(self.destinations(msg, info))
-        needs_addr = any(t.key == "rcpt" for t in terms)
+        """One destination satisfies every destination term (``vterms``) and has a
+        recipient whose address satisfies every ``rcpt`` term (``aterms``). Plain
+        loops: no generator per vertex for the collector to count."""
         addr_rows: Sequence[tuple[str, str, str]] = ()
-        if needs_addr:
+        if aterms:
             if addresses is None:
                 return False
-            addr_rows = addresses(msg)
-        for v, channel, host in rows:
-            state = vertex_state(v, info is not None)
-            if not all(
-                self._vtest(t, v, channel, host, state)
-                for t in terms
-                if t.key != "rcpt"
-            ):
-                continue
-            if not needs_addr:
+            addr_rows = addresses(msg)  # the file: read first, it decides most
+            if not addr_rows:
+                return False
+        held = info is not None
+        vtest = self._vtest
+        for v, channel, host in self.destinations(msg, info):
+            if vterms:
+                state = vertex_state(v, held)
+                ok = True
+                for t in vterms:
+                    if not vtest(t, v, channel, host, state):
+                        ok = False
+                        break
+                if not ok:
+                    continue
+            if not aterms:
                 return True
             for ch, h, addr in addr_rows:
-                if (
-                    ch == channel
-                    and h == host
-                    and all(t.text_matches(addr) for t in terms if t.key == "rcpt")
-                ):
-                    return True
+                if ch == channel and h == host:
+                    for t in aterms:
+                        if not t.text_matches(addr):
+                            break
+                    else:
+                        return True
         return False
 
     @staticmethod

@@ -137,7 +137,7 @@ def _groups(rows: list[Row], cuts: list[Cut]) -> list[tuple[str, str, list[Row]]
     return out
 
 
-def split_recipients(control: ControlFile) -> Split:
+def split_recipients(control: ControlFile, pending: list[Row] | None = None) -> Split:
     """Return ``(vertex specs, [], default header offset)`` (the second item is kept
     for the load workers' records: no recipient is set apart any more, ZMailer queues
     every one).
@@ -147,7 +147,8 @@ def split_recipients(control: ControlFile) -> Split:
     prepared: Split | None = getattr(control, "prepared_split", None)
     if prepared is not None:
         return prepared
-    pending: list[Row] = control.pending_summary()
+    if pending is None:  # ``pending``: the caller's ``pending_summary()``, if made
+        pending = control.pending_summary()
     if not pending:
         return [], [], -1
     hdr = pending[0][5]

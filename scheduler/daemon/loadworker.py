@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final
 from scheduler.core.model import RcptExtra
 from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
 from spool.controlfile import KNOWN_FLAGS, parse
+from spool.filters import control_keys
 from spool.ids import message_number
 from spool.plaincontrol import parse_plain
 from spool.store import read_control
@@ -71,11 +72,15 @@ SpecTuple = tuple[str, str, "bytes | int", "tuple[RcptExtra, ...] | None", int]
 """``(channel, host, offsets, extra, count)``: offsets an int or an ``array('i')``'s
 bytes."""
 
-Record = tuple[float, int, str, str, int, int, str, int, bool, list[SpecTuple]]
+Record = tuple[
+    float, int, str, str, int, int, str, int, bool, list[SpecTuple], tuple[bytes, bytes]
+]
 """A prepared file: ``(ctime, number, relpath, mid, mtime, mtime_ns, report_sender,
-header offset, has unreported diagnostics, vertex specs)``; it starts like its entry."""
+header offset, has unreported diagnostics, vertex specs, recipient index keys)``; it
+starts like its entry. The keys are the pending recipients' local-part and domain keys
+(:func:`spool.filters.address_keys`) as two ``array("I")``'s bytes."""
 
-RECORD_LEN: Final = 10
+RECORD_LEN: Final = 11
 
 Item = Record | EntryTuple
 """A prepared file, or the scan entry of one the daemon must load itself."""
@@ -97,7 +102,7 @@ class PreparedControl:
     (``mid``, ``etrn``, ``report_sender``, ``diagnostics`` (only whether one is
     unreported), and the recipient split in ``prepared_split``)."""
 
-    __slots__ = ("diagnostics", "mid", "prepared_split", "report_sender")
+    __slots__ = ("diagnostics", "mid", "prepared_split", "rcpt_keys", "report_sender")
     etrn: tuple[str, ...] = ()
     obsoletes: tuple[str, ...] = ()  # files with x lines are loaded by the daemon
 
@@ -117,6 +122,7 @@ class PreparedControl:
                 VertexSpec(intern_name(channel), intern_name(host), offs, extra, count)
             )
         self.prepared_split: Split = (specs, [], record[7])
+        self.rcpt_keys = record[10]
 
 
 def _wire(offsets: array[int] | int) -> bytes | int:
@@ -153,7 +159,8 @@ def prepare(
         if not stat.S_ISREG(st.st_mode):
             return None  # the daemon quarantines it
         ns = st.st_mtime_ns
-        specs, bad, hdr = split_recipients(control)
+        pending = control.pending_summary()
+        specs, bad, hdr = split_recipients(control, pending)
     except Exception:
         return None
     if bad:
@@ -169,6 +176,7 @@ def prepare(
         hdr,
         any(d.status == " " for d in control.diagnostics),
         [(s.channel, s.host, _wire(s.offsets), s.extra, s.count) for s in specs],
+        control_keys(control, pending),
     )
 
 

@@ -23,11 +23,12 @@ from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from scheduler.core.scheduler import Scheduler
 from scheduler.daemon.deliveries import DeliveryTap
+from scheduler.daemon.prefetch import Prefetch
 from scheduler.daemon.runner import Runner
 from spool import opstate
 from spool.controlfile import parse
 from spool.errors import SpoolError
-from spool.filters import Filter
+from spool.filters import Filter, index_key
 from spool.ids import parse_spool_id
 from spool.layout import Postoffice
 
@@ -36,7 +37,9 @@ __all__ = ["ControlPlaneImpl"]
 logger = logging.getLogger(__name__)
 
 TRASH_DAYS = 7
-SLICE = 0.005  # seconds of work between yields to the event loop
+SLICE = 0.002  # seconds of work between yields to the event loop (as opctl.SLICE)
+INDEX_BUDGET = 4  # recipient index segments compacted per tick (~1 ms each)
+SHAPE_IDLE = 600  # seconds without SHOW QUEUE SHAPE before the age histograms go
 TICK = 64  # messages tested between the None ticks of a scan (see Control.select)
 _MSGID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
 _SHAPE_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
@@ -61,7 +64,11 @@ class ControlPlaneImpl:
         self.clock = clock
         self.trash_days = trash_days
         self._rules: dict[str, tuple[RuleRow, dict[str, str]]] = {}
+        self._ages_filled: asyncio.Future[None] | None = None
+        self._transport = os.fspath(po.transport) + "/"
+        self._shape_used = 0
         self._save_lock = asyncio.Lock()
+        self._ops_lock = asyncio.Lock()
 
     # -- startup ---------------------------------------------------------------------------
 
@@ -89,7 +96,17 @@ class ControlPlaneImpl:
         self._push_rules()
 
     def tick(self) -> None:
-        """Lift expired rules (called every few seconds by the daemon)."""
+        """Lift expired rules and compact the recipient index a little (called every
+        few seconds by the daemon)."""
+        self.core.compact_index(INDEX_BUDGET)
+        filled = self._ages_filled
+        idle = self.clock() - self._shape_used > SHAPE_IDLE
+        if filled is not None and filled.done() and idle:
+            self.core.stop_age_histograms()  # their memory back
+            self._ages_filled = None
+        self._expire()
+
+    def _expire(self) -> None:
         now = int(self.clock())
         expired = [r.id for r, _ in self._rules.values() if r.until and r.until <= now]
         for rid in expired:
@@ -144,23 +161,44 @@ class ControlPlaneImpl:
         except OSError:
             return 0
 
-    def _reader(self, flt: Filter) -> Callable[[Message], list[tuple[str, str, str]]]:
+    def _reader(
+        self, flt: Filter, pre: Prefetch | None = None
+    ) -> Callable[[Message], list[tuple[str, str, str]]]:
         hints = _hints(flt)
-        return lambda msg: self._addresses(msg, hints)
+        return lambda msg: self._addresses(msg, hints, pre)
+
+    def _prefetch(self, flt: Filter) -> Prefetch | None:
+        """A reader thread for a scan of every loaded message's control file (a
+        ``rcpt`` term the index cannot answer and no ``channel``/``host``/``state``
+        term to narrow the candidates); None otherwise."""
+        terms = flt.terms
+        if not flt.needs_addresses or any(index_key(t) is not None for t in terms):
+            return None
+        if any(t.key in ("channel", "host", "state") for t in terms):
+            return None
+        msgs = list(self.core.messages())  # the scan's order (Control._candidates)
+        return Prefetch(self._transport, msgs, _hints(flt))
 
     def _addresses(
-        self, msg: Message, hints: Sequence[bytes] = ()
+        self,
+        msg: Message,
+        hints: Sequence[bytes] = (),
+        pre: Prefetch | None = None,
     ) -> list[tuple[str, str, str]]:
         """Pending recipients' (channel, host, address) from the control file; with
         ``hints`` (lower-case literal parts of a pattern) a file that lacks one of
-        them is skipped without parsing."""
+        them is skipped without parsing. ``pre`` may have read it already."""
+        data = pre.take(msg.relpath) if pre is not None else None
         try:
-            with open(self.po.control_path(msg.relpath), "rb") as f:
-                data = f.read()
-            if hints:
-                low = data.lower()
-                if not all(h in low for h in hints):
-                    return []
+            if data is None:
+                with open(self._transport + msg.relpath, "rb") as f:
+                    data = f.read()
+                if hints:
+                    low = data.lower()
+                    if not all(h in low for h in hints):
+                        return []
+            if not data:
+                return []
             cf = parse(data, msg.relpath)
         except (OSError, SpoolError):
             return []
@@ -190,11 +228,17 @@ class ControlPlaneImpl:
 
     def rows(self, flt: Filter) -> Iterator[MessageRow | None]:
         now = self.clock()
-        for msg in self.core.select(flt, now, self._reader(flt), self._size, TICK):
-            if msg is None:
-                yield None
-            elif msg.live or self.core.hold_info(msg.number) is not None:
-                yield self._row(msg)
+        pre = self._prefetch(flt)
+        try:
+            reader = self._reader(flt, pre)
+            for msg in self.core.select(flt, now, reader, self._size, TICK):
+                if msg is None:
+                    yield None
+                elif msg.live or self.core.hold_info(msg.number) is not None:
+                    yield self._row(msg)
+        finally:
+            if pre is not None:
+                pre.close()
 
     def detail(self, sid: str) -> MessageDetail | None:
         msg = self._msg(sid)
@@ -248,14 +292,22 @@ class ControlPlaneImpl:
 
     def filter_targets(self, flt: Filter) -> Iterator[tuple[str, int] | None]:
         now = self.clock()
-        for msg in self.core.select(flt, now, self._reader(flt), self._size, TICK):
-            if msg is None:
-                yield None
-                continue
-            info = self.core.hold_info(msg.number)
-            n = sum(len(v.offsets) for v, _c, _h in self.core.destinations(msg, info))
-            if n:
-                yield self.core.spool_id_of(msg), n
+        pre = self._prefetch(flt)
+        try:
+            reader = self._reader(flt, pre)
+            for msg in self.core.select(flt, now, reader, self._size, TICK):
+                if msg is None:
+                    yield None
+                    continue
+                info = self.core.hold_info(msg.number)
+                n = sum(
+                    len(v.offsets) for v, _c, _h in self.core.destinations(msg, info)
+                )
+                if n:
+                    yield self.core.spool_id_of(msg), n
+        finally:
+            if pre is not None:
+                pre.close()
 
     async def find_message_id(self, message_id: str) -> str | None:
         msgs = [(m, m.relpath, m.mid) for m in list(self.core.messages())]
@@ -391,6 +443,43 @@ class ControlPlaneImpl:
     def kill_thread(self, channel: str, host: str) -> int:
         return self.runner.kill_thread(channel, host)
 
+    # -- the operation log -------------------------------------------------------------------
+
+    def load_ops(self) -> list[dict[str, str]]:
+        try:
+            return opstate.read_ops(self.po.root)
+        except OSError as exc:
+            logger.error("cannot read the operation log: %s", exc)
+            return []
+
+    async def save_op(self, fields: dict[str, str], sids: Sequence[str]) -> None:
+        async with self._ops_lock:  # appends in the order the operations happened
+            try:
+                await asyncio.to_thread(self._write_op, fields, list(sids))
+            except (OSError, ValueError) as exc:
+                logger.error("cannot write the operation log: %s", exc)
+
+    def _write_op(self, fields: dict[str, str], sids: list[str]) -> None:
+        if sids:
+            opstate.write_op_sids(self.po.root, fields["id"], sids)
+        opstate.append_op(self.po.root, fields)
+
+    def op_ids_in_use(self) -> list[str]:
+        ids = {i.op for i in self.core.held_numbers().values()}
+        try:  # the names only: counting a big trash would walk all of it
+            ids.update(os.listdir(self.po.root / opstate.TRASH_DIR))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.error("cannot list the trash: %s", exc)
+        return sorted(ids)
+
+    async def mark_undone(self, op: str) -> None:
+        await self.save_op({"undone": op}, ())
+
+    async def op_sids(self, op: str) -> list[str]:
+        return await asyncio.to_thread(opstate.read_op_sids, self.po.root, op)
+
     # -- rules -----------------------------------------------------------------------------
 
     def _save_rules(self) -> None:
@@ -448,15 +537,21 @@ class ControlPlaneImpl:
         return got[0]
 
     def rules(self, kind: str) -> list[RuleRow]:
-        self.tick()
+        self._expire()
         return [r for r, _ in self._rules.values() if r.kind == kind]
 
     # -- shape and explain -------------------------------------------------------------------
 
     async def shape(self, by: str, top: int) -> list[str]:
-        """qshape's table: recipients by destination and age (minutes, geometric),
-        computed in slices of the event loop."""
+        """qshape's table: recipients by destination and age (minutes, geometric).
+
+        By host, domain or channel it sums the core's per-thread histograms of
+        arrival minutes (kept up to date once a first ``SHAPE`` has filled them, in
+        slices; dropped after :data:`SHAPE_IDLE` seconds without one), so the age of
+        a recipient is known to the minute (the middle of its arrival minute). By
+        sender-domain it walks the messages in slices."""
         now = int(self.clock())
+        self._shape_used = now
         edges = [m * 60 for m in _SHAPE_MINUTES]
         table: dict[str, list[int]] = {}
         clock = time.perf_counter
@@ -471,18 +566,28 @@ class ControlPlaneImpl:
                     await asyncio.sleep(0)
                     started = clock()
         else:
-            for th in list(self.core.threads()):
+            await self._fill_ages()
+            for th in self.core.dirty_ages():  # after a bulk HOLD or RELEASE
+                self.core.count_ages(th)
+                if clock() - started >= SLICE:
+                    await asyncio.sleep(0)
+                    started = clock()
+            ages = self.core.age_histograms() or {}
+            column: dict[int, int] = {}  # arrival minute -> column
+            for th, hist in list(ages.items()):
                 key = {"host": th.host, "channel": th.channel}.get(by) or _domain(
                     th.host
                 )
                 row = table.get(key)
                 if row is None:
                     row = table[key] = [0] * (len(edges) + 2)
-                for v in th.vertices():
-                    age = now - v.msg.mtime
-                    n = len(v.offsets)
+                for slot, n in hist.items():
+                    col = column.get(slot)
+                    if col is None:
+                        age = now - slot * 60 - 30
+                        col = column[slot] = bisect.bisect_right(edges, age) + 1
                     row[0] += n
-                    row[bisect.bisect_right(edges, age) + 1] += n
+                    row[col] += n
                 if clock() - started >= SLICE:
                     await asyncio.sleep(0)
                     started = clock()
@@ -495,6 +600,25 @@ class ControlPlaneImpl:
         lines = [header, "\t".join(["TOTAL", *map(str, total)])]
         lines.extend("\t".join([k, *map(str, c)]) for k, c in rows if c[0])
         return lines
+
+    async def _fill_ages(self) -> None:
+        """Turn the core's age histograms on and fill them, in slices (once)."""
+        if self._ages_filled is not None:
+            await self._ages_filled  # filled, or being filled by another session
+            if self.core.age_histograms() is not None:
+                return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ages_filled = done
+        try:
+            clock = time.perf_counter
+            started = clock()
+            for th in self.core.start_age_histograms():
+                self.core.count_ages(th)
+                if clock() - started >= SLICE:
+                    await asyncio.sleep(0)
+                    started = clock()
+        finally:
+            done.set_result(None)
 
     def explain_thread(self, channel: str, host: str) -> list[str] | None:
         th = self.core.find_thread(channel, host)

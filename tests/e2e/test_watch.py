@@ -86,7 +86,10 @@ def test_watch_where_filters_and_bad_filter(daemon_factory: DaemonFactory) -> No
     s = Session(d)
     try:
         s.send("WATCH WHERE colour=red")
-        assert s.line().startswith("-WATCH: bad condition 'colour=red'")
+        # the same text as SHOW MSGS WHERE colour=red gives, after "-WATCH: "
+        assert s.line().startswith(
+            "-WATCH: bad filter term 1 'colour=red': unknown key"
+        )
         s.send("WATCH WHERE host=*.example kind=delivered")
         assert s.line() == "+OK until LF.LF\n"
         d.submit("x@later.example", "y@ok.example")
@@ -180,7 +183,24 @@ def test_where_parser() -> None:
     assert parse_where("WHERE host=*.example.ORG")(ev)
     assert not parse_where("where channel=local")(ev)
     assert parse_where("WHERE kind=def* channel=s?tp")(ev)
-    for bad in ("channel=smtp", "WHERE", "WHERE host", "WHERE host=", "WHERE x=y"):
+    # the operator filter language: negation, substrings, quotes, the spool-id
+    assert not parse_where("WHERE kind!=deferred")(ev)
+    assert parse_where("WHERE host~EXAMPLE channel!=local")(ev)
+    sid = Delivery(1.0, "delivered", "smtp", "h", "S100AbC", 3, "")
+    assert parse_where("WHERE id=S100*")(sid)
+    assert not parse_where("WHERE id=S2*")(sid)
+    bounced = Delivery(1.0, "bounced", "smtp", "h", "S1", 0, "550 no such user")
+    assert parse_where('WHERE diag~"no such"')(bounced)
+    assert not parse_where('WHERE diag~"greylisted"')(bounced)
+    for bad in (
+        "channel=smtp",
+        "WHERE",
+        "WHERE host",
+        "WHERE host=",
+        "WHERE x=y",
+        "WHERE rcpt=a@b",  # a key events do not have
+        "WHERE age>1h",
+    ):
         try:
             parse_where(bad)
         except ValueError:

@@ -217,6 +217,12 @@ class FakeQueue:
     def groups(self) -> Iterable[FakeGroup]:
         return self.group_list
 
+    def held_threads(self) -> list[FakeThread]:
+        return []
+
+    def find_held(self, channel: str, host: str) -> FakeThread | None:
+        return None
+
     def find_thread(self, channel: str, host: str) -> FakeThread | None:
         if self.index is not None:
             return self.index.get((channel, host))

@@ -3,12 +3,14 @@ threads from starting, selection by filter, retry and bounce."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
 from scheduler.core.commands import AppendDiagnostic, MarkRecipient
 from scheduler.core.control import Rule
+from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from spool.filters import parse_filter
 from spool.ids import spool_id
@@ -36,6 +38,32 @@ def _recount(pb: Playbook) -> None:
         assert th.rcpts == sum(len(v.offsets) for v in vs)
         nv += len(vs)
         nr += th.rcpts
+        ages = s.age_histograms()
+        if ages is not None and th in s._ages_dirty:
+            s.count_ages(th)  # what SHAPE does first for threads a bulk op changed
+        if ages is not None:  # SHOW QUEUE SHAPE's histograms equal a recount
+            want: dict[int, int] = {}
+            for v in vs:
+                want[v.msg.mtime // 60] = want.get(v.msg.mtime // 60, 0) + len(
+                    v.offsets
+                )
+            assert ages.get(th, {}) == want
+    if s.age_histograms() is not None:
+        for th in s.dirty_ages():
+            s.count_ages(th)
+        assert all(th.alive and th.rcpts for th in s.age_histograms() or {})
+    # held mail by destination (the reports' pend=Held threads) equals a recount
+    held: dict[tuple[str, str], list[int]] = {}
+    for number, info in s.held_numbers().items():
+        assert s.message(number) is not None  # no hold outlives its message
+        for v, channel, host in info.destinations():
+            got = held.setdefault((channel, host), [0, 0])
+            got[0] += 1
+            got[1] += len(v.offsets)
+    shown = {(h.channel, h.host): [h.jobs, h.rcpts] for h in s.held_threads()}
+    assert shown == held
+    for h in s.held_threads():
+        assert sum(len(v.offsets) for v in h.vertices()) == h.rcpts
     assert s.total_vertices == nv
     assert s.total_recipients == nr
 
@@ -211,7 +239,10 @@ def test_retry_at_moves_the_thread() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["hold", "release", "kill"]), st.integers(1, 6)),
+        st.tuples(
+            st.sampled_from(["hold", "release", "kill", "bounce", "ages", "gone"]),
+            st.integers(1, 6),
+        ),
         max_size=30,
     )
 )
@@ -221,18 +252,90 @@ def test_any_hold_release_kill_sequence_keeps_the_counts(
 ) -> None:
     pb = pb_()
     for n in range(1, 7):
-        pb.load(f"A/{n}", [("q", f"h{n % 3}", f"u{n}@h"), ("q", "x", f"v{n}@x")])
+        pb.load(
+            f"A/{n}",
+            [("q", f"h{n % 3}", f"u{n}@h"), ("q", "x", f"v{n}@x")],
+            mtime=pb.now - 60 * n,
+        )
     for op, n in ops:
         msg = pb.sched.message(n)
+        if op == "ages":
+            for th in pb.sched.start_age_histograms():
+                pb.sched.count_ages(th)
         if msg is None:
             continue
         if op == "hold":
             pb.sched.hold([msg], "p", "O1", pb.now)
         elif op == "release":
             pb.sched.release([msg], pb.now)
+        elif op == "bounce":
+            pb.sched.bounce([msg], "r", pb.now)
+        elif op == "gone":  # the file went away (a held one too)
+            pb.send(MessageGone(f"A/{n}", "test"))
+            assert pb.sched.message(n) is None  # held or not, it leaves
         else:
             pb.sched.kill_msg(str(n), pb.now)
         _recount(pb)
     pb.sched.release(list(pb.sched.messages()), pb.now)
     assert pb.sched.held_numbers() == {}
     pb.check_counts()
+
+
+def test_rcpt_globs_with_a_literal_part_take_candidates_from_the_index() -> None:
+    """The index yields only messages whose keys match; the address reader (the
+    control file in the daemon) decides. Globs without a literal local part or domain
+    test every message."""
+    pb = pb_()
+    pb.load(
+        "A/1", [("q", "a.example", "Ann@A.example"), ("q", "b.example", "v@b.example")]
+    )
+    pb.load("A/2", [("q", "b.example", "w@b.example")])
+    pb.load("A/3", [("smtp", "c.example", "root")])
+    asked: list[int] = []
+    addresses = {
+        1: [("q", "a.example", "Ann@A.example"), ("q", "b.example", "v@b.example")],
+        2: [("q", "b.example", "w@b.example")],
+        3: [("smtp", "c.example", "root")],
+    }
+
+    def reader(msg: Message) -> list[tuple[str, str, str]]:
+        asked.append(msg.number)
+        return addresses[msg.number]
+
+    def numbers(text: str) -> tuple[list[int], list[int]]:
+        asked.clear()
+        got = sorted(
+            m.number
+            for m in pb.sched.select(parse_filter(text), pb.now, reader)
+            if m is not None
+        )
+        return got, sorted(asked)
+
+    assert numbers("rcpt=ann@*") == ([1], [1])
+    assert numbers("rcpt=*@B.EXAMPLE") == ([1, 2], [1, 2])
+    assert numbers("rcpt=root") == ([3], [3])
+    assert numbers("rcpt=nobody@*") == ([], [])
+    assert numbers("rcpt=*n@a.example") == ([1], [1])
+    assert numbers("rcpt=a*@*") == ([1], [1, 2, 3])  # no literal part: every file
+    pb.sched.hold([_msg(pb, 2)], "x", "O1", pb.now)
+    assert numbers("rcpt=w@*") == ([2], [2])  # held messages are indexed too
+
+
+def test_rcpt_index_compaction_drops_messages_gone() -> None:
+    from scheduler.core.rcptindex import SEGMENT, RcptIndex
+
+    idx = RcptIndex(limit=SEGMENT)
+    key = (7).to_bytes(4, sys.byteorder)
+    last = 3 * SEGMENT
+    for n in range(1, last + 1):
+        idx.add(n, key * 2, key * 2)  # two recipients each
+    assert sorted(set(idx.lookup("local", 7))) == list(range(1, last + 1))
+    before = idx.entries
+    while idx.compact(lambda n: n % 1000 == 0, budget=1):
+        pass
+    got = set(idx.lookup("domain", 7))
+    assert {n for n in range(1, last + 1) if n % 1000 == 0} <= got
+    # only the segment still filling keeps messages that are gone
+    assert all(n % 1000 == 0 or n > last - SEGMENT // 2 for n in got)
+    assert idx.entries < before // 5
+    assert list(idx.lookup("local", 8)) == []

@@ -24,6 +24,7 @@ from scheduler.daemon.loadworker import PreparedControl, is_record, prepare
 from scheduler.daemon.runner import Runner
 from spool.controlfile import format_diagnostic, parse
 from spool.counters import Counters
+from spool.filters import control_keys
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 
@@ -232,6 +233,9 @@ def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
     prepared = PreparedControl(rec)
     assert split_recipients(prepared) == split_recipients(control)  # type: ignore[arg-type]
     assert prepared.mid == control.mid
+    # the recipient index's keys travel with the record (SHOW MSGS WHERE rcpt=)
+    assert prepared.rcpt_keys == control_keys(control)
+    assert len(prepared.rcpt_keys[0]) == 3 * 4
     assert prepare(t, q, 1, 10, (0.0, 1, good)) is None  # oversized
     top = queue_one(po, ["smtp h a@h"], hash_levels=0)
     assert prepare(t, q, 1, 1 << 20, (0.0, 1, top)) is None  # to be hashed first
@@ -247,6 +251,7 @@ def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
     rec = prepare(t, q, 1, 1 << 20, (0.0, 1, diag))
     assert rec is not None
     assert [d.status for d in PreparedControl(rec).diagnostics] == [" "]
+    assert len(PreparedControl(rec).rcpt_keys[0]) == 4  # the delivered one is not kept
     assert split_recipients(PreparedControl(rec))[0][0].count == 1  # type: ignore[arg-type]
     assert not PreparedControl(prepare(t, q, 1, 1 << 20, (0.0, 1, good))).diagnostics  # type: ignore[arg-type]
 
