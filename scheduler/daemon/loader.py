@@ -28,6 +28,7 @@ from spool.controlfile import ControlFile, parse
 from spool.errors import SpoolError
 from spool.ids import hash_prefix, message_number, parse_spool_id
 from spool.layout import Postoffice
+from spool.procs import pid_alive
 from spool.scan import hash_into_place, scan
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LOCK_RETRY: Final = 32.0
+LOCK_POLL: Final = 1.0
+"""How often the processes holding set-aside files are looked at: a file whose locking
+process has died is loaded then, not ``LOCK_RETRY`` seconds after it was set aside."""
 MAX_CONTROL_BYTES: Final = 64 * 1024 * 1024
 BIG_CONTROL_BYTES: Final = 1024 * 1024
 """A control file this large is parsed off the event loop (``on_big``), then loaded."""
@@ -129,6 +133,15 @@ class PreScheduleQueue:
         """When the earliest delayed entry becomes loadable (None: nothing delayed)."""
         return self._delayed[0][0] if self._delayed else None
 
+    def hurry(self, number: int, now: float) -> None:
+        """Make the delayed entry of file ``number`` due at ``now``."""
+        delayed = self._delayed
+        for i, (until, entry) in enumerate(delayed):
+            if entry.number == number and until > now:
+                delayed[i] = (now, entry)
+                heapq.heapify(delayed)
+                return
+
 
 _LOCKED: Final = b"\nr~"
 """A recipient line locked by a TA (``r~<pid>``); only then is the lock sweep needed."""
@@ -177,7 +190,10 @@ class Loader:
         # while load workers run: numbers loaded here meanwhile (a worker's copy of
         # such a file is stale: the message may be delivered and gone already)
         self.taken: set[int] | None = None
-        self._set_aside: set[int] = set()  # files held back by a live lock
+        # files held back by a live lock, with the processes holding them
+        self._set_aside: dict[int, tuple[int, ...]] = {}
+        self._lock_pids: tuple[int, ...] = ()  # of the file _read() just set aside
+        self._next_lock_poll = 0.0
         self._is_loaded = is_loaded
         self._counters = counters
         self._max_bytes = max_bytes
@@ -262,12 +278,12 @@ class Loader:
                 # S29: ZMailer counts queue insertions: the scan's (the core would
                 # count it at the load) and each one that sets the file aside
                 first = entry.number not in self._set_aside
-                self._set_aside.add(entry.number)
+                self._set_aside[entry.number] = self._lock_pids
                 self._counters.incr(RECEIVED_MESSAGES, 2 if first else 1)
                 self.queue.delay(entry, now + LOCK_RETRY)
                 return None
             if entry.number in self._set_aside:
-                self._set_aside.discard(entry.number)
+                del self._set_aside[entry.number]
                 self._counters.incr(RECEIVED_MESSAGES, -1)  # the core counts it again
             if control.mid is None and control.etrn:
                 return self._etrn(relpath, control, ctime)
@@ -278,6 +294,7 @@ class Loader:
                 self._owner_check(relpath, control)
         except FileNotFoundError:
             logger.debug("%s vanished before loading", relpath)
+            self._set_aside.pop(entry.number, None)
             return None
         except _Deferred as exc:
             if exc.busy:
@@ -290,6 +307,21 @@ class Loader:
             self._quarantine(relpath, str(exc))
             return None
         return MessageLoaded(relpath, control, mtime, mtime_ns, ctime)
+
+    def recheck_locks(self, now: float) -> None:
+        """Every ``LOCK_POLL`` seconds: a file set aside for a live lock is due at once
+        when every process that held it has died (an agent of a killed scheduler);
+        otherwise it is tried again ``LOCK_RETRY`` seconds after it was set aside."""
+        if not self._set_aside or now < self._next_lock_poll:
+            return
+        self._next_lock_poll = now + LOCK_POLL
+        for number, pids in self._set_aside.items():
+            if not any(map(pid_alive, pids)):
+                self.queue.hurry(number, now)
+
+    def next_lock_poll(self) -> float | None:
+        """When :meth:`recheck_locks` has work next (None: no file is set aside)."""
+        return self._next_lock_poll if self._set_aside else None
 
     def reload(self, relpath: str) -> MessageReloaded | MessageGone:
         """Re-read a loaded file (``#resync``, REQUEUE): no hashing, no queue."""
@@ -348,6 +380,7 @@ class Loader:
                         live[0],
                         relpath,
                     )
+                    self._lock_pids = tuple(live)
                     return None
                 control = parse(store.read_control(path), relpath)
         except (FileNotFoundError, _Deferred):

@@ -266,6 +266,7 @@ class Runner:
             self._wake.clear()
             now = self.clock()
             self._maybe_scan(now)
+            self.loader.recheck_locks(now)
             busy = self._drain_events()
             busy |= self._load_batch_now()
             busy |= self._tick_if_due()
@@ -540,9 +541,8 @@ class Runner:
         wakeup = self.core.next_wakeup()
         if wakeup is not None:
             candidates.append(wakeup)
-        due = self.loader.queue.next_due()
-        if due is not None:
-            candidates.append(due)
+        dues = (self.loader.queue.next_due(), self.loader.next_lock_poll())
+        candidates.extend(due for due in dues if due is not None)
         return max(MIN_SLEEP, min(candidates) - now)
 
     async def _sleep(self, seconds: float) -> None:

@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from scheduler.core.events import MessageGone, MessageLoaded, MessageReloaded
-from scheduler.daemon.loader import LOCK_RETRY, Entry, Loader, PreScheduleQueue
+from scheduler.daemon.loader import (
+    LOCK_POLL,
+    LOCK_RETRY,
+    Entry,
+    Loader,
+    PreScheduleQueue,
+)
 from spool.layout import Postoffice, init_postoffice
 from spool.submit import submit
 
@@ -254,6 +260,33 @@ def test_live_lock_is_retried_after_32s(
     assert ev.relpath == "100001"
     # the core counts the loaded file once more: 2 in all, as ZMailer's 2 insertions
     assert counters.values == {"SC.ReceivedMessages": 1}
+
+
+def test_a_file_set_aside_is_loaded_once_its_locking_process_dies(
+    po: Postoffice, counters: FakeCounters, live_pid: int
+) -> None:
+    """An agent of a killed scheduler holds the file a little longer than its parent
+    lived: the file waits for that process, not for the 32 s retry."""
+    text = control_text("100001", ["bob@example.net"], status="~", pid=str(live_pid))
+    place(po, "100001", text)
+    loader = make_loader(po, counters)
+    loader.scan(deep=True)
+    assert load_all(loader, now=1000.0) == []
+    loader.recheck_locks(1000.0)
+    assert loader.next_lock_poll() == 1000.0 + LOCK_POLL
+    assert not loader.queue.has_ready(1000.0 + LOCK_POLL)  # still alive: still aside
+    loader.recheck_locks(1000.0 + LOCK_POLL)
+    assert not loader.queue.has_ready(1000.0 + LOCK_POLL)
+    os.kill(live_pid, 9)
+    os.waitpid(live_pid, 0)
+    loader.recheck_locks(1000.0 + LOCK_POLL + 0.5)  # not yet time to look again
+    assert not loader.queue.has_ready(1000.0 + LOCK_POLL + 0.5)
+    loader.recheck_locks(1000.0 + 2 * LOCK_POLL)
+    (ev,) = load_all(loader, now=1000.0 + 2 * LOCK_POLL)
+    assert ev.relpath == "100001"
+    assert counters.values == {"SC.ReceivedMessages": 1}  # counted as before
+    assert loader.next_lock_poll() is None
+    assert b"r           smtp" in po.control_path("100001").read_bytes()
 
 
 def test_etrn_file_is_handed_over_and_removed(
