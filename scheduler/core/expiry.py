@@ -88,14 +88,17 @@ class Expiry(ModelState):
         while v.thread is not None and v.offsets:
             self._expire_rcpt(v, 0)
 
-    def _expire_due(self, th: Thread) -> None:
+    def _expire_due(self, th: Thread) -> int:
+        """Expire the thread's due vertices; returns how many vertices were looked at."""
         now = self._now
-        for v in list(th.vertices()):
+        vertices = list(th.vertices())
+        for v in vertices:
             if v.state & V_FED:
                 continue
             e = v.expiry
             if e and ((e <= now and v.attempts > 0) or v.expiry2 <= now):
                 self._expire_vertex(v)
+        return len(vertices)
 
     def _thread_reschedule(self, th: Thread) -> None:
         """A TA left the thread (SCHED-REF 4.6.3)."""

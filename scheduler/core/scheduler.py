@@ -77,7 +77,9 @@ class Scheduler(Control, Sweeps):
             times.append(t)
         if self._procs:
             times.append(self._next_idle_sweep)
-        if self.total_vertices:
+        if self._expiry_walk is not None:
+            times.append(self._now)  # the expiry sweep goes on at the next tick
+        elif self.total_vertices:
             times.append(self._next_expiry_sweep)
         if self._marked:
             times.append(self._next_report_sweep)

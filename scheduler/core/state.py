@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 TICK = 10
 IDLE_SWEEP = 120
 EXPIRY_SWEEP = 900
+EXPIRY_SLICE = 4000  # vertices looked at per tick by the expiry sweep (~4 ms)
 REPORT_SWEEP = 300
 STUCK_SECONDS = 600
 SHUTDOWN_KILL_AFTER = 10.0
@@ -125,6 +126,9 @@ class ModelState:
         self._out: list[Command] = []
         self._next_idle_sweep = start_time
         self._next_expiry_sweep = start_time
+        # the expiry sweep in progress: the threads it walks, and how far it got
+        self._expiry_walk: list[Thread] | None = None
+        self._expiry_pos = 0
         self._next_report_sweep = start_time
 
     @property

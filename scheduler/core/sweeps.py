@@ -10,7 +10,13 @@ from scheduler.core.commands import RunDsnPass
 from scheduler.core.events import Tick
 from scheduler.core.limits import Limits
 from scheduler.core.model import IDLE, Thread
-from scheduler.core.state import EXPIRY_SWEEP, IDLE_SWEEP, REPORT_SWEEP, STUCK_SECONDS
+from scheduler.core.state import (
+    EXPIRY_SLICE,
+    EXPIRY_SWEEP,
+    IDLE_SWEEP,
+    REPORT_SWEEP,
+    STUCK_SECONDS,
+)
 
 __all__ = ["Sweeps"]
 
@@ -30,14 +36,33 @@ class Sweeps(Limits, AgentLines):
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + IDLE_SWEEP
             self._idle_sweep()
-        if now >= self._next_expiry_sweep:
+        if now >= self._next_expiry_sweep and self._expiry_walk is None:
             self._next_expiry_sweep = now + EXPIRY_SWEEP
-            for th in list(self._threads.values()):
-                if th.thrkids == 0:
-                    self._expire_due(th)
+            self._expiry_walk = list(self._threads.values())
+            self._expiry_pos = 0
+        if self._expiry_walk is not None:
+            self._expiry_slice()
         if now >= self._next_report_sweep:
             self._next_report_sweep = now + REPORT_SWEEP
             self._report_sweep()
+
+    def _expiry_slice(self) -> None:
+        """Walk on with the expiry sweep, ``EXPIRY_SLICE`` vertices at most: on a big
+        queue the whole walk takes a second of CPU (1M vertices), so it is spread
+        over ticks (``next_wakeup`` is now until it is done), and MAILQ v2 answers
+        between them. A thread deleted meanwhile is passed over."""
+        walk = self._expiry_walk
+        assert walk is not None
+        pos, budget = self._expiry_pos, EXPIRY_SLICE
+        while pos < len(walk) and budget > 0:
+            th = walk[pos]
+            pos += 1
+            if th.alive and th.thrkids == 0:
+                budget -= self._expire_due(th)
+        if pos < len(walk):
+            self._expiry_pos = pos
+        else:
+            self._expiry_walk = None
 
     def _run_due(self, th: Thread) -> None:
         if not th.alive or th.thrkids or th.group.clause.queueonly:

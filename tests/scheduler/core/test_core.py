@@ -15,6 +15,7 @@ from scheduler.core.events import (
     MessageReloaded,
     ShutdownRequested,
 )
+from scheduler.core.state import EXPIRY_SLICE
 from spool.controlfile import parse
 from spool.ids import spool_id
 from tests.scheduler.core.playbook import START, Playbook, control_bytes
@@ -621,6 +622,29 @@ def test_expiry2_sweep_expires_unattempted_queueonly_messages() -> None:
     cmds = pb.tick()
     assert len(pb.diags(cmds)) == 1
     assert len(pb.completes(cmds)) == 1
+
+
+def test_expiry_sweep_of_a_big_queue_is_spread_over_ticks() -> None:
+    """The sweep looks at EXPIRY_SLICE vertices per tick and asks for the next tick at
+    once, so the event loop is never held for the whole queue; in the end every due
+    vertex is expired, and a thread gone meanwhile is passed over."""
+    pb = pb_()
+    n = EXPIRY_SLICE + EXPIRY_SLICE // 2  # one vertex per thread: two slices
+    old = START - 7 * 86400 - 1
+    for i in range(n):
+        pb.load(f"A/{i + 1}", [("q", f"h{i}", f"u@h{i}")], mtime=old)
+    first = pb.tick()
+    assert len(pb.completes(first)) == EXPIRY_SLICE
+    assert pb.sched.next_wakeup() == pb.now  # the sweep goes on
+    gone = pb.sched.find_thread("q", f"h{n - 1}")
+    assert gone is not None
+    ok, _ = pb.sched.kill_msg(str(n), pb.now)  # the walk's last thread leaves
+    assert ok
+    assert not gone.alive
+    rest = pb.tick()
+    assert len(pb.completes(rest)) == n - EXPIRY_SLICE - 1
+    assert pb.sched.msgs == 0
+    assert pb.sched.next_wakeup() is None  # done, nothing left to sweep
 
 
 def test_interim_report_sweep_runs_dsn_passes() -> None:
