@@ -135,7 +135,7 @@ def test_killed_agent_loses_nothing(daemon_factory: DaemonFactory) -> None:
     (threads,) = d.query("SHOW QUEUE THREADS")
     pid = int(threads.split("P={")[1].split("}")[0])
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: files_gone(d.po, relpath), limit=30, what="redelivery")
+    wait_until(lambda: files_gone(d.po, relpath), limit=60, what="redelivery")
     assert len((d.root / "ta.log").read_text().splitlines()) >= 2
     (snmp,) = d.query("SHOW SNMP")
     assert "out 1 stored 0\n" in snmp  # (Rcpnts in counts re-reads, S30)
@@ -177,7 +177,7 @@ def test_etrn_request_file_is_run_and_removed(daemon_factory: DaemonFactory) -> 
     d = daemon_factory(env=OK_RULES)
     (d.po.transport / "777001-etrn").write_text("T Later.EXAMPLE 127.0.0.1\n")
     assert notify_scheduler(d.po, "777001-etrn")
-    wait_until(lambda: not (d.po.transport / "777001-etrn").exists(), limit=25)
+    wait_until(lambda: not (d.po.transport / "777001-etrn").exists(), limit=60)
     assert not (d.po.freezer / "777001-etrn").exists()
     assert "ETRN" in d.log()
 
@@ -212,7 +212,7 @@ def test_sigterm_stops_agents_and_removes_pid_file(
     ta_pid = int(threads.split("P={")[1].split("}")[0])
     assert d.stop() == 0
     assert not d.po.pid_file.exists()
-    wait_until(lambda: not _alive(ta_pid), limit=10, what="the TA to exit")
+    wait_until(lambda: not _alive(ta_pid), limit=60, what="the TA to exit")
 
 
 def _alive(pid: int) -> bool:

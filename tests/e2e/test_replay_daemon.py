@@ -63,7 +63,7 @@ def start(factory: DaemonFactory, conf: str) -> DaemonProc:
 
 def test_main_run_reports_match_the_recording(daemon_factory: DaemonFactory) -> None:
     d = start(daemon_factory, "scheduler.conf")
-    wait_until(lambda: tried_once(d), limit=30, what="both smtp threads tried once")
+    wait_until(lambda: tried_once(d), limit=90, what="both smtp threads tried once")
     short, threads2, thread = d.query(
         "SHOW QUEUE SHORT", "SHOW QUEUE THREADS2", "SHOW THREAD smtp example.net"
     )

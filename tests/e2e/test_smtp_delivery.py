@@ -67,7 +67,7 @@ def test_delivery_deferral_and_bounce_through_the_daemon(
         # bounced: the message is gone and a DSN from <> reaches the sender
         fail = d.submit("fail@fail.example")
         wait_until(lambda: files_gone(d.po, fail), what="the 5xx to complete")
-        wait_until(lambda: _to(sink, "sender@example.com"), what="the DSN", limit=30)
+        wait_until(lambda: _to(sink, "sender@example.com"), what="the DSN", limit=60)
         (dsn,) = _to(sink, "sender@example.com")
         assert dsn.mail_from == ""
         report = email.message_from_bytes(dsn.data.replace(b"\r\n", b"\n"))
@@ -102,7 +102,7 @@ def test_delivery_deferral_and_bounce_through_the_daemon(
         wait_until(
             lambda: int((_thread_row(d, "later.example") or ["0"] * 8)[7]) >= 2,
             what="a retry of later.example",
-            limit=30,
+            limit=60,
         )
         row = _thread_row(d, "later.example")
         assert row[0] == later
@@ -145,7 +145,7 @@ def test_mx_fallover_and_null_mx_bounce_once(daemon_factory: DaemonFactory) -> N
         wait_until(
             lambda: any(m == "" for m, _ in server.accepted),
             what="the bounce",
-            limit=30,
+            limit=60,
         )
         wait_until(
             lambda: not list(d.po.transport.rglob("[0-9]*")), what="an empty queue"

@@ -101,7 +101,7 @@ def _check(d: DaemonProc, names: set[str]) -> dict[str, str]:
             assert name in trash, f"{name}: lost"
             assert name not in in_queue, f"{name}: message file left in queue/"
     live = {n for n in names if n in in_transport}
-    wait_until(lambda: _count(d) == len(live), what="reloading", limit=60)
+    wait_until(lambda: _count(d) == len(live), what="reloading", limit=150)
     (body,) = d.query("SHOW MSGS")
     states = {
         line.split("\t")[1].rpartition("/")[2]: line.split("\t")[2]
@@ -149,4 +149,4 @@ def test_sigkill_during_bulk_operations(
     # in the end everything can be brought back and nothing was lost
     for op, _mtime, _n in opstate.list_trash(d.po.root):
         d.query(f"UNDO {op}")
-    wait_until(lambda: _count(d) == MESSAGES, what="all back", limit=60)
+    wait_until(lambda: _count(d) == MESSAGES, what="all back", limit=150)

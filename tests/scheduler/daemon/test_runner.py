@@ -141,7 +141,7 @@ async def test_notification_loads_new_file_at_once(env: Env) -> None:
             MESSAGE,
             hash_levels=2,
         )
-        await until(lambda: files_gone(env.po, relpath), limit=10)
+        await until(lambda: files_gone(env.po, relpath), limit=60)
     finally:
         ns.close()
 
@@ -177,7 +177,7 @@ async def test_killed_agent_loses_nothing(
     (pid,) = env.runner.agents.pids().values()
     await until(lambda: (env.root / "ta.log").exists())  # the job was taken
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: files_gone(env.po, relpath), limit=30)
+    await until(lambda: files_gone(env.po, relpath), limit=60)
     assert env.core.counters.get("SC.TransportAgentForks") >= 2
     assert env.core.counters.get("SC.TransmittedRecipients") == 1
 
