@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import struct
 import time
@@ -68,11 +69,15 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
     return text, default_port
 
 
-def parse_resolv_conf(text: str) -> ResolverConfig:
-    """``nameserver`` lines and ``options timeout:N attempts:N`` (resolv.conf(5))."""
+def parse_resolv_conf(text: str, res_options: str = "") -> ResolverConfig:
+    """``nameserver`` lines and ``options timeout:N attempts:N`` (resolv.conf(5));
+    ``res_options`` (the ``RES_OPTIONS`` variable) overrides the file's options."""
     servers: list[tuple[str, int]] = []
     timeout, attempts = 5.0, 2
-    for line in text.splitlines():
+    lines = text.splitlines()
+    if res_options:
+        lines.append("options " + res_options)
+    for line in lines:
         words = line.split("#", 1)[0].split(";", 1)[0].split()
         if len(words) >= 2 and words[0] == "nameserver":
             servers.append((words[1].split("%", 1)[0], 53))
@@ -90,12 +95,15 @@ def parse_resolv_conf(text: str) -> ResolverConfig:
 def load_config(
     override: str | None = None, path: str = "/etc/resolv.conf"
 ) -> ResolverConfig:
-    """The system's configuration, or one server ``HOST:PORT`` (same time-outs)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            config = parse_resolv_conf(f.read())
-    except OSError:
-        config = ResolverConfig()
+    """The system's configuration, or one server ``HOST:PORT`` (same time-outs);
+    ``RES_OPTIONS`` in the environment overrides the options, as in the C library."""
+    text = ""
+    with (
+        contextlib.suppress(OSError),
+        open(path, encoding="utf-8", errors="replace") as f,
+    ):
+        text = f.read()
+    config = parse_resolv_conf(text, os.environ.get("RES_OPTIONS", ""))
     if override:
         return ResolverConfig(
             (parse_hostport(override),), config.timeout, config.attempts

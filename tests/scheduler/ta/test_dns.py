@@ -179,6 +179,8 @@ def test_resolv_conf_and_hostport() -> None:
     assert conf.nameservers == (("10.0.0.1", 53), ("fe80::1", 53))
     assert (conf.timeout, conf.attempts) == (3.0, 4)
     assert parse_resolv_conf("").nameservers == (("127.0.0.1", 53),)
+    env = parse_resolv_conf("options timeout:3 attempts:4\n", "timeout:1 attempts:1")
+    assert (env.timeout, env.attempts) == (1.0, 1)  # RES_OPTIONS wins
     assert parse_hostport("[::1]:5353") == ("::1", 5353)
     assert parse_hostport("127.0.0.1:53") == ("127.0.0.1", 53)
 
