@@ -10,21 +10,18 @@ THREAD before and after ``ETRN`` of each host. Needs the oracle build (``/tmp/zm
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.oracle_diff import runner
 from bench.oracle_diff.runner import (
     AUTH,
     ZM,
-    ZM_RUN,
     Daemon,
     Mq2,
-    _free_port,
     _settled,
-    _wait,
 )
 from spool.layout import init_postoffice
 
@@ -51,34 +48,12 @@ def control(n: int, channel: str, host: str, age: float) -> bytes:
 
 
 def start_real(root: Path) -> Daemon:
-    """The real scheduler, not frozen (runner.start_real runs it with -F)."""
-    wd = root / "wd"
-    wd.mkdir()
-    port = _free_port()
-    env = dict(os.environ, ZM_PREFIX=str(ZM))
-    argv = [str(ZM_RUN), str(root / "po"), str(port), str(root / "scheduler.conf")]
-    argv += [str(root / "scheduler.auth"), str(wd)]
-    with (root / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Daemon(proc, port, wd / "zmailer.conf")
+    """The real scheduler, not frozen (the sweep runs it with -F)."""
+    return runner.start_real(root, frozen=False)
 
 
 def start_ours(root: Path) -> Daemon:
-    ready = root / "ready"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    env.pop("ZCONFIG", None)
-    argv = [sys.executable, "-m", "scheduler", "serve", "-P", str(root / "po"), "-HH"]
-    argv += ["-c", str(root / "scheduler.conf"), "-a", str(root / "scheduler.auth")]
-    argv += ["-l", "127.0.0.1:0", "--counters", "none", "--ready-file", str(ready)]
-    with (root / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    _wait(lambda: ready.exists() and ready.read_text().strip() != "", "ready file")
-    port = int(ready.read_text().split()[0].rpartition(":")[2])
-    return Daemon(proc, port, root / "zconf")
+    return runner.start_ours(root, root / "zconf", frozen=False)
 
 
 def main() -> None:
@@ -96,9 +71,9 @@ def main() -> None:
         (100001, "smtp", "example.net", 3 * 3600),
         (100005, "smtp-etrn", "etrn.example.com", 45),
     ]:
-        for d in ("transport", "queue"):
-            p = po / d / str(n)
-            p.write_bytes(control(n, ch, host, age) if d == "transport" else b"x\n")
+        for sub in ("transport", "queue"):
+            p = po / sub / str(n)
+            p.write_bytes(control(n, ch, host, age) if sub == "transport" else b"x\n")
             os.utime(p, (now - age, now - age))
     d = start_real(root) if which == "real" else start_ours(root)
     try:

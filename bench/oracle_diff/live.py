@@ -30,21 +30,18 @@ import random
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.oracle_diff import compare
+from bench.oracle_diff import compare, runner
 from bench.oracle_diff.runner import (
     AUTH,
     ZM,
-    ZM_RUN,
     Daemon,
     Mq2,
-    _free_port,
     _wait,
 )
 from scheduler.demo.sink import Delivery, SinkPolicy, SmtpSink
@@ -107,36 +104,13 @@ class SinkThread:
 
 def start_real(root: Path) -> Daemon:
     """The real scheduler, not frozen."""
-    wd = root / "wd"
-    wd.mkdir()
-    port = _free_port()
-    env = dict(os.environ, ZM_PREFIX=str(ZM))
-    env.pop("ZM_EXTRA_ARGS", None)
-    argv = [str(ZM_RUN), str(root / "po"), str(port), str(root / "scheduler.conf")]
-    argv += [str(root / "scheduler.auth"), str(wd)]
-    with (root / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Daemon(proc, port, wd / "zmailer.conf")
+    return runner.start_real(root, frozen=False)
 
 
 def start_ours(root: Path) -> Daemon:
-    ready = root / "ready"
     zconf = root / "zmailer.conf"
     zconf.write_text(f"POSTOFFICE={root / 'po'}\nMAILSERVER=127.0.0.1\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("ZCONFIG", None)
-    argv = [sys.executable, "-m", "scheduler", "serve", "-P", str(root / "po"), "-HH"]
-    argv += ["-c", str(root / "scheduler.conf"), "-a", str(root / "scheduler.auth")]
-    argv += ["-l", "127.0.0.1:0", "--counters", "none", "--ready-file", str(ready)]
-    with (root / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    _wait(lambda: ready.exists() and ready.read_text().strip() != "", "ready file")
-    port = int(ready.read_text().split()[0].rpartition(":")[2])
-    return Daemon(proc, port, zconf)
+    return runner.start_ours(root, zconf, frozen=False)
 
 
 def prepare(root: Path, files: dict[str, tuple[bytes, float]], conf: str) -> None:

@@ -133,11 +133,15 @@ class Daemon:
             os.killpg(self.proc.pid, signal.SIGTERM)  # a leftover child
 
 
-def start_real(root: Path) -> Daemon:
+def start_real(root: Path, *, frozen: bool = True) -> Daemon:
+    """The real scheduler on ``root``'s postoffice; ``frozen``: with ``-F``."""
     po, wd = root / "po", root / "wd"
     wd.mkdir()
     port = _free_port()
-    env = dict(os.environ, ZM_PREFIX=str(ZM), ZM_EXTRA_ARGS="-F")
+    env = dict(os.environ, ZM_PREFIX=str(ZM))
+    env.pop("ZM_EXTRA_ARGS", None)
+    if frozen:
+        env["ZM_EXTRA_ARGS"] = "-F"
     argv = [str(ZM_RUN), str(po), str(port), str(root / "scheduler.conf")]
     argv += [str(root / "scheduler.auth"), str(wd)]
     with (root / "daemon.log").open("ab") as log:
@@ -147,14 +151,16 @@ def start_real(root: Path) -> Daemon:
     return Daemon(proc, port, wd / "zmailer.conf")
 
 
-def start_ours(root: Path, zconf: Path) -> Daemon:
+def start_ours(root: Path, zconf: Path, *, frozen: bool = True) -> Daemon:
+    """Our scheduler on ``root``'s postoffice; ``frozen``: with ``--freeze``."""
     po, ready = root / "po", root / "ready"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("ZCONFIG", None)
     argv = [sys.executable, "-m", "scheduler", "serve", "-P", str(po), "-HH"]
     argv += ["-c", str(root / "scheduler.conf"), "-a", str(root / "scheduler.auth")]
-    argv += ["-l", "127.0.0.1:0", "--freeze", "--counters", "none"]
-    argv += ["--ready-file", str(ready)]
+    argv += ["-l", "127.0.0.1:0", "--counters", "none", "--ready-file", str(ready)]
+    if frozen:
+        argv.append("--freeze")
     with (root / "daemon.log").open("ab") as log:
         proc = subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
