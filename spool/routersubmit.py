@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 from spool.layout import Postoffice
-from spool.store import fsync_dir
+from spool.store import fsync_dir, write_all
 
 __all__ = ["choose", "envelope", "submit_to_router", "xtext"]
 
@@ -81,9 +81,7 @@ def submit_to_router(
         prefix=f"{socket.gethostname()[:19]}:{os.getpid()}%", dir=public
     )
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
         ino = os.fstat(fd).st_ino
     except BaseException:

@@ -60,6 +60,14 @@ def fsync_dir(path: PathLike) -> None:
 _SAFE_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``: a short write (a disk filling up, a
+    signal) is continued where it stopped."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISLNK, "symlink"),
@@ -253,9 +261,7 @@ def append_diagnostic(path: PathLike, line: bytes, *, fsync: bool = True) -> int
             ):  # pragma: no cover - O_WRONLY
                 raise SpoolError(f"{path}: does not end in a newline")
             try:
-                view = memoryview(line)
-                while view:  # a short write (disk filling up) is continued
-                    view = view[os.write(fd, view) :]
+                write_all(fd, line)
                 if fsync:
                     os.fsync(fd)
             except BaseException:  # ENOSPC/EIO: never leave half a d line behind

@@ -29,7 +29,7 @@ from spool.errors import CorruptControlFile, SubmitError
 from spool.ids import hash_prefix, message_number
 from spool.layout import Postoffice
 from spool.scan import make_hash_dirs
-from spool.store import fsync_dir
+from spool.store import fsync_dir, write_all
 
 __all__ = [
     "MAX_NAME_TRIES",
@@ -197,9 +197,7 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -290,9 +288,7 @@ def submit(
     try:
         try:
             os.fchmod(fd, 0o644)
-            view = memoryview(message)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, message)
             os.fsync(fd)
             inode = os.fstat(fd).st_ino
         finally:

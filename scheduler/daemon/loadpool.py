@@ -20,6 +20,7 @@ import bisect
 import collections
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -37,6 +38,7 @@ from typing import Final, NoReturn, Protocol
 from scheduler.daemon import loadworker
 from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
 from scheduler.lifeline import dies_with_parent
+from spool.store import write_all
 
 __all__ = ["LoadWorkers", "count_hashed", "hash_dirs"]
 
@@ -142,12 +144,7 @@ def _child(
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         gc.disable()  # short-lived acyclic objects only
 
-        def write(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(wfd, view) :]
-
-        loadworker.work(job, write)
+        loadworker.work(job, functools.partial(write_all, wfd))
         code = 0
     except BrokenPipeError:
         code = 0  # the daemon went away

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from spool.store import fsync_dir
+from spool.store import fsync_dir, write_all
 
 __all__ = [
     "LockBusy",
@@ -119,7 +119,7 @@ def write_mbox(
             end = os.fstat(fd).st_size
             lead = _separator(fd, end)
             try:
-                _write_all(fd, lead + entry)
+                write_all(fd, lead + entry)
                 os.fsync(fd)
             except OSError:
                 with contextlib.suppress(OSError):
@@ -139,12 +139,6 @@ def _separator(fd: int, end: int) -> bytes:
     return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def unique_name(now: float | None = None) -> str:
     """A Maildir unique name: ``<sec>.M<usec>P<pid>Q<n>.<host>``."""
     t = time.time() if now is None else now
@@ -160,7 +154,7 @@ def write_maildir(folder: Path, data: bytes) -> Path:
     tmp = folder / "tmp" / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
