@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 import re
@@ -226,19 +227,25 @@ class ControlPlaneImpl:
             tuple(dests),
         )
 
-    def rows(self, flt: Filter) -> Iterator[MessageRow | None]:
+    def _selected(self, flt: Filter) -> Iterator[Message | None]:
+        """The loaded messages ``flt`` selects, in slices (None between two); the
+        control files are read ahead on a thread when the filter needs every one."""
         now = self.clock()
         pre = self._prefetch(flt)
         try:
             reader = self._reader(flt, pre)
-            for msg in self.core.select(flt, now, reader, self._size, TICK):
+            yield from self.core.select(flt, now, reader, self._size, TICK)
+        finally:
+            if pre is not None:
+                pre.close()
+
+    def rows(self, flt: Filter) -> Iterator[MessageRow | None]:
+        with contextlib.closing(self._selected(flt)) as selected:  # stops its reader
+            for msg in selected:
                 if msg is None:
                     yield None
                 elif msg.live or self.core.hold_info(msg.number) is not None:
                     yield self._row(msg)
-        finally:
-            if pre is not None:
-                pre.close()
 
     def detail(self, sid: str) -> MessageDetail | None:
         msg = self._msg(sid)
@@ -291,23 +298,16 @@ class ControlPlaneImpl:
             yield self.core.spool_id_of(v.msg), len(v.offsets)
 
     def filter_targets(self, flt: Filter) -> Iterator[tuple[str, int] | None]:
-        now = self.clock()
-        pre = self._prefetch(flt)
-        try:
-            reader = self._reader(flt, pre)
-            for msg in self.core.select(flt, now, reader, self._size, TICK):
+        with contextlib.closing(self._selected(flt)) as selected:
+            for msg in selected:
                 if msg is None:
                     yield None
                     continue
                 info = self.core.hold_info(msg.number)
-                n = sum(
-                    len(v.offsets) for v, _c, _h in self.core.destinations(msg, info)
-                )
+                dests = self.core.destinations(msg, info)
+                n = sum(len(v.offsets) for v, _c, _h in dests)
                 if n:
                     yield self.core.spool_id_of(msg), n
-        finally:
-            if pre is not None:
-                pre.close()
 
     async def find_message_id(self, message_id: str) -> str | None:
         msgs = [(m, m.relpath, m.mid) for m in list(self.core.messages())]
