@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 from mailq.server.opviews import MessageDetail, MessageRow, RecipientRow, RuleRow
@@ -227,7 +227,7 @@ class ControlPlaneImpl:
             tuple(dests),
         )
 
-    def _selected(self, flt: Filter) -> Iterator[Message | None]:
+    def _selected(self, flt: Filter) -> Generator[Message | None, None, None]:
         """The loaded messages ``flt`` selects, in slices (None between two); the
         control files are read ahead on a thread when the filter needs every one."""
         now = self.clock()
