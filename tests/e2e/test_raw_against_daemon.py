@@ -289,7 +289,7 @@ def test_unix_socket_empty_acl_user(daemons: Daemons) -> None:
     def fix(expected: bytes) -> bytes:
         # The recording was made 10 s after its scheduler started, before the queue-only
         # smtp-etrn thread's first wakeup (start + r[0] = 12 s, S36 keep); we replay it
-        # after that wakeup, so its THREADS2 line has no W= any more (a clock value).
+        # after that wakeup (start + 1 s here: recorded.adapted_config), so its THREADS2 line has no W= any more (a clock value).
         return patch(expected, b"\tA=0\tW=2s\tQA=56s\n", b"\tA=0\tQA=56s\n")
 
     daemons.set_auth(UNIX_AUTH)
