@@ -45,6 +45,8 @@ __all__ = [
     "control_keys",
     "index_key",
     "parse_filter",
+    "text_search",
+    "text_searchable",
 ]
 
 TEXT_KEYS = frozenset({"id", "sender", "rcpt", "channel", "host", "diag"})
@@ -257,13 +259,20 @@ def address_keys(address: str) -> tuple[int, int]:
 
 def control_keys(
     control: ControlFile, rows: Sequence[SummaryRow] | None = None
-) -> tuple[bytes, bytes]:
+) -> tuple[bytes, bytes, bytes]:
     """The keys of a control file's pending recipients (the addresses ``SHOW MSG``
     shows), as :func:`address_keys` gives them: local parts and domains, each as an
-    ``array("I")``'s bytes. ``rows``: its ``pending_summary()`` when already made."""
+    ``array("I")``'s bytes; and the addresses themselves, lower case, UTF-8, each
+    ending in a newline. ``rows``: its ``pending_summary()`` when already made."""
     local = array("I")
     dom = array("I")
-    add_local, add_dom, crc = local.append, dom.append, zlib.crc32
+    lines: list[bytes] = []
+    add_local, add_dom, add_line, crc = (
+        local.append,
+        dom.append,
+        lines.append,
+        zlib.crc32,
+    )
     for row in control.pending_summary() if rows is None else rows:
         quad = row[3]
         parts = quad.split(" ")
@@ -272,6 +281,7 @@ def control_keys(
         else:
             user = parse_quad(quad)[2]
         b = user.lower().encode("utf-8", "surrogateescape")
+        add_line(b)
         at = b.find(b"@")  # '@' is one byte in UTF-8: the same cut as address_keys
         if at < 0:
             add_local(crc(b))
@@ -279,7 +289,9 @@ def control_keys(
         else:
             add_local(crc(b[:at]))
             add_dom(crc(b[b.rfind(b"@") + 1 :]))
-    return local.tobytes(), dom.tobytes()
+    if lines:
+        lines.append(b"")  # the last line ends in a newline too
+    return local.tobytes(), dom.tobytes(), b"\n".join(lines)
 
 
 def index_key(term: Term) -> tuple[str, int] | None:
@@ -296,3 +308,47 @@ def index_key(term: Term) -> tuple[str, int] | None:
     if at and not _GLOB_CHARS.intersection(domain):
         return "domain", address_key(domain)  # ... or ends with "@" + domain
     return None
+
+
+def text_search(term: Term) -> tuple[bytes, re.Pattern[bytes]]:
+    """How the recipient index's addresses (lower case, UTF-8, a line each) are
+    searched for a ``rcpt=`` glob or ``rcpt~`` text: the longest literal part of the
+    pattern (every matching line contains it; may be empty), and a ``re.M`` bytes regex
+    that every matching line matches (a superset: ``?`` and ``[...]`` take one to four
+    bytes, one character; the caller tests each line found with the term)."""
+    value = term.value.lower()
+    if term.op in ("~", "!~"):
+        lit = value.encode("utf-8", "surrogateescape")
+        return lit, re.compile(b"(?m)^[^\\n]*" + re.escape(lit) + b"[^\\n]*$")
+    parts: list[bytes] = []  # regex pieces
+    pieces: list[bytes] = [b""]  # literal runs
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        i += 1
+        if c in "*?":
+            parts.append(b"[^\\n]*" if c == "*" else b"[^\\n]{1,4}")
+            pieces.append(b"")
+            continue
+        if c == "[":
+            j = i
+            if j < n and value[j] == "!":
+                j += 1
+            if j < n and value[j] == "]":
+                j += 1
+            while j < n and value[j] != "]":
+                j += 1
+            if j < n:  # a class: one character (fnmatch's reading)
+                i = j + 1
+                parts.append(b"[^\\n]{1,4}")
+                pieces.append(b"")
+                continue
+        lit = c.encode("utf-8", "surrogateescape")
+        parts.append(re.escape(lit))
+        pieces[-1] += lit
+    return max(pieces, key=len), re.compile(b"(?m)^" + b"".join(parts) + b"$")
+
+
+def text_searchable(term: Term) -> bool:
+    """True when the recipient index's addresses can answer ``term``."""
+    return term.key == "rcpt" and term.op in ("=", "~")

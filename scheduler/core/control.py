@@ -29,7 +29,14 @@ from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, 
 from scheduler.core.rcptindex import RcptIndex
 from scheduler.core.state import SENT_RCPTS, TICK
 from spool.controlfile import format_diagnostic
-from spool.filters import Filter, Term, control_keys, index_key
+from spool.filters import (
+    Filter,
+    Term,
+    control_keys,
+    index_key,
+    text_search,
+    text_searchable,
+)
 from spool.ids import message_number, parse_spool_id, spool_id
 
 if TYPE_CHECKING:
@@ -372,7 +379,9 @@ class Control(Loading):
         size = len(msgs)
         super()._load(relpath, control, mtime, mtime_ns, ctime)
         if len(msgs) > size:  # loaded: it is the newest entry
-            keys: tuple[bytes, bytes] | None = getattr(control, "rcpt_keys", None)
+            keys: tuple[bytes, bytes, bytes] | None = getattr(
+                control, "rcpt_keys", None
+            )
             if keys is None:  # a ControlFile; load workers send the keys ready
                 keys = control_keys(control)
             self.rcpt_index.add(next(reversed(msgs)), *keys)
@@ -688,6 +697,10 @@ class Control(Loading):
         n = 0
         seen: set[int] = set()
         for msg in self._candidates(flt):
+            if msg is None:  # the recipient index searched a segment
+                if tick:
+                    yield None
+                continue
             n += 1
             if tick and n % tick == 0:
                 yield None
@@ -703,12 +716,14 @@ class Control(Loading):
             if self._rcpt_match(msg, info, vterms, aterms, addresses):
                 yield msg
 
-    def _candidates(self, flt: Filter) -> Iterator[Message]:
+    def _candidates(self, flt: Filter) -> Iterator[Message | None]:
         """The messages worth testing, lazily: the recipient index's candidates for
-        a ``rcpt=`` glob with a literal local part or domain; through the matching threads when the
-        filter names a channel or host (a few thousand threads instead of every
-        message), only held ones for ``state=held``, else all. A message may come
-        twice (the caller's tests are idempotent; :meth:`select` drops repeats)."""
+        a ``rcpt=`` glob with a literal local part or domain (by key), or for any
+        other ``rcpt=`` glob or ``rcpt~`` text (by address; None after each segment
+        searched); through the matching threads when the filter names a channel or
+        host (a few thousand threads instead of every message), only held ones for
+        ``state=held``, else all. A message may come twice (the caller's tests are
+        idempotent; :meth:`select` drops repeats)."""
         msgs = self._messages
         for t in flt.terms:
             key = index_key(t)
@@ -716,6 +731,17 @@ class Control(Loading):
                 for number in self.rcpt_index.lookup(*key):
                     m = msgs.get(number)
                     if m is not None:
+                        yield m
+                return
+        narrow = any(t.key in ("channel", "host", "state") for t in flt.terms)
+        for t in flt.terms:
+            # the addresses, a segment at a time (unless the glob is all wildcards
+            # and a destination or state term narrows the candidates better)
+            if text_searchable(t) and (not narrow or text_search(t)[0]):
+                for got in self.rcpt_index.search(t):
+                    if got is None:
+                        yield None
+                    elif (m := msgs.get(got)) is not None:
                         yield m
                 return
         if any(

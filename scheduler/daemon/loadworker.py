@@ -73,12 +73,23 @@ SpecTuple = tuple[str, str, "bytes | int", "tuple[RcptExtra, ...] | None", int]
 bytes."""
 
 Record = tuple[
-    float, int, str, str, int, int, str, int, bool, list[SpecTuple], tuple[bytes, bytes]
+    float,
+    int,
+    str,
+    str,
+    int,
+    int,
+    str,
+    int,
+    bool,
+    list[SpecTuple],
+    tuple[bytes, bytes, bytes],
 ]
 """A prepared file: ``(ctime, number, relpath, mid, mtime, mtime_ns, report_sender,
 header offset, has unreported diagnostics, vertex specs, recipient index keys)``; it
 starts like its entry. The keys are the pending recipients' local-part and domain keys
-(:func:`spool.filters.address_keys`) as two ``array("I")``'s bytes."""
+(:func:`spool.filters.address_keys`) as two ``array("I")``'s bytes, and their
+addresses (:func:`spool.filters.control_keys`)."""
 
 RECORD_LEN: Final = 11
 

@@ -29,7 +29,7 @@ from scheduler.daemon.runner import Runner
 from spool import opstate
 from spool.controlfile import parse
 from spool.errors import SpoolError
-from spool.filters import Filter, index_key
+from spool.filters import Filter, index_key, text_searchable
 from spool.ids import parse_spool_id
 from spool.layout import Postoffice
 
@@ -170,10 +170,13 @@ class ControlPlaneImpl:
 
     def _prefetch(self, flt: Filter) -> Prefetch | None:
         """A reader thread for a scan of every loaded message's control file (a
-        ``rcpt`` term the index cannot answer and no ``channel``/``host``/``state``
-        term to narrow the candidates); None otherwise."""
+        ``rcpt`` term the index cannot answer, ``rcpt!=`` or ``rcpt!~``, and no
+        ``channel``/``host``/``state`` term to narrow the candidates); None
+        otherwise."""
         terms = flt.terms
-        if not flt.needs_addresses or any(index_key(t) is not None for t in terms):
+        if not flt.needs_addresses or any(
+            index_key(t) is not None or text_searchable(t) for t in terms
+        ):
             return None
         if any(t.key in ("channel", "host", "state") for t in terms):
             return None

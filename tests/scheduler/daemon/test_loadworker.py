@@ -236,6 +236,7 @@ def test_prepare_leaves_odd_files_to_the_daemon(tmp_path: Path) -> None:
     # the recipient index's keys travel with the record (SHOW MSGS WHERE rcpt=)
     assert prepared.rcpt_keys == control_keys(control)
     assert len(prepared.rcpt_keys[0]) == 3 * 4
+    assert prepared.rcpt_keys[2] == b"b@h\na@h\nx\n"  # the addresses, lower case
     assert prepare(t, q, 1, 10, (0.0, 1, good)) is None  # oversized
     top = queue_one(po, ["smtp h a@h"], hash_levels=0)
     assert prepare(t, q, 1, 1 << 20, (0.0, 1, top)) is None  # to be hashed first
