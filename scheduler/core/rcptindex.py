@@ -221,23 +221,27 @@ def _hits(
     out: list[int] = []
     tstarts, nums = seg.tstarts, seg.nums
     last = -1
-    if literal and text.count(literal) <= COMMON:
+    pos = 0
+    if literal:  # each occurrence's line, while they are few
         find = text.find
-        pos = find(literal)
-        while pos >= 0:
-            start = text.rfind(b"\n", 0, pos) + 1
-            end = find(b"\n", pos)
+        seen = 0
+        at = find(literal)
+        while at >= 0 and seen < COMMON:
+            seen += 1
+            start = text.rfind(b"\n", 0, at) + 1
+            end = find(b"\n", at)
             if end < 0:
                 end = len(text)
             i = bisect_right(tstarts, start) - 1
             if i != last and _line_matches(term, text[start:end]):
                 out.append(nums[i])
                 last = i
-            pos = find(literal, end)
-        return out
-    for m in regex.finditer(text):
-        start = m.start()
-        i = bisect_right(tstarts, start) - 1
+            pos = end
+            at = find(literal, end)
+        if at < 0:
+            return out
+    for m in regex.finditer(text, pos):  # common: the regex over the rest
+        i = bisect_right(tstarts, m.start()) - 1
         if i != last and _line_matches(term, m.group()):
             out.append(nums[i])
             last = i

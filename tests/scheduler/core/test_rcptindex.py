@@ -60,8 +60,13 @@ op = st.one_of(
 
 
 @contextmanager
-def _small_segments() -> Iterator[None]:
-    with mock.patch.object(rcptindex, "SEGMENT", 3):
+def _small_segments(common: int) -> Iterator[None]:
+    """Segments of three recipients (sealed, compacted, merged); ``common``: lines
+    looked at one by one before the regex takes over."""
+    with (
+        mock.patch.object(rcptindex, "SEGMENT", 3),
+        mock.patch.object(rcptindex, "COMMON", common),
+    ):
         yield
 
 
@@ -70,12 +75,12 @@ def _numbers(pb: Playbook, text: str, reader: control.Addresses) -> list[int]:
     return sorted(m.number for m in got if m is not None)
 
 
-@given(st.lists(op, max_size=40))
+@given(st.lists(op, max_size=40), st.sampled_from([0, 1, 2, 64]))
 @settings(max_examples=80, deadline=None)
 def test_index_search_equals_reading_every_file(
-    ops: list[tuple[str, object]],
+    ops: list[tuple[str, object]], common: int
 ) -> None:
-    with _small_segments():
+    with _small_segments(common):
         pb = Playbook(CONF)
         pb.sched.rcpt_index = RcptIndex(limit=4)
         pending: dict[int, list[tuple[str, str, str]]] = {}  # the control files
