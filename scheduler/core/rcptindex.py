@@ -80,13 +80,14 @@ class RcptIndex:
     """Address keys and addresses of pending recipients, by message number (see
     module doc)."""
 
-    __slots__ = ("_cursor", "_limit", "_min", "_segs", "entries")
+    __slots__ = ("_carry", "_cursor", "_limit", "_min", "_segs", "entries")
 
     def __init__(self, limit: int = 1 << 16) -> None:
         self._segs: list[_Segment] = [_Segment()]
         self.entries = 0
         self._min = self._limit = limit
         self._cursor = -1  # the next segment to compact, -1: no pass under way
+        self._carry: _Segment | None = None  # the open segment that gathers, before it
 
     def add(self, number: int, local: bytes, dom: bytes, text: bytes) -> None:
         """One message's recipients: keys as ``array("I")`` bytes (native byte order)
@@ -144,36 +145,43 @@ class RcptIndex:
 
     def compact(self, alive: Callable[[int], bool], budget: int = 4) -> bool:
         """Drop the entries of messages ``alive`` says are gone, in at most ``budget``
-        segments; True while a pass is under way (call again later)."""
+        segments; True while a pass is under way (call again later). What is left of
+        neighbours is gathered into one segment until it is full, then sealed (a step
+        is ~1 ms a segment: decompress, copy, compress)."""
         if self._cursor < 0:
             if self.entries <= self._limit:
                 return False
             self._cursor = 0
+            self._carry = None
         segs = self._segs
         while budget > 0 and self._cursor < len(segs) - 1:  # the last one still fills
-            segs[self._cursor] = self._filtered(segs[self._cursor], alive)
-            self._cursor += 1
             budget -= 1
+            cur = self._cursor
+            out = self._filtered(segs[cur], alive)
+            carry = self._carry
+            if carry is not None and _fits(carry, out):
+                _extend(carry, out)  # in place: a search holds no offsets past its end
+                del segs[cur]
+            elif not len(out):
+                del segs[cur]
+            else:
+                if carry is not None:
+                    carry.seal()
+                segs[cur] = self._carry = out
+                self._cursor = cur + 1
         if self._cursor < len(segs) - 1:
             return True
-        # merge neighbours that shrank, drop empty ones (merging ~1 ms a segment)
-        merged: list[_Segment] = []
-        for seg in segs[:-1]:
-            if not len(seg):
-                continue
-            if merged and len(merged[-1]) + len(seg) <= SEGMENT:
-                merged[-1] = _joined(merged[-1], seg)
-            else:
-                merged.append(seg)
-        merged.append(segs[-1])
-        self._segs = merged
-        self.entries = sum(len(s) for s in merged)
+        if self._carry is not None:
+            self._carry.seal()
+        self._carry = None
+        self.entries = sum(len(s) for s in segs)
         self._limit = max(self._min, 2 * self.entries)
         self._cursor = -1
         return False
 
     @staticmethod
     def _filtered(seg: _Segment, alive: Callable[[int], bool]) -> _Segment:
+        """A new open segment of ``seg``'s live messages."""
         out = _Segment()
         n = len(seg)
         starts, nums, tstarts = seg.starts, seg.nums, seg.tstarts
@@ -190,23 +198,24 @@ class RcptIndex:
             out.local += seg.local[a * 4 : b * 4]
             out.dom += seg.dom[a * 4 : b * 4]
             out.text += text[tstarts[i] : len(text) if last else tstarts[i + 1]]
-        out.seal()
         return out
 
 
-def _joined(first: _Segment, seg: _Segment) -> _Segment:
-    """A new sealed segment of two (never changed in place: a search may hold one)."""
-    out = _Segment()
-    base = len(first)
-    text = first.plain()
-    out.starts = first.starts + array("I", [base + s for s in seg.starts])
-    out.nums = first.nums + seg.nums
-    out.tstarts = first.tstarts + array("I", [len(text) + s for s in seg.tstarts])
-    out.local = first.local + seg.local
-    out.dom = first.dom + seg.dom
-    out.text = bytearray(text + seg.plain())
-    out.seal()
-    return out
+def _fits(into: _Segment, seg: _Segment) -> bool:
+    return (
+        len(into) + len(seg) <= SEGMENT and len(into.text) + len(seg.text) <= TEXT_LIMIT
+    )
+
+
+def _extend(into: _Segment, seg: _Segment) -> None:
+    """Append an open segment to another open one."""
+    base, tbase = len(into), len(into.text)
+    into.starts.extend(base + s for s in seg.starts)
+    into.tstarts.extend(tbase + s for s in seg.tstarts)
+    into.nums.extend(seg.nums)
+    into.local += seg.local
+    into.dom += seg.dom
+    into.text += seg.text
 
 
 def _hits(
