@@ -14,8 +14,8 @@ recipient loaded:
   ``bytes.find`` of the pattern's longest literal part, or a ``re.M`` bytes regex when
   that part is common in the segment, then tests each line with the term itself.
 
-Per message it keeps its number, where its keys start and where its lines start: 20
-bytes in flat byte arrays that the garbage collector never walks. All hits are
+Per message it keeps its number and, in a segment where some message has more than
+one recipient, where its entries start: 8 or 12 bytes in flat byte arrays that the garbage collector never walks. All hits are
 *candidates* only: the caller reads their control files to check (a key may collide, a
 recipient may be delivered since, a file name may be reused).
 
@@ -50,19 +50,47 @@ segment is cheaper than a line-by-line look at each occurrence."""
 
 
 class _Segment:
-    __slots__ = ("dom", "local", "nums", "starts", "text", "tstarts", "z")
+    """Entries (recipients) ``0..len-1``: key ``i`` is ``local[4i:4i+4]``, address
+    ``i`` the text's line ``i``; message ``j`` (number ``nums[j]``) has the entries
+    from ``starts[j]`` on (``starts`` None: one entry each, entry ``j``)."""
+
+    __slots__ = ("dom", "local", "nums", "starts", "text", "z")
 
     def __init__(self) -> None:
         self.local = bytearray()  # 4-byte keys, one per recipient
         self.dom = bytearray()
-        self.starts = array("I")  # entry index where each message's entries start
-        self.nums = array("Q")  # that message's number
-        self.tstarts = array("I")  # offset in the text where its lines start
+        self.starts: array[int] | None = None  # None while every message has one
+        self.nums = array("Q")  # message numbers
         self.text = bytearray()  # the addresses, each ending in b"\n" (open segment)
         self.z: bytes | None = None  # the text compressed (a sealed segment)
 
     def __len__(self) -> int:
         return len(self.local) >> 2
+
+    def put(
+        self, number: int, local: bytes | bytearray, dom: bytes | bytearray, text: bytes
+    ) -> None:
+        starts = self.starts
+        if starts is None and len(local) != 4:
+            starts = self.starts = array("I", range(len(self.nums)))
+        if starts is not None:
+            starts.append(len(self))
+        self.nums.append(number)
+        self.local += local
+        self.dom += dom
+        self.text += text
+
+    def message(self, entry: int) -> int:
+        """The index of the message that has ``entry``."""
+        starts = self.starts
+        return entry if starts is None else bisect_right(starts, entry) - 1
+
+    def bounds(self, j: int) -> tuple[int, int]:
+        """Message ``j``'s entries, ``[a, b)``."""
+        starts = self.starts
+        if starts is None:
+            return j, j + 1
+        return starts[j], starts[j + 1] if j + 1 < len(starts) else len(self)
 
     def plain(self) -> bytes:
         return zlib.decompress(self.z) if self.z is not None else bytes(self.text)
@@ -100,12 +128,7 @@ class RcptIndex:
             seg.seal()
             seg = _Segment()
             self._segs.append(seg)
-        seg.starts.append(len(seg))
-        seg.nums.append(number)
-        seg.tstarts.append(len(seg.text))
-        seg.local += local
-        seg.dom += dom
-        seg.text += text
+        seg.put(number, local, dom, text)
         self.entries += len(local) >> 2
 
     def lookup(self, part: str, key: int) -> Iterator[int]:
@@ -119,7 +142,7 @@ class RcptIndex:
                 if pos & 3:
                     pos = buf.find(kb, pos + 1)
                     continue
-                yield seg.nums[bisect_right(seg.starts, pos >> 2) - 1]
+                yield seg.nums[seg.message(pos >> 2)]
                 pos = buf.find(kb, pos + 4)
 
     def search(self, term: Term) -> Iterator[int | None]:
@@ -139,7 +162,8 @@ class RcptIndex:
             len(s.local) * 2
             + len(s.text)
             + len(s.z or b"")
-            + s.starts.itemsize * len(s.starts) * 4
+            + 8 * len(s.nums)
+            + 4 * len(s.starts or ())
             for s in self._segs
         )
 
@@ -183,21 +207,13 @@ class RcptIndex:
     def _filtered(seg: _Segment, alive: Callable[[int], bool]) -> _Segment:
         """A new open segment of ``seg``'s live messages."""
         out = _Segment()
-        n = len(seg)
-        starts, nums, tstarts = seg.starts, seg.nums, seg.tstarts
-        text = seg.plain()
-        for i, number in enumerate(nums):
-            if not alive(number):
-                continue
-            last = i + 1 >= len(starts)
-            a = starts[i]
-            b = n if last else starts[i + 1]
-            out.starts.append(len(out))
-            out.nums.append(number)
-            out.tstarts.append(len(out.text))
-            out.local += seg.local[a * 4 : b * 4]
-            out.dom += seg.dom[a * 4 : b * 4]
-            out.text += text[tstarts[i] : len(text) if last else tstarts[i + 1]]
+        lines = seg.plain().splitlines(keepends=True)
+        local, dom = seg.local, seg.dom
+        for j, number in enumerate(seg.nums):
+            if alive(number):
+                a, b = seg.bounds(j)
+                text = b"".join(lines[a:b])
+                out.put(number, local[a * 4 : b * 4], dom[a * 4 : b * 4], text)
         return out
 
 
@@ -209,9 +225,12 @@ def _fits(into: _Segment, seg: _Segment) -> bool:
 
 def _extend(into: _Segment, seg: _Segment) -> None:
     """Append an open segment to another open one."""
-    base, tbase = len(into), len(into.text)
-    into.starts.extend(base + s for s in seg.starts)
-    into.tstarts.extend(tbase + s for s in seg.tstarts)
+    if into.starts is not None or seg.starts is not None:
+        if into.starts is None:
+            into.starts = array("I", range(len(into.nums)))
+        base = len(into)
+        more = seg.starts if seg.starts is not None else range(len(seg.nums))
+        into.starts.extend(base + s for s in more)
     into.nums.extend(seg.nums)
     into.local += seg.local
     into.dom += seg.dom
@@ -226,10 +245,13 @@ def _hits(
     regex: re.Pattern[bytes],
 ) -> list[int]:
     """The numbers of ``seg``'s messages with a line of ``text`` that ``term``
-    matches (computed at once: the segment may be replaced while the caller waits)."""
+    matches (computed at once: the segment may be replaced while the caller waits).
+    Lines are found in increasing order, so each one's index (its entry) is counted
+    from the previous one's."""
     out: list[int] = []
-    tstarts, nums = seg.tstarts, seg.nums
-    last = -1
+    nums, count, entries = seg.nums, text.count, len(seg)
+    last = -1  # the message last added
+    cpos = cline = 0  # a line's start, and its index
     pos = 0
     if literal:  # each occurrence's line, while they are few
         find = text.find
@@ -241,19 +263,28 @@ def _hits(
             end = find(b"\n", at)
             if end < 0:
                 end = len(text)
-            i = bisect_right(tstarts, start) - 1
-            if i != last and _line_matches(term, text[start:end]):
-                out.append(nums[i])
-                last = i
+            cline += count(b"\n", cpos, start)
+            cpos = start
+            if cline >= entries:
+                return out  # more lines than entries: not from control_keys
+            j = seg.message(cline)
+            if j != last and _line_matches(term, text[start:end]):
+                out.append(nums[j])
+                last = j
             pos = end
             at = find(literal, end)
         if at < 0:
             return out
     for m in regex.finditer(text, pos):  # common: the regex over the rest
-        i = bisect_right(tstarts, m.start()) - 1
-        if i != last and _line_matches(term, m.group()):
-            out.append(nums[i])
-            last = i
+        start = m.start()
+        cline += count(b"\n", cpos, start)
+        cpos = start
+        if cline >= entries:
+            break
+        j = seg.message(cline)
+        if j != last and _line_matches(term, m.group()):
+            out.append(nums[j])
+            last = j
     return out
 
 
