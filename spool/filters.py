@@ -44,6 +44,7 @@ __all__ = [
     "address_keys",
     "control_keys",
     "index_key",
+    "index_keys",
     "parse_filter",
     "text_search",
     "text_searchable",
@@ -292,6 +293,23 @@ def control_keys(
     if lines:
         lines.append(b"")  # the last line ends in a newline too
     return local.tobytes(), dom.tobytes(), b"\n".join(lines)
+
+
+def index_keys(term: Term) -> list[tuple[str, int, int]]:
+    """``(part, key, length)`` of each literal part of a ``rcpt=`` glob that the
+    recipient index's keys can look up (the local part, then the domain; ``length``:
+    of the part's text), as :func:`index_key`; empty when neither is literal."""
+    if term.key != "rcpt" or term.op != "=":
+        return []
+    v = term.value.lower()
+    local, at, _ = v.partition("@")
+    out = []
+    if not _GLOB_CHARS.intersection(local):
+        out.append(("local", address_key(local), len(local)))
+    domain = v.rpartition("@")[2]
+    if at and not _GLOB_CHARS.intersection(domain):
+        out.append(("domain", address_key(domain), len(domain)))
+    return out
 
 
 def index_key(term: Term) -> tuple[str, int] | None:

@@ -33,7 +33,7 @@ from spool.filters import (
     Filter,
     Term,
     control_keys,
-    index_key,
+    index_keys,
     text_search,
     text_searchable,
 )
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["Control", "HeldThread", "HeldVertex", "HoldInfo", "Rule", "message_state"]
 
 log = logging.getLogger(__name__)
+
+KEY_CANDIDATES = 2000
+"""Above this many recipients with the key of a ``rcpt=`` glob's literal part, the
+recipient index's addresses are searched instead when the glob's literal text is
+longer than that part (reading 2,000 control files costs about one search)."""
 
 Addresses = Callable[[Message], Sequence[tuple[str, str, str]]]
 """(channel, host, address) of a message's pending recipients (read from disk)."""
@@ -725,14 +730,21 @@ class Control(Loading):
         ``state=held``, else all. A message may come twice (the caller's tests are
         idempotent; :meth:`select` drops repeats)."""
         msgs = self._messages
+        index = self.rcpt_index
         for t in flt.terms:
-            key = index_key(t)
-            if key is not None:  # candidates from the recipient index
-                for number in self.rcpt_index.lookup(*key):
+            keys = index_keys(t)
+            if not keys:
+                continue
+            # the rarer literal part's key; the addresses when both are common and
+            # the pattern's literal text says more than the part (info@example.com)
+            n, part, key, size = min((index.count(p, k), p, k, s) for p, k, s in keys)
+            if n <= KEY_CANDIDATES or len(text_search(t)[0]) <= size + 1:
+                for number in index.lookup(part, key):
                     m = msgs.get(number)
                     if m is not None:
                         yield m
                 return
+            break
         narrow = any(t.key in ("channel", "host", "state") for t in flt.terms)
         for t in flt.terms:
             # the addresses, a segment at a time (unless the glob is all wildcards

@@ -42,6 +42,11 @@ FILTERS = [
     "rcpt=* host=a.example",
     "rcpt=*o* channel=smtp",
     "rcpt=*e* age<1h",
+    "rcpt=ann@a.example",  # literal parts: by key, or by address when common
+    "rcpt=ann@*",
+    "rcpt=*@gmail.com",
+    "rcpt=root",
+    "rcpt=ann@b.*",
 ]
 
 address = st.builds(
@@ -62,10 +67,12 @@ op = st.one_of(
 @contextmanager
 def _small_segments(common: int) -> Iterator[None]:
     """Segments of three recipients (sealed, compacted, merged); ``common``: lines
-    looked at one by one before the regex takes over."""
+    looked at one by one before the regex takes over, and the most recipients a
+    key's lookup may give before the addresses are searched instead."""
     with (
         mock.patch.object(rcptindex, "SEGMENT", 3),
         mock.patch.object(rcptindex, "COMMON", common),
+        mock.patch.object(control, "KEY_CANDIDATES", common),
     ):
         yield
 
@@ -121,7 +128,7 @@ def test_index_search_equals_reading_every_file(
             read = list(asked)
             with (
                 mock.patch.object(control, "text_searchable", return_value=False),
-                mock.patch.object(control, "index_key", return_value=None),
+                mock.patch.object(control, "index_keys", return_value=[]),
             ):
                 assert _numbers(pb, text, reader) == indexed, text
             if "=" in text and " " not in text:  # the index never asks more
@@ -170,3 +177,32 @@ def test_control_keys_give_the_addresses_a_line_each() -> None:
     keys = control_keys(parse(data, "A/1"))
     assert keys[2] == b"ann@h\nb\n"
     assert control_keys(parse(control_bytes("2", "s@x", []), "A/2"))[2] == b""
+
+
+def test_a_common_local_part_and_domain_search_the_addresses() -> None:
+    """``rcpt=info@d1.example``: every message has an ``info`` and a ``d1.example``
+    recipient, so either key would read every file; the addresses name the three."""
+    pb = Playbook(CONF)
+    rows: dict[int, list[tuple[str, str, str]]] = {}
+    for n in range(1, 7):
+        rows[n] = [
+            ("q", f"d{n % 2}.example", f"info@d{n % 2}.example"),
+            ("q", f"d{(n + 1) % 2}.example", f"x{n}@d{(n + 1) % 2}.example"),
+        ]
+        pb.load(f"A/{n}", rows[n])
+    asked: list[int] = []
+
+    def reader(msg: Message) -> list[tuple[str, str, str]]:
+        asked.append(msg.number)
+        return rows[msg.number]
+
+    def check(flt: str, want: list[int], read: list[int]) -> None:
+        asked.clear()
+        assert _numbers(pb, flt, reader) == want
+        assert sorted(asked) == read
+
+    with mock.patch.object(control, "KEY_CANDIDATES", 3):
+        check("rcpt=INFO@d1.example", [1, 3, 5], [1, 3, 5])
+        check("rcpt=info@*", [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])  # the key
+        check("rcpt=x4@*", [4], [4])  # a rare key
+    check("rcpt=info@d1.example", [1, 3, 5], [1, 2, 3, 4, 5, 6])  # few: the key
