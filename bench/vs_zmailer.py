@@ -354,6 +354,7 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+BUSY_REPEAT = 15  # the busiest thread's SHOW THREAD is asked this often (at least)
 REPORTS = [
     "SHOW QUEUE SHORT",
     "SHOW SNMP",
@@ -465,7 +466,7 @@ def report_sample(d: Daemon, spool: Path, conf: str, total: int, repeat: int,
     answers: dict[str, bytes] = {}
     for line in REPORTS:
         times = []
-        for _ in range(repeat):
+        for _ in range(max(repeat, BUSY_REPEAT) if line == REPORTS[-1] else repeat):
             t, answers[line] = s.command(line)
             times.append(t)
         out[line] = median(times[1:] or times)  # warm: the first may fill caches
@@ -524,7 +525,8 @@ def raw_sample(answers: dict[str, bytes], tmp: Path, repeat: int) -> dict[str, f
         out: dict[str, float] = {}
         s = Session(port)
         for line in REPORTS:
-            out[line] = median([s.command(line)[0] for _ in range(repeat)])
+            times = max(repeat, BUSY_REPEAT) if line == REPORTS[-1] else repeat
+            out[line] = median([s.command(line)[0] for _ in range(times)])
         s.close()
         out["dump"] = median([sequential_dump(port)[0] for _ in range(repeat)])
         return out

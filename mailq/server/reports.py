@@ -344,15 +344,19 @@ _MARK_BYTE: Final = b"\x00"
 
 # An entry is (key of validity, rows): two objects, not a dozen, because entries made
 # between the short-lived rows of a cold dump pin the allocator's pools they land in.
-# The key is the thread's revision, wakeup and whether field 9 is the mark, as text;
-# the rows are zlib-compressed when the key ends in "z".
+# The key is the thread's revision, wakeup and whether field 9 is the mark, as text,
+# then "/", the length of the rows and "z" (zlib-compressed) or "p" (plain).
 _Entry = tuple[str, bytes]
 
 
 def _pieces(entry: _Entry, size: int) -> Iterator[bytes]:
-    block = entry[1]
-    if entry[0][-1] != "z":
+    tag, block = entry
+    if tag[-1] != "z":
         yield block
+        return
+    length = int(tag[tag.rindex("/") + 1 : -1])
+    if length <= size:  # in one piece: one call, into a buffer of the right size
+        yield zlib.decompress(block, _WBITS, length + 1)
         return
     unpack = zlib.decompressobj(_WBITS)
     while block:
@@ -421,7 +425,7 @@ class DetailCache:
         valid = f"{revision} {wakeup} {'m' if retry is not None else '-'}"
         entry = self._entries.get(key)
         if entry is not None:
-            if entry[0][:-1] == valid:
+            if entry[0].rpartition("/")[0] == valid:
                 self.hits += 1
                 del self._entries[key]
                 self._entries[key] = entry  # most recently used: last
@@ -478,9 +482,9 @@ class DetailCache:
             packed.append(pack.compress(data))
         packed.append(pack.flush())
         if plain is not None and size >= self.plain_min:
-            entry = (valid + "p", b"".join(plain))
+            entry = (f"{valid}/{size}p", b"".join(plain))
         else:
-            entry = (valid + "z", b"".join(packed))
+            entry = (f"{valid}/{size}z", b"".join(packed))
         if len(entry[1]) <= limit:
             self._admit(key, entry, limit)
 
@@ -540,16 +544,9 @@ class ThreadDetail(EncodedBody):
                 thread_detail_report(self.view, self.channel, self.host, now)
             )
             return
-        header = encode_body_lines([_detail_header(thread, now)])
+        yield encode_body_lines([_detail_header(thread, now)])
         wakeup = thread.wakeup
-        pieces = self.cache.rows(self.view, thread, wakeup, _retry(wakeup, now))
-        first = next(pieces, b"")
-        if len(first) < PLAIN_MIN:
-            yield header + first
-        else:
-            yield header
-            yield first
-        yield from pieces
+        yield from self.cache.rows(self.view, thread, wakeup, _retry(wakeup, now))
         held = self.view.find_held(self.channel, self.host)
         if held is not None:
             yield from _encoded(_held_rows(held))
