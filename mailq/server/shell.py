@@ -3,7 +3,8 @@
 The shell reads bytes, feeds :class:`~mailq.protocol.connection.ServerConnection`, hands events
 to :class:`~mailq.server.service.Service` and writes what the connection serialises. Reports
 are formatted a batch of lines at a time and written in chunks of about 64 KiB with
-``await writer.drain()`` after each (it suspends only while the peer's buffer is full);
+``await writer.drain()`` after each (it suspends only while the peer's buffer is full;
+a chunk's pieces go to the socket in one ``writev``, not joined first);
 the session yields to the loop after every ``FORMAT_SLICE`` (2 ms) of formatting, so a
 huge dump never blocks the loop or sits whole in memory, and a slow reader only stalls
 itself. Each session has a real deadline (``lifetime``, B12 fix).
