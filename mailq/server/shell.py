@@ -416,6 +416,7 @@ def write_parts(writer: asyncio.StreamWriter, parts: list[bytes]) -> None:
     sock = transport.get_extra_info("socket")
     if (
         sock is None
+        or transport.get_extra_info("sslcontext") is not None  # never around TLS
         or len(parts) > GATHER_MAX
         or transport.is_closing()
         or transport.get_write_buffer_size()
