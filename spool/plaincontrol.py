@@ -17,13 +17,19 @@ from typing import Final
 
 from spool.controlfile import _HEAD
 from spool.ctlrecords import SummaryRow
-from spool.fastparse import _plain_lines, _plain_rows, find_run
+from spool.fastparse import _SPECIAL, _plain_lines, _plain_rows, find_run
 from spool.quads import zm_sender_address
 
-__all__ = ["PlainControl", "parse_plain"]
+__all__ = ["PlainControl", "Solo", "parse_plain", "parse_solo"]
 
 _SLOT: Final = 12
 """Format flags 3 and 7: a PID slot and a delay slot on every ``r`` line."""
+_BLANK_R: Final = "r" + " " * (_SLOT - 1)
+"""An ``r`` line with status ``' '`` and blank slots, up to its quad."""
+
+Solo = tuple[str, str, int, str, str, str, int]
+"""``(mid, report_sender, offset, quad, channel, host, header offset)`` of a plain file
+with one recipient (:func:`parse_solo`)."""
 
 
 class PlainControl:
@@ -81,3 +87,39 @@ def parse_plain(data: bytes) -> PlainControl | None:
     rows: list[SummaryRow] = []
     _plain_rows(lines, run, end + 2, rows)
     return PlainControl(head[2], head[4], flags, zm_sender_address(head[5]), rows)
+
+
+def parse_solo(data: bytes) -> Solo | None:
+    """The values of a plain file (:func:`parse_plain`) with exactly one recipient
+    whose quad is four blank-separated words, none empty, without quotes, escapes,
+    lists or TABs, and neither channel nor host ``-``: the startup load's usual file,
+    read without building rows or objects. The channel and host are as written (not
+    lower-cased). None for any other file (call :func:`parse_plain`)."""
+    if not data or data[-1] != 10 or not data.isascii():
+        return None
+    text = data.decode("ascii")
+    head = _HEAD(text)
+    if head is None or int(head[1]) & 3 != 3:
+        return None
+    pos = head.end()
+    if not text.startswith(_BLANK_R, pos):
+        return None
+    end = text.find("\n", pos) + 1  # the file ends in LF: found
+    if not text.startswith("m\n", end) or text.find("\n\n", end) + 2 != len(text):
+        return None  # one r line, then the m block that ends the file
+    quad = text[pos + _SLOT : end - 1]
+    words = quad.split(" ")
+    if len(words) != 4 or "" in words or words[0] == "-" or words[1] == "-":
+        return None
+    for c in _SPECIAL:
+        if c in quad:
+            return None
+    return (
+        head[2],
+        zm_sender_address(head[5]),
+        pos,
+        quad,
+        words[0],
+        words[1],
+        end + 2,
+    )

@@ -28,14 +28,14 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from scheduler.core.model import RcptExtra
 from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
-from spool.controlfile import KNOWN_FLAGS, parse
+from spool.controlfile import DEFAULT_NOTIFY, KNOWN_FLAGS, parse
 from spool.filters import control_keys
 from spool.ids import message_number
-from spool.plaincontrol import parse_plain
+from spool.plaincontrol import Solo, parse_plain, parse_solo
 from spool.store import read_control
 
 if TYPE_CHECKING:
@@ -106,6 +106,8 @@ class _PendingDiagnostic:
 
 
 _ONE_PENDING: Final = (_PendingDiagnostic(),)
+_NO_CONTROL: Final = cast("ControlFile", None)
+"""``control_keys`` reads only the rows it is given."""
 
 
 class PreparedControl:
@@ -153,6 +155,9 @@ def prepare(
         data = read_control(transport + relpath, max_bytes)  # no link, no FIFO
         if _LOCKED in data:
             return None
+        solo = parse_solo(data)  # the usual file: one plain recipient
+        if solo is not None:
+            return _solo_record(queue + prefix + sep, entry, solo)
         # the usual router-written file without a ControlFile (spool.plaincontrol)
         control: ControlFile = parse_plain(data) or parse(data, relpath)  # type: ignore[assignment]
         mid = control.mid
@@ -188,6 +193,32 @@ def prepare(
         any(d.status == " " for d in control.diagnostics),
         [(s.channel, s.host, _wire(s.offsets), s.extra, s.count) for s in specs],
         control_keys(control, pending),
+    )
+
+
+def _solo_record(qdir: str, entry: EntryTuple, solo: Solo) -> Record | None:
+    """:func:`prepare`'s record of a file :func:`spool.plaincontrol.parse_solo` read
+    (the same record as the general path's, in fewer steps; raises OSError)."""
+    mid, sender, off, quad, channel, host, hdr = solo
+    if "/" in mid or mid in ("", ".", ".."):
+        return None
+    st = os.lstat(qdir + mid)
+    if not stat.S_ISREG(st.st_mode):
+        return None  # the daemon quarantines it
+    ns = st.st_mtime_ns
+    row = (off, channel, host, quad, DEFAULT_NOTIFY, hdr, -1)
+    return (
+        entry[0],
+        entry[1],
+        entry[2],
+        mid,
+        ns // 1_000_000_000,
+        ns % 1_000_000_000,
+        sender,
+        hdr,
+        False,
+        [(intern_name(channel), intern_name(host), off, None, 1)],
+        control_keys(_NO_CONTROL, [row]),
     )
 
 

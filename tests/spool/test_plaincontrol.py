@@ -7,16 +7,24 @@ from hypothesis import given, strategies as st
 
 from spool import controlfile as cfm
 from spool.errors import CorruptControlFile
-from spool.plaincontrol import parse_plain
+from spool.plaincontrol import parse_plain, parse_solo
 from tests.spool.golden import ALL_RUNS, recorded
 from tests.spool.test_fastparse import BENCH_LIKE, control_files, quads
 
 
 def assert_agrees(data: bytes) -> bool:
-    """True if the fast path took the file (and then agrees with the parser)."""
+    """True if the fast path took the file (and then agrees with the parser); the
+    one-recipient path (parse_solo), when it takes the file, agrees with both."""
     plain = parse_plain(data)
+    solo = parse_solo(data)
     if plain is None:
+        assert solo is None
         return False
+    if solo is not None:
+        mid, sender, off, quad, channel, host, hdr = solo
+        [row] = plain.pending_summary()
+        assert (plain.mid, plain.report_sender) == (mid, sender)
+        assert row == (off, channel, host, quad, cfm.DEFAULT_NOTIFY, hdr, -1)
     try:
         cf = cfm.parse(data, "f")
     except CorruptControlFile as exc:  # pragma: no cover - a failure
@@ -107,6 +115,16 @@ def test_the_usual_files_take_the_fast_path() -> None:
     one = b"@ 0x00000007\ni 7\no 20\nl <7@b>\ne s@x\ns local - s@x 0\n"
     one += b"r           smtp h.example u@h.example 0\nm\nSubject: b\n\n"
     assert assert_agrees(one)
+    assert parse_solo(one) == (
+        "7", "s@x", 52, "smtp h.example u@h.example 0", "smtp", "h.example", 95
+    )  # fmt: skip
+    for other in (
+        BENCH_LIKE,  # ten recipients
+        one.replace(b"smtp h.example", b"smtp -"),  # no host
+        one.replace(b"u@h.example 0", b"u@h.example"),  # three words
+        one.replace(b"u@h.example", b"(u@h.example)"),
+    ):
+        assert parse_solo(other) is None
     taken = [assert_agrees(d) for run in ALL_RUNS for d in recorded(run).values()]
     assert any(taken)
 

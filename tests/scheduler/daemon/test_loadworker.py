@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from scheduler.config.clauses import load_config
 from scheduler.core.commands import Command
@@ -26,7 +27,9 @@ from spool.controlfile import format_diagnostic, parse
 from spool.counters import Counters
 from spool.filters import control_keys
 from spool.layout import Postoffice, init_postoffice
+from spool.plaincontrol import parse_solo
 from spool.submit import submit
+from tests.spool.test_plaincontrol import plain_files as plain_control_files
 
 CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20
 smtp/*\tqueueonly command="builtin:testta"
@@ -397,3 +400,35 @@ async def test_the_startup_hold_is_bounded(
     seen, _ = await held_starts(tmp_path, monkeypatch, 0.3, open_gate=False)
     assert "StartAgent" in seen
     assert seen.count("MessageLoaded") == 1  # the in-process one; the rest gated
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=plain_control_files())
+def test_the_one_recipient_path_gives_the_general_record(
+    tmp_path: Path, data: bytes
+) -> None:
+    """prepare() through spool.plaincontrol.parse_solo gives the record the general
+    path (parse_plain / parse, split_recipients, control_keys) gives."""
+    t, q = os.fspath(tmp_path / "t") + "/", os.fspath(tmp_path / "q") + "/"
+    for d in (t, q):
+        os.makedirs(d + "A", exist_ok=True)
+    (tmp_path / "t" / "A" / "1").write_bytes(data)
+    mid = parse(data, "A/1").mid or ""
+    if mid and "/" not in mid and mid not in (".", ".."):
+        (tmp_path / "q" / "A" / mid).write_bytes(MESSAGE)
+    entry = (1.5, 1, "A/1")
+    fast = prepare(t, q, 1, 1 << 20, entry)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loadworker, "parse_solo", lambda data: None)
+        general = prepare(t, q, 1, 1 << 20, entry)
+    assert fast == general
+
+
+def test_the_usual_file_takes_the_one_recipient_path(tmp_path: Path) -> None:
+    po = init_postoffice(tmp_path / "po")
+    t, q = os.fspath(po.transport) + "/", os.fspath(po.queue) + "/"
+    one = queue_one(po, ["smtp H.example B@h"])
+    assert parse_solo(po.control_path(one).read_bytes()) is not None
+    rec = prepare(t, q, 1, 1 << 20, (0.0, 1, one))
+    assert rec is not None
+    assert rec[9] == [("smtp", "h.example", rec[9][0][2], None, 1)]
