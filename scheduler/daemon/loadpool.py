@@ -23,6 +23,7 @@ import fcntl
 import functools
 import gc
 import logging
+import marshal
 import os
 import pickle
 import signal
@@ -164,7 +165,7 @@ class _Stream:
         self.proc = proc
         self.fd = fd
         self.buf = bytearray()
-        self.batches: collections.deque[bytes] = collections.deque()  # pickled
+        self.batches: collections.deque[bytes] = collections.deque()  # marshalled
         self.items: list[Item] = []
         self.pos = 0
         self.done = False
@@ -300,7 +301,7 @@ class LoadWorkers:
                 if not st.batches and not st.done:
                     self._readable(st, notify=False)  # what arrived since the last poll
                 if st.batches:
-                    st.items, st.pos = pickle.loads(st.batches.popleft()), 0
+                    st.items, st.pos = marshal.loads(st.batches.popleft()), 0
                 elif st.done:
                     self._streams.remove(st)
                     break
@@ -351,7 +352,7 @@ class LoadWorkers:
             end = pos + FRAME.size + size
             if len(buf) < end:
                 break
-            # kept pickled until the merge needs it: a daemon slower than its
+            # kept marshalled until the merge needs it: a daemon slower than its
             # workers then holds compact bytes, not thousands of small objects
             # scattered through the heap it is filling with the model
             stream.batches.append(bytes(buf[pos + FRAME.size : end]))
