@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.config.clauses import SchedulerConfig
 from spool.controlfile import ControlFile
@@ -30,14 +31,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class MessageLoaded:
+class MessageLoaded(NamedTuple):
     """A control file was read and parsed (stale locks already reset on disk).
 
     ``relpath`` is relative to ``transport/`` with its hash prefix (``Y/F/100001``);
     ``mtime``/``mtime_ns`` are the **message file's** (arrival time, spool-id, ``QA=``,
     expiry); ``ctime`` is the control file's. The core keeps only what it needs of
     ``control`` and drops the rest.
+
+    A named tuple: one is made per loaded file, and a frozen dataclass costs five
+    ``object.__setattr__`` calls (1.9 against 0.8 us).
     """
 
     relpath: str
