@@ -90,10 +90,10 @@ class AgentLine:
     line: str
 
 
-@dataclass(frozen=True, slots=True)
-class AgentOutput:
+class AgentOutput(NamedTuple):
     """Every complete line of one read from the TA's stdout, in order (the runner's
-    usual event: one per read, not one per line; each line as in :class:`AgentLine`)."""
+    usual event: one per read, not one per line; each line as in :class:`AgentLine`).
+    A named tuple, as :class:`MessageLoaded`."""
 
     proc: int
     lines: Sequence[str]
