@@ -92,11 +92,18 @@ class Expiry(ModelState):
         """Expire the thread's due vertices; returns how many vertices were looked at."""
         now = self._now
         vertices = list(th.vertices())
+        # Vertex.expiry and .expiry2 of the thread's vertices, from its clause once:
+        # the sweep walks every waiting vertex of the queue (1M: a second of CPU)
+        c = th.group.clause
+        e = c.expiry
+        if e <= 0:
+            return len(vertices)  # no expiry: Vertex.expiry is 0
+        e2 = e + (c.expiry2 if c.expiry2 > 0 else 86400)
         for v in vertices:
-            if v.state & V_FED:
-                continue
-            e = v.expiry
-            if e and ((e <= now and v.attempts > 0) or v.expiry2 <= now):
+            if v._vs & V_FED or v.thread is None:  # V_FED: Vertex.state's bit
+                continue  # fed, or freed meanwhile (its expiry is 0)
+            mtime = v.msg.mtime
+            if (mtime + e <= now and v.attempts > 0) or mtime + e2 <= now:
                 self._expire_vertex(v)
         return len(vertices)
 

@@ -624,6 +624,23 @@ def test_expiry2_sweep_expires_unattempted_queueonly_messages() -> None:
     assert len(pb.completes(cmds)) == 1
 
 
+def test_expiry_sweep_boundaries() -> None:
+    """The sweep expires an attempted vertex at exactly mtime + expiry, and any vertex
+    at exactly mtime + expiry + expiry2, not a second earlier."""
+    pb = pb_()
+    e, e2 = 5 * 86400, 7 * 86400
+    pb.load("A/1", [("q", "h1", "u@h1")], mtime=START - e2)  # expiry2 due
+    pb.load("A/2", [("q", "h2", "u@h2")], mtime=START - e2 + 1)  # a second early
+    pb.load("A/3", [("q", "h3", "u@h3")], mtime=START - e)  # due, attempted
+    pb.load("A/4", [("q", "h4", "u@h4")], mtime=START - e)  # due, never attempted
+    pb.load("A/5", [("q", "h5", "u@h5")], mtime=START - e + 1)  # attempted, early
+    for n in (3, 5):
+        pb.sched._messages[n].vertices[0].attempts = 1
+    cmds = pb.tick()
+    assert sorted(c.relpath for c in pb.completes(cmds)) == ["A/1", "A/3"]
+    assert pb.sched.msgs == 3
+
+
 def test_expiry_sweep_of_a_big_queue_is_spread_over_ticks() -> None:
     """The sweep looks at EXPIRY_SLICE vertices per tick and asks for the next tick at
     once, so the event loop is never held for the whole queue; in the end every due
