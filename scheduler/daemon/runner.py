@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -656,8 +655,9 @@ def _release_free_memory() -> None:
     the freed pages stay in the process (about 100 bytes per queued message).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # the process's own symbols (libc among them): find_library("c") would run
+        # ldconfig in a child process
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to do
         return
     trim(0)
