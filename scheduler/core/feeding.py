@@ -56,9 +56,10 @@ class Feeding(Expiry):
             self._rng.shuffle(vl)
         th.touch()  # SHOW THREAD lists the vertices in this order
         n = 0
-        for v in vl:
-            if not v.state & V_FED:
-                v.state |= V_UNFED
+        for v in vl:  # v.state's bits, written raw (V_FED and V_UNFED are state bits)
+            vs = v._vs
+            if not vs & V_FED:
+                v._vs = vs | V_UNFED
                 n += 1
         th.unfed = n
         th.feedptr = 0
@@ -84,7 +85,7 @@ class Feeding(Expiry):
         while i < n:
             v = vl[i]
             i += 1
-            if v.thread is th and v.state & V_UNFED:
+            if v.thread is th and v._vs & V_UNFED:  # v.state & V_UNFED
                 if not peek:
                     th.feedptr = i
                 return v
@@ -130,7 +131,11 @@ class Feeding(Expiry):
         if vs & V_FED:
             vs &= ~V_FED
             v._vs = vs
-            msg.held -= 1
+            s = msg._s
+            if s >> HELD_SHIFT:  # held -= 1, read once
+                msg._s = s - (1 << HELD_SHIFT)
+            else:
+                msg.held -= 1  # below zero: the setter says so
         if v.thread is not None:
             if vs & V_KILLED:
                 v.state &= ~V_KILLED
