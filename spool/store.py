@@ -38,6 +38,7 @@ __all__ = [
     "pid_alive",
     "quarantine",
     "read_control",
+    "read_control_stat",
     "remove_message",
     "reset_stale_locks",
 ]
@@ -123,6 +124,14 @@ def read_control(path: PathLike, max_bytes: int | None = None) -> bytes:
     byte is read (:class:`~spool.errors.OversizedFile`), and no more than
     ``max_bytes + 1`` bytes are ever read (a file growing meanwhile).
     """
+    return read_control_stat(path, max_bytes)[0]
+
+
+def read_control_stat(
+    path: PathLike, max_bytes: int | None = None
+) -> tuple[bytes, os.stat_result]:
+    """:func:`read_control`, with the ``fstat`` of the file it read (its ctime: the
+    load workers need no ``stat`` of their own)."""
     fd, st = _open_regular(path, os.O_RDONLY)
     try:
         if max_bytes is not None:
@@ -131,7 +140,7 @@ def read_control(path: PathLike, max_bytes: int | None = None) -> bytes:
                 raise OversizedFile(os.fspath(path), size, max_bytes)
         data = os.read(fd, _READ_SIZE)
         if len(data) < _READ_SIZE:
-            return data
+            return data, st
         chunks = [data]
         total = len(data)
         limit = max_bytes if max_bytes is not None else -1
@@ -140,7 +149,7 @@ def read_control(path: PathLike, max_bytes: int | None = None) -> bytes:
             total += len(chunk)
             if 0 <= limit < total:
                 raise OversizedFile(os.fspath(path), total, limit)
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 

@@ -39,7 +39,7 @@ from spool.controlfile import DEFAULT_NOTIFY, KNOWN_FLAGS, parse
 from spool.filters import control_keys
 from spool.ids import message_number
 from spool.plaincontrol import Solo, parse_plain, parse_solo
-from spool.store import read_control
+from spool.store import read_control, read_control_stat
 
 if TYPE_CHECKING:
     from spool.controlfile import ControlFile
@@ -48,6 +48,7 @@ __all__ = [
     "BATCH",
     "FRAME",
     "MIN_FILES",
+    "READ_FIRST",
     "RECORD_LEN",
     "EntryTuple",
     "Item",
@@ -63,6 +64,11 @@ __all__ = [
 BATCH: Final = 1000
 MIN_FILES: Final = 2000
 """Below this many queued files the daemon loads in-process (a worker costs ~0.1 s)."""
+READ_FIRST: Final = 16_384
+"""A worker with at most this many files (about 0.2 s of reading) reads them all
+before it sorts them and writes its first batch, and needs no ``stat`` per file (the
+read's ``fstat`` gives the ctime: 1.8 us a file less); a bigger share is ``stat``-ed
+first and streamed, so that the daemon feeds the core while the worker reads."""
 
 FRAME: Final = struct.Struct("<Q")
 """The length prefix of each marshalled batch a worker writes."""
@@ -150,12 +156,39 @@ def prepare(
     transport: str, queue: str, hash_levels: int, max_bytes: int, entry: EntryTuple
 ) -> Record | None:
     """The record of one plain control file; None: the daemon must load it itself."""
-    ctime, number, relpath = entry
-    prefix, sep, _ = relpath.rpartition("/")
-    if hash_levels > 0 and not sep:
+    relpath = entry[2]
+    if hash_levels > 0 and "/" not in relpath:
         return None  # to be moved into its hash directory
     try:
         data = read_control(transport + relpath, max_bytes)  # no link, no FIFO
+    except Exception:
+        return None
+    return _prepared(queue, entry, data)
+
+
+def _read_one(
+    transport: str, queue: str, max_bytes: int, number: int, relpath: str
+) -> Item | None:
+    """:func:`prepare` of a file in a hash directory listed without a ``stat``: the
+    entry's ctime is the ``fstat``'s of the read (or an ``lstat``'s when the file
+    cannot be read); None: the file is gone."""
+    path = transport + relpath
+    try:
+        data, st = read_control_stat(path, max_bytes)  # no link, no FIFO
+    except Exception:
+        try:
+            return (os.lstat(path).st_ctime, number, relpath)  # the daemon's to load
+        except OSError:
+            return None  # gone
+    entry = (st.st_ctime, number, relpath)
+    return _prepared(queue, entry, data) or entry
+
+
+def _prepared(queue: str, entry: EntryTuple, data: bytes) -> Record | None:
+    """The record of a control file's bytes (:func:`prepare`)."""
+    ctime, number, relpath = entry
+    prefix, sep, _ = relpath.rpartition("/")
+    try:
         if _LOCKED in data:
             return None
         solo = parse_solo(data)  # the usual file: one plain recipient
@@ -240,9 +273,10 @@ def is_record(item: Item) -> bool:
     return len(item) == RECORD_LEN
 
 
-def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
+def _walk(top: str, prefix: str, depth: int, out: list[tuple[int, str]]) -> None:
     """``spool.scan``'s walk below one hash directory: names starting with a digit
-    (regular files) and one-letter ``A``-``Z`` subdirectories, two levels in all."""
+    (regular files) and one-letter ``A``-``Z`` subdirectories, two levels in all;
+    ``(number, relpath)`` per file (no ``stat``: the type is the directory entry's)."""
     try:
         it = os.scandir(top + prefix)
     except OSError:  # gone, or unreadable: the daemon's own scan reports it
@@ -253,9 +287,8 @@ def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
             try:
                 if "0" <= name[0] <= "9":
                     if entry.is_file(follow_symlinks=False):
-                        ctime = entry.stat(follow_symlinks=False).st_ctime
                         number = int(name) if name.isdigit() else message_number(name)
-                        out.append((ctime, number, prefix + name))
+                        out.append((number, prefix + name))
                 elif (
                     depth < 2
                     and len(name) == 1
@@ -267,21 +300,43 @@ def _walk(top: str, prefix: str, depth: int, out: list[EntryTuple]) -> None:
                 continue
 
 
-def _order(e: EntryTuple) -> tuple[float, str]:
+def _order(e: Item) -> tuple[float, str]:
+    """``(ctime, relpath)``: the scan's order, of an entry or a record."""
     return e[0], e[2]
 
 
 def work(job: Job, write: Callable[[bytes], object]) -> None:
     """Scan the job's directories, sort with its entries (oldest ctime first), and
-    write a frame per batch of records."""
+    write a frame per batch of records.
+
+    Up to :data:`READ_FIRST` files, every file is read first and the records are
+    sorted after (the ctimes come from the reads' ``fstat``); more are ``stat``-ed as
+    listed and sorted first, so that batches stream out while the rest is read."""
     transport, queue, hash_levels, max_bytes, entries, dirs, batch = job
-    items = list(entries)
+    names: list[tuple[int, str]] = []
     for d in dirs:
-        _walk(transport, d, 1, items)
-    items.sort(key=_order)
-    for i in range(0, len(items), batch):
+        _walk(transport, d, 1, names)
+    if len(entries) + len(names) <= READ_FIRST:
+        items = prepare_batch(transport, queue, hash_levels, max_bytes, entries)
+        for number, relpath in names:
+            item = _read_one(transport, queue, max_bytes, number, relpath)
+            if item is not None:
+                items.append(item)
+        items.sort(key=_order)
+        for i in range(0, len(items), batch):
+            blob = marshal.dumps(items[i : i + batch])
+            write(FRAME.pack(len(blob)) + blob)
+        return
+    listed = list(entries)
+    for number, relpath in names:
+        try:
+            listed.append((os.lstat(transport + relpath).st_ctime, number, relpath))
+        except OSError:
+            continue  # gone
+    listed.sort(key=_order)
+    for i in range(0, len(listed), batch):
         part = prepare_batch(
-            transport, queue, hash_levels, max_bytes, items[i : i + batch]
+            transport, queue, hash_levels, max_bytes, listed[i : i + batch]
         )
         blob = marshal.dumps(part)
         write(FRAME.pack(len(blob)) + blob)

@@ -4,6 +4,7 @@ same messages, same order, same model; odd files left to the daemon; a dead work
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import signal
 import sys
@@ -127,10 +128,17 @@ def start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("read_first", [True, False])
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_workers_load_what_the_daemon_loads_in_the_same_order(
-    tmp_path: Path, workers: int, start: str
+    tmp_path: Path,
+    workers: int,
+    start: str,
+    read_first: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if not read_first:  # every file stat-ed first (a forked worker sees the patch)
+        monkeypatch.setattr(loadworker, "READ_FIRST", 0)
     po = init_postoffice(tmp_path / "po")
     made = plain_files(po, 30)
     top = queue_one(po, ["smtp top.example a@top.example"], hash_levels=0)
@@ -432,3 +440,34 @@ def test_the_usual_file_takes_the_one_recipient_path(tmp_path: Path) -> None:
     rec = prepare(t, q, 1, 1 << 20, (0.0, 1, one))
     assert rec is not None
     assert rec[9] == [("smtp", "h.example", rec[9][0][2], None, 1)]
+
+
+def test_a_worker_reading_first_writes_what_one_listing_first_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to READ_FIRST files a worker takes each ctime from its read's fstat instead
+    of a stat of the listing: the same items (records, and the bare entries of the
+    files left to the daemon) in the same order."""
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 12)
+    bad = queue_one(po, ["smtp b.example b@b.example"])
+    po.control_path(bad).write_bytes(b"@ 0x00000000\ngarbage\n")
+    top = queue_one(po, ["smtp top.example a@top.example"], hash_levels=0)
+    t = os.fspath(po.transport) + "/"
+    q = os.fspath(po.queue) + "/"
+    ctime = os.lstat(t + top).st_ctime
+    job = (t, q, 1, 1 << 20, [(ctime, int(top), top)], loadpool.hash_dirs(t), 5)
+
+    def frames() -> list[list[Any]]:
+        out: list[bytes] = []
+        loadworker.work(job, out.append)
+        return [marshal.loads(f[loadworker.FRAME.size :]) for f in out]
+
+    read_first = frames()
+    monkeypatch.setattr(loadworker, "READ_FIRST", 0)
+    listed_first = frames()
+    assert read_first == listed_first
+    items = [item for frame in read_first for item in frame]
+    assert [len(f) for f in read_first] == [5, 5, 4]
+    assert [i[2] for i in items if is_record(i)] == made  # oldest ctime first
+    assert sorted(i[2] for i in items if not is_record(i)) == sorted([bad, top])
