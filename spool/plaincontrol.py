@@ -95,7 +95,12 @@ def parse_solo(data: bytes) -> Solo | None:
     lists or TABs, and neither channel nor host ``-``: the startup load's usual file,
     read without building rows or objects. The channel and host are as written (not
     lower-cased). None for any other file (call :func:`parse_plain`)."""
-    if not data or data[-1] != 10 or not data.isascii():
+    if not data or data[-1] != 10:
+        return None
+    first = data.find(b"\nr")  # the m line after the first r line, or None at once
+    if not data.startswith(b"m\n", data.find(b"\n", first + 1) + 1):
+        return None  # (a file with several recipients costs two finds)
+    if not data.isascii():
         return None
     text = data.decode("ascii")
     head = _HEAD(text)
