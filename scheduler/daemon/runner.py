@@ -651,7 +651,7 @@ class _NoCounters:
 def _release_free_memory() -> None:
     """Hand the heap freed after a bulk load back to the OS (glibc ``malloc_trim``).
 
-    The batches streamed from the load workers are unpickled and dropped; without this
+    The batches streamed from the load workers are unmarshalled and dropped; without this
     the freed pages stay in the process (about 100 bytes per queued message).
     """
     try:
