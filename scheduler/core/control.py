@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.core.commands import AppendDiagnostic, Command, MarkRecipient
-from scheduler.core.events import ConfigChanged, MessageGone
+from scheduler.core.events import MessageGone
 from scheduler.core.loading import Loading
 from scheduler.core.model import M_DONE, V_FED, V_UNFED, Message, Proc, Thread, Vertex
 from scheduler.core.rcptindex import RcptIndex
@@ -218,8 +218,6 @@ class Control(Loading):
     _holds: dict[int, HoldInfo]
     _rules: tuple[Rule, ...]
     _buckets: dict[tuple[str, str], tuple[float, int]]
-    _ages: dict[Thread, dict[int, int]] | None
-    _ages_dirty: set[Thread]
     _held: dict[str, HeldThread]  # by channel + NUL + host: a str key is not GC-tracked
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -228,8 +226,6 @@ class Control(Loading):
         self._rules = ()
         self._buckets = {}
         self.rcpt_index = RcptIndex()
-        self._ages = None
-        self._ages_dirty = set()
         self._held = {}
 
     # -- identifying messages ------------------------------------------------------------
@@ -311,18 +307,12 @@ class Control(Loading):
             if th is not None and th.dead and id(th) not in compacted:
                 compacted.add(id(th))
                 th.compact()
-        ages = self._ages is not None
-        # with SHAPE's histograms kept, a bulk release marks the threads for a recount
-        # (count_ages) instead of counting vertex by vertex: the class's _link, not
-        # the counting one the instance may have
-        link = type(self)._link
+        link = self._link
         for v, channel, host in info.destinations():
             n = len(v.offsets)
             self._held_sub(channel, host, n)
             if n and v.thread is None:
-                th = link(self, v, channel, host, n)
-                if ages:
-                    self._ages_dirty.add(th)
+                link(v, channel, host, n)
         info.parked.clear()
         return True
 
@@ -356,8 +346,8 @@ class Control(Loading):
             th.unfed -= 1
         th.jobs -= 1
         th.rcpts -= n
-        if self._ages is not None:
-            self._ages_dirty.add(th)  # recounted by the next SHAPE (bulk HOLD)
+        if n:
+            self._age_sub(th, v.msg._t, n)
         th.dead += 1
         th.note_removed(v.msg.mtime)
         self.total_vertices -= 1
@@ -462,95 +452,12 @@ class Control(Loading):
 
     # -- age histograms (SHOW QUEUE SHAPE) -------------------------------------------------
 
-    def age_histograms(self) -> dict[Thread, dict[int, int]] | None:
-        """Per thread, its recipients by arrival minute (``mtime // 60``), kept up to
-        date once :meth:`start_age_histograms` was called; None when off."""
+    def age_histograms(self) -> dict[int, dict[Thread, int]]:
+        """SHOW QUEUE SHAPE's histograms: per arrival minute (``mtime // 60``), the
+        recipients of each thread that has some (held ones not counted), kept up to
+        date from the first load on. Read only; a caller that yields to the event loop
+        between reads must copy what it still needs (``dict(...)``)."""
         return self._ages
-
-    def start_age_histograms(self) -> list[Thread]:
-        """Keep the histograms from now on; returns the threads whose histogram the
-        caller must fill with :meth:`count_ages` (one call per thread, in any order
-        and over any number of loop turns: each recount replaces what the updates
-        put there meanwhile)."""
-        if self._ages is None:
-            self._ages = {}
-            # the counting versions shadow the methods on this instance only while
-            # the histograms are kept: the hot paths pay nothing otherwise
-            for name in ("_link", "_remove_rcpt", "_drop_vertex"):
-                setattr(self, name, getattr(self, name + "_counting"))
-        return list(self._threads.values())
-
-    def dirty_ages(self) -> list[Thread]:
-        """Threads a bulk HOLD or RELEASE changed: :meth:`count_ages` each before use."""
-        dirty = list(self._ages_dirty)
-        self._ages_dirty.clear()
-        return dirty
-
-    def count_ages(self, th: Thread) -> None:
-        ages = self._ages
-        if ages is None:
-            return
-        if not th.alive:
-            ages.pop(th, None)
-            return
-        h: dict[int, int] = {}
-        for v in th.vertices():
-            slot = v.msg.mtime // 60
-            h[slot] = h.get(slot, 0) + len(v.offsets)
-        if h:
-            ages[th] = h
-        else:
-            ages.pop(th, None)
-
-    def stop_age_histograms(self) -> None:
-        self._ages = None
-        self._ages_dirty.clear()
-        for name in ("_link", "_remove_rcpt", "_drop_vertex"):
-            self.__dict__.pop(name, None)
-
-    def _age_add(self, th: Thread, mtime: int, n: int) -> None:
-        ages = self._ages
-        assert ages is not None
-        h = ages.get(th)
-        if h is None:
-            h = ages[th] = {}
-        slot = mtime // 60
-        h[slot] = h.get(slot, 0) + n
-
-    def _age_sub(self, th: Thread, mtime: int, n: int) -> None:
-        ages = self._ages
-        assert ages is not None
-        h = ages.get(th)
-        if h is None:
-            return
-        slot = mtime // 60
-        left = h.get(slot, 0) - n
-        if left > 0:
-            h[slot] = left
-        else:
-            h.pop(slot, None)
-            if not h:
-                del ages[th]
-
-    def _link_counting(self, v: Vertex, channel: str, host: str, count: int) -> Thread:
-        th = super()._link(v, channel, host, count)
-        if self._ages is not None:
-            self._age_add(th, v.msg.mtime, count)
-        return th
-
-    def _remove_rcpt_counting(self, v: Vertex, index: int) -> None:
-        if self._ages is not None and v.thread is not None:
-            self._age_sub(v.thread, v.msg.mtime, 1)
-        super()._remove_rcpt(v, index)
-
-    def _drop_vertex_counting(self, v: Vertex) -> None:
-        if self._ages is not None and v.thread is not None:
-            self._age_sub(v.thread, v.msg.mtime, len(v.offsets))
-        super()._drop_vertex(v)
-
-    def _on_config(self, ev: ConfigChanged) -> None:
-        super()._on_config(ev)
-        self.stop_age_histograms()  # threads were rebuilt: the next SHAPE counts afresh
 
     # -- rules ---------------------------------------------------------------------------
 

@@ -108,6 +108,8 @@ class Operations(Limits, AgentLines):
                 v.state &= ~V_UNFED
                 th.jobs -= 1
                 th.rcpts -= n
+                if n:
+                    self._age_sub(th, v.msg._t, n)
                 self.total_vertices -= 1
                 self.total_recipients -= n
                 moved.append((v, th.channel, th.host))

@@ -28,6 +28,8 @@ from scheduler.core.model import (
     M_KILLED,
     M_PATHNUM,
     M_REQUEUE,
+    MINUTE_NS,
+    T_MASK,
     V_FED,
     V_UNFED,
     Group,
@@ -121,6 +123,10 @@ class ModelState:
         self.idle = 0
         self.total_vertices = 0
         self.total_recipients = 0
+        # SHOW QUEUE SHAPE's histograms, kept from the first load on: per arrival minute
+        # (mtime // 60), the linked recipients of each thread (parked ones not counted).
+        # Keyed minute first: a few dozen dicts rather than one per thread.
+        self._ages: dict[int, dict[Thread, int]] = {}
         self._shutdown = False
         self._now = start_time
         self._out: list[Command] = []
@@ -231,13 +237,38 @@ class ModelState:
         th.vlist.append(v)
         th.jobs += 1
         th.rcpts += count
-        th.note_added(v.msg.mtime)
+        msg = v.msg
+        th.note_added(msg.mtime)
+        if count:
+            self._age_add(th, msg._t, count)
         self.total_vertices += 1
         self.total_recipients += count
         if th.thrkids:
             v.state |= V_UNFED
             th.unfed += 1
         return th
+
+    def _age_add(self, th: Thread, t: int, n: int) -> None:
+        """Count ``n`` recipients of a message (its packed ``_t``) linked into ``th``."""
+        slot = (t & T_MASK) // MINUTE_NS
+        ages = self._ages
+        d = ages.get(slot)
+        if d is None:
+            ages[slot] = {th: n}
+        else:
+            d[th] = d.get(th, 0) + n
+
+    def _age_sub(self, th: Thread, t: int, n: int) -> None:
+        """Uncount ``n`` recipients of a message (its packed ``_t``) from ``th``."""
+        slot = (t & T_MASK) // MINUTE_NS
+        d = self._ages[slot]
+        left = d[th] - n
+        if left:
+            d[th] = left
+        else:
+            del d[th]
+            if not d:
+                del self._ages[slot]
 
     def _delete_thread(self, th: Thread) -> None:
         if not th.alive:
@@ -260,6 +291,16 @@ class ModelState:
             th.touch()  # written raw: SHOW THREAD caches see it (rcpts changes too)
         else:
             v.drop_index(index)
+        # _age_sub(th, v.msg._t, 1), inline: this runs per delivered recipient
+        slot = (v.msg._t & T_MASK) // MINUTE_NS
+        d = self._ages[slot]
+        left = d[th] - 1
+        if left:
+            d[th] = left
+        else:
+            del d[th]
+            if not d:
+                del self._ages[slot]
         th.rcpts -= 1
         self.total_recipients -= 1
         self._count(STORED_RCPTS, -1)
@@ -274,6 +315,8 @@ class ModelState:
         th.rcpts -= n
         self.total_recipients -= n
         self._count(STORED_RCPTS, -n)
+        if n:
+            self._age_sub(th, v.msg._t, n)
         v.clear_offsets()
         self._free_vertex(v)
 

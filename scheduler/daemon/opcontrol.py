@@ -9,7 +9,6 @@ finishes trash moves that a crash interrupted.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import os
@@ -23,6 +22,7 @@ from scheduler.core.control import HoldInfo, Rule, message_state, vertex_state
 from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from scheduler.core.scheduler import Scheduler
+from scheduler.core.shape import ShapeTable
 from scheduler.daemon.deliveries import DeliveryTap
 from scheduler.daemon.prefetch import Prefetch
 from scheduler.daemon.runner import Runner
@@ -40,10 +40,9 @@ logger = logging.getLogger(__name__)
 TRASH_DAYS = 7
 SLICE = 0.002  # seconds of work between yields to the event loop (as opctl.SLICE)
 INDEX_BUDGET = 4  # recipient index segments compacted per tick (~1 ms each)
-SHAPE_IDLE = 600  # seconds without SHOW QUEUE SHAPE before the age histograms go
+SHAPE_CHUNK = 2048  # (thread, count) pairs added between two looks at the clock
 TICK = 64  # messages tested between the None ticks of a scan (see Control.select)
 _MSGID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
-_SHAPE_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 
 
 class ControlPlaneImpl:
@@ -65,9 +64,7 @@ class ControlPlaneImpl:
         self.clock = clock
         self.trash_days = trash_days
         self._rules: dict[str, tuple[RuleRow, dict[str, str]]] = {}
-        self._ages_filled: asyncio.Future[None] | None = None
         self._transport = os.fspath(po.transport) + "/"
-        self._shape_used = 0
         self._save_lock = asyncio.Lock()
         self._ops_lock = asyncio.Lock()
 
@@ -100,11 +97,6 @@ class ControlPlaneImpl:
         """Lift expired rules and compact the recipient index a little (called every
         few seconds by the daemon)."""
         self.core.compact_index(INDEX_BUDGET)
-        filled = self._ages_filled
-        idle = self.clock() - self._shape_used > SHAPE_IDLE
-        if filled is not None and filled.done() and idle:
-            self.core.stop_age_histograms()  # their memory back
-            self._ages_filled = None
         self._expire()
 
     def _expire(self) -> None:
@@ -548,15 +540,12 @@ class ControlPlaneImpl:
     async def shape(self, by: str, top: int) -> list[str]:
         """qshape's table: recipients by destination and age (minutes, geometric).
 
-        By host, domain or channel it sums the core's per-thread histograms of
-        arrival minutes (kept up to date once a first ``SHAPE`` has filled them, in
-        slices; dropped after :data:`SHAPE_IDLE` seconds without one), so the age of
-        a recipient is known to the minute (the middle of its arrival minute). By
-        sender-domain it walks the messages in slices."""
+        By host, domain or channel it sums the core's histograms (per arrival minute,
+        recipients per thread), kept from startup on, so the age of a recipient is known
+        to the minute (the middle of its arrival minute). By sender-domain it walks the
+        messages. Both in slices of :data:`SLICE`."""
         now = int(self.clock())
-        self._shape_used = now
-        edges = [m * 60 for m in _SHAPE_MINUTES]
-        table: dict[str, list[int]] = {}
+        table = ShapeTable(by, now)
         clock = time.perf_counter
         started = clock()
         if by == "sender-domain":
@@ -564,64 +553,23 @@ class ControlPlaneImpl:
                 key = msg.sender.rpartition("@")[2].lower() or "<>"
                 n = sum(len(v.offsets) for v in msg.vertices if v.thread is not None)
                 if n:
-                    _add(table, key, now - msg.mtime, n, edges)
+                    table.add(key, now - msg.mtime, n)
                 if clock() - started >= SLICE:
                     await asyncio.sleep(0)
                     started = clock()
         else:
-            await self._fill_ages()
-            for th in self.core.dirty_ages():  # after a bulk HOLD or RELEASE
-                self.core.count_ages(th)
-                if clock() - started >= SLICE:
-                    await asyncio.sleep(0)
-                    started = clock()
-            ages = self.core.age_histograms() or {}
-            column: dict[int, int] = {}  # arrival minute -> column
-            for th, hist in list(ages.items()):
-                key = {"host": th.host, "channel": th.channel}.get(by) or _domain(
-                    th.host
-                )
-                row = table.get(key)
-                if row is None:
-                    row = table[key] = [0] * (len(edges) + 2)
-                for slot, n in hist.items():
-                    col = column.get(slot)
-                    if col is None:
-                        age = now - slot * 60 - 30
-                        col = column[slot] = bisect.bisect_right(edges, age) + 1
-                    row[0] += n
-                    row[col] += n
-                if clock() - started >= SLICE:
-                    await asyncio.sleep(0)
-                    started = clock()
-        header = "\t".join(["", "T", *[str(m) for m in _SHAPE_MINUTES], "1280+"])
-        total = [0] * (len(edges) + 2)
-        for counts in table.values():
-            for i, c in enumerate(counts):
-                total[i] += c
-        rows = sorted(table.items(), key=lambda kv: -kv[1][0])[:top]
-        lines = [header, "\t".join(["TOTAL", *map(str, total)])]
-        lines.extend("\t".join([k, *map(str, c)]) for k, c in rows if c[0])
-        return lines
-
-    async def _fill_ages(self) -> None:
-        """Turn the core's age histograms on and fill them, in slices (once)."""
-        if self._ages_filled is not None:
-            await self._ages_filled  # filled, or being filled by another session
-            if self.core.age_histograms() is not None:
-                return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ages_filled = done
-        try:
-            clock = time.perf_counter
-            started = clock()
-            for th in self.core.start_age_histograms():
-                self.core.count_ages(th)
-                if clock() - started >= SLICE:
-                    await asyncio.sleep(0)
-                    started = clock()
-        finally:
-            done.set_result(None)
+            ages = self.core.age_histograms()
+            for minute in list(ages):
+                counts = ages.get(minute)
+                if counts is None:  # emptied while we yielded
+                    continue
+                items = list(counts.items())  # the loop may change counts meanwhile
+                for i in range(0, len(items), SHAPE_CHUNK):
+                    table.add_minute(minute, items[i : i + SHAPE_CHUNK])
+                    if clock() - started >= SLICE:
+                        await asyncio.sleep(0)
+                        started = clock()
+        return table.lines(top)
 
     def explain_thread(self, channel: str, host: str) -> list[str] | None:
         th = self.core.find_thread(channel, host)
@@ -705,24 +653,6 @@ def _hints(flt: Filter) -> list[bytes]:
         parts = re.split(r"[*?\[\]]", text) if t.op == "=" else [text]
         out.extend(p.encode("utf-8", "surrogateescape") for p in parts if p)
     return out
-
-
-def _domain(host: str) -> str:
-    parts = host.strip("[]").split(".")
-    return ".".join(parts[-2:]) if len(parts) > 2 else host
-
-
-def _add(
-    table: dict[str, list[int]], key: str, age: int, n: int, edges: list[int]
-) -> None:
-    row = table.get(key)
-    if row is None:
-        row = table[key] = [0] * (len(edges) + 2)
-    row[0] += n
-    i = 0
-    while i < len(edges) and age >= edges[i]:
-        i += 1
-    row[i + 1] += n
 
 
 def trash_root(po: Postoffice) -> Path:

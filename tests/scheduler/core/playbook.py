@@ -34,7 +34,9 @@ from scheduler.core.events import (
     MessageLoaded,
     Tick,
 )
+from scheduler.core.model import Thread
 from scheduler.core.scheduler import Scheduler
+from scheduler.core.shape import SHAPE_BY, ShapeTable
 from spool.controlfile import parse
 from spool.counters import Counters
 
@@ -210,7 +212,37 @@ class Playbook:
         assert s.total_vertices == nv
         assert s.total_recipients == nr
         assert s.kids >= kids
-        assert self.counters.get("SC.StoredRecipients-G") == nr
-        assert self.counters.get("SC.StoredVertices-G") == nv
+        self.check_shape()
+        # the stored counters count held (parked) recipients too
+        held = s.held_threads()
+        assert self.counters.get("SC.StoredRecipients-G") == nr + sum(
+            h.rcpts for h in held
+        )
+        assert self.counters.get("SC.StoredVertices-G") == nv + sum(
+            h.jobs for h in held
+        )
         assert self.counters.get("SC.StoredMessages-G") == s.msgs
         assert self.counters.get("SC.StoredThreads-G") == s.total_threads
+
+    def check_shape(self) -> None:
+        """SHOW QUEUE SHAPE from the core's kept histograms equals the table computed by
+        walking every linked vertex (and the histograms themselves equal a recount)."""
+        s = self.sched
+        walked: dict[int, dict[Thread, int]] = {}
+        for th in s.threads():
+            for v in th.vertices():
+                per = walked.setdefault(v.msg.mtime // 60, {})
+                per[th] = per.get(th, 0) + len(v.offsets)
+        kept = s.age_histograms()
+        assert kept == walked  # no zero entries, no dead threads, no empty minutes
+        for by in SHAPE_BY:
+            if by == "sender-domain":
+                continue  # walks the messages in both cases
+            for when in (self.now, self.now + 3 * 3600):
+                tables = []
+                for source in (kept, walked):
+                    table = ShapeTable(by, when)
+                    for minute, counts in source.items():
+                        table.add_minute(minute, counts.items())
+                    tables.append(table.lines(1000))
+                assert tables[0] == tables[1]

@@ -12,7 +12,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from scheduler.config.clauses import parse_config
 from scheduler.core.commands import Command, StartAgent, WriteAgent
-from scheduler.core.events import AgentStartFailed, ConfigChanged, ShutdownRequested
+from scheduler.core.events import (
+    AgentStartFailed,
+    ConfigChanged,
+    MessageGone,
+    ShutdownRequested,
+)
 from tests.scheduler.core.playbook import START, Playbook
 
 CONF = """\
@@ -149,6 +154,22 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(ch=st.sampled_from(CHANNELS), host=st.sampled_from(HOSTS))
     def kill_thread(self, ch: str, host: str) -> None:
         self._track(self.pb.sched.kill_thread(ch, host, self.pb.now)[1])
+
+    @rule(data=st.data(), op=st.sampled_from(["hold", "release", "gone"]))
+    def operator(self, data: st.DataObject, op: str) -> None:
+        """A HOLD or RELEASE of one message, or its file going away (held or not)."""
+        if self.next_msg == 1:
+            return
+        n = data.draw(st.integers(1, self.next_msg - 1))
+        msg = self.pb.sched.message(n)
+        if msg is None:
+            return
+        if op == "hold":
+            self._track(self.pb.sched.hold([msg], "test", "O1", self.pb.now)[1])
+        elif op == "release":
+            self._track(self.pb.sched.release([msg], self.pb.now)[1])
+        else:
+            self._track(self.pb.send(MessageGone(f"X/{n}", "test")))
 
     @rule()
     def reconfigure(self) -> None:
