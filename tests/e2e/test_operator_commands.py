@@ -3,6 +3,7 @@ destinations are suspended or the channel is queue-only)."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 
 from mailq.protocol.auth import authenticator
+from spool.submit import submit
 from tests.e2e.conftest import ADMIN, ADMIN_PW, DaemonFactory, DaemonProc, wait_until
 
 CONF = """\
@@ -367,3 +369,46 @@ def test_held_mail_shows_in_mailq_and_its_reports(
     assert sorted(expires.sub("", mailq()).splitlines()) == sorted(
         expires.sub("", before_mailq).splitlines()
     )
+
+
+def test_the_first_shape_after_start_counts_the_queue_it_loaded(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """The histograms are kept from the load on: the first SHOW QUEUE SHAPE after a
+    start (no earlier SHAPE filled anything) shows every recipient in its age column."""
+    d = daemon_factory(CONF, start=False)
+    d.auth.write_text(f"{ADMIN}:{ADMIN_PW}:ALL:[127.0.0.0]/8\n")
+    now = int(time.time())
+    queue = [  # (age in seconds, recipients)
+        (120, ["u1@a.example", "u2@a.example"]),
+        (1800, ["v@b.example"]),
+        (3 * 3600, ["w@c.example"]),
+        (2 * 86400, ["x@a.example"]),
+    ]
+    paths = []
+    for age, rcpts in queue:
+        path = submit(d.po, "s@example.com", rcpts, b"Subject: q\n\nb\n", notify=False)
+        when = (now - age) * 1_000_000_000
+        os.utime(d.po.message_path(path), ns=(when, when))
+        paths.append(path)
+    d.start()
+    wait_until(lambda: _loaded(d, *paths), what="loading")
+    (shape,) = d.query("SHOW QUEUE SHAPE BY host")
+    header, *rows = (line.split("\t") for line in shape.splitlines())
+    columns = ["5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"]
+    assert header == ["", "T", *columns]
+
+    def row(name: str, counts: dict[str, int]) -> list[str]:
+        cells = [str(counts.get(c, 0)) for c in columns]
+        return [name, str(sum(counts.values())), *cells]
+
+    total = row("TOTAL", {"5": 2, "40": 1, "320": 1, "1280+": 1})
+    a_row = row("a.example", {"5": 2, "1280+": 1})
+    assert rows == [
+        total,
+        a_row,
+        row("b.example", {"40": 1}),
+        row("c.example", {"320": 1}),
+    ]
+    (by_domain,) = d.query("SHOW QUEUE SHAPE BY domain TOP 1")
+    assert by_domain.splitlines()[1:] == ["\t".join(total), "\t".join(a_row)]

@@ -73,6 +73,16 @@ def snapshot(core: Scheduler) -> list[tuple[Any, ...]]:
     return out
 
 
+def walked_ages(core: Scheduler) -> dict[int, dict[Any, int]]:
+    """Recipients per arrival minute and thread, by walking every linked vertex."""
+    out: dict[int, dict[Any, int]] = {}
+    for th in core.threads():
+        for v in th.vertices():
+            per = out.setdefault(v.msg.mtime // 60, {})
+            per[th] = per.get(th, 0) + len(v.offsets)
+    return out
+
+
 async def load_all(
     root: Path, po: Postoffice, workers: int, n: int
 ) -> tuple[list[str], Scheduler]:
@@ -161,6 +171,8 @@ async def test_workers_load_what_the_daemon_loads_in_the_same_order(
     assert core_w.is_loaded(int(top))
     assert [p for p in order_w if p in made] == made  # oldest ctime first
     assert sorted(prepared) == sorted(made)  # every plain file came from a worker
+    # SHOW QUEUE SHAPE's histograms were kept as the workers' files were fed
+    assert walked_ages(core_w) == core_w.age_histograms() != {}
     # the same (now plain) spool loaded in-process gives the same model
     order_in, core_in = await load_all(tmp_path, po, 0, 32)
     assert not prepared
