@@ -12,7 +12,7 @@ process measures:
   and last line;
 * ``SHOW MSGS WHERE rcpt=*...`` (no literal local part or domain: the addresses kept in
   the recipient index), the same as ``rcpt~...`` and a glob with ten matches;
-* ``SHOW QUEUE SHAPE BY host`` (twice: the first fills the age histograms) and ``BY domain``;
+* ``SHOW QUEUE SHAPE BY host`` (twice: the first after the start, then again) and ``BY domain``;
 * ``HOLD WHERE channel=smtp``: the preview, then the confirmed hold of every message,
   and the ``RELEASE`` back;
 
@@ -321,7 +321,7 @@ async def serve(args: argparse.Namespace, root: Path) -> None:
     )
     first, end, n = res["shape1"]
     print(
-        f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines; the first: fills the histograms)"
+        f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines; the first after the start)"
     )
     first, end, n = res["shape"]
     print(f"SHOW QUEUE SHAPE BY host   {end * 1000:7.1f} ms ({n} lines; the next ones)")

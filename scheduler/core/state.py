@@ -48,6 +48,7 @@ __all__ = ["ModelState"]
 
 log = logging.getLogger(__name__)
 
+SECOND_NS = 1_000_000_000
 # retry granularity for threads with no usable wakeup (ZMailer's main-loop tick)
 TICK = 10
 IDLE_SWEEP = 120
@@ -237,26 +238,21 @@ class ModelState:
         th.vlist.append(v)
         th.jobs += 1
         th.rcpts += count
-        msg = v.msg
-        th.note_added(msg.mtime)
-        if count:
-            self._age_add(th, msg._t, count)
+        t = v.msg._t & T_MASK  # the mtime in ns (Message.mtime's unpacking, once)
+        th.note_added(t // SECOND_NS)
+        if count:  # SHAPE's histogram (the inverse of _age_sub): per loaded vertex
+            slot = t // MINUTE_NS
+            d = self._ages.get(slot)
+            if d is None:
+                self._ages[slot] = {th: count}
+            else:
+                d[th] = d.get(th, 0) + count
         self.total_vertices += 1
         self.total_recipients += count
         if th.thrkids:
             v.state |= V_UNFED
             th.unfed += 1
         return th
-
-    def _age_add(self, th: Thread, t: int, n: int) -> None:
-        """Count ``n`` recipients of a message (its packed ``_t``) linked into ``th``."""
-        slot = (t & T_MASK) // MINUTE_NS
-        ages = self._ages
-        d = ages.get(slot)
-        if d is None:
-            ages[slot] = {th: n}
-        else:
-            d[th] = d.get(th, 0) + n
 
     def _age_sub(self, th: Thread, t: int, n: int) -> None:
         """Uncount ``n`` recipients of a message (its packed ``_t``) from ``th``."""
