@@ -198,6 +198,7 @@ class LoadWorkers:
         self._streams: list[_Stream] = []
         self._merged: list[Item] = []  # merged items ready to hand out
         self._pos = 0
+        self.again = False  # next_item: None for now, a batch is ready to merge
         n = max(1, workers)
         for w in range(n):
             job: Job = (
@@ -285,7 +286,8 @@ class LoadWorkers:
 
     def next_item(self) -> Item | None:
         """The oldest item of all streams; None while a stream waits for its next
-        batch (or when all are finished)."""
+        batch (or when all are finished), or when a batch was unpickled and another
+        must be before the next merge (:attr:`again`: call in the next loop step)."""
         if self._pos >= len(self._merged) and not self._merge():
             return None
         item = self._merged[self._pos]
@@ -294,14 +296,21 @@ class LoadWorkers:
 
     def _merge(self) -> bool:
         """Merge the streams' current batches up to the smallest of their last keys
-        (a run of sorted lists: timsort merges it in C). False: a stream must wait."""
+        (a run of sorted lists: timsort merges it in C). False: a stream must wait, or
+        (:attr:`again`) a second batch is to be unpickled: one per call, as each takes
+        several ms of the loop (the workers' streams tend to run out together)."""
         live: list[_Stream] = []
+        self.again = unpickled = False
         for st in list(self._streams):
             while st.pos >= len(st.items):
                 if not st.batches and not st.done:
                     self._readable(st, notify=False)  # what arrived since the last poll
                 if st.batches:
+                    if unpickled:
+                        self.again = True
+                        return False
                     st.items, st.pos = marshal.loads(st.batches.popleft()), 0
+                    unpickled = True
                 elif st.done:
                     self._streams.remove(st)
                     break

@@ -392,6 +392,8 @@ class Runner:
         queue = self.loader.queue
         now = self.clock()
         from_workers = self._worker_ready()
+        if not from_workers and self._workers is not None and self._workers.again:
+            return True  # a batch was unpickled in this step: merged in the next one
         if not from_workers and not queue.has_ready(now):
             self._thaw()
             if not self._first_scan and self._workers is None:

@@ -483,3 +483,49 @@ def test_a_worker_reading_first_writes_what_one_listing_first_writes(
     assert [len(f) for f in read_first] == [5, 5, 4]
     assert [i[2] for i in items if is_record(i)] == made  # oldest ctime first
     assert sorted(i[2] for i in items if not is_record(i)) == sorted([bad, top])
+
+
+@pytest.mark.asyncio
+async def test_a_merge_unpickles_at_most_one_batch_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each unpickled batch costs the loop several ms: when both streams need their next
+    batch, the first call unpickles one and says ``again``; the order stays the scan's."""
+    po = init_postoffice(tmp_path / "po")
+    made = plain_files(po, 40)
+    loads = 0
+    unpickle = marshal.loads
+
+    def counting(data: bytes) -> Any:
+        nonlocal loads
+        loads += 1
+        return unpickle(data)
+
+    monkeypatch.setattr(marshal, "loads", counting)  # as loadpool calls it
+    transport = str(po.transport) + "/"
+    workers = LoadWorkers(
+        transport,
+        str(po.queue) + "/",
+        1,
+        1 << 20,
+        dirs=loadpool.hash_dirs(transport),
+        workers=2,
+        on_ready=lambda: None,
+        batch=3,
+    )
+    got: list[str] = []
+    agains = 0
+    deadline = time.monotonic() + 30
+    while not workers.finished:
+        assert time.monotonic() < deadline
+        loads = 0
+        item = workers.next_item()
+        assert loads <= 1
+        if item is not None:
+            got.append(item[2])
+        elif workers.again:
+            agains += 1
+        else:
+            await asyncio.sleep(0.01)  # the workers are still writing
+    assert agains > 0
+    assert got == made  # oldest ctime first, as the scan's order
