@@ -30,7 +30,6 @@ __all__ = [
     "LARVA",
     "LIVE_MASK",
     "LIVE_SHIFT",
-    "MINUTE_NS",
     "M_PATHNUM",
     "STATE_NAMES",
     "STUFF",
@@ -74,10 +73,7 @@ _NS = 1_000_000_000
 # Message._t: cdelta << _T_SHIFT | mtime * _NS + mtime_ns (mtime < 2**62 ns: year 2116)
 _T_SHIFT = 62
 _T_MASK = (1 << _T_SHIFT) - 1
-T_MASK = (
-    _T_MASK  # Message._t & T_MASK: mtime in nanoseconds (the core's age histograms)
-)
-MINUTE_NS = 60 * _NS
+T_MASK = _T_MASK  # Message._t & T_MASK: the mtime in ns (the core's hot paths)
 # Message._s: flags (6 bits) | live (24 bits) | held (the rest)
 _FLAGS_MASK = 63
 _LIVE_SHIFT = 6
