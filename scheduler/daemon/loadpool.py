@@ -198,8 +198,8 @@ class LoadWorkers:
         self._streams: list[_Stream] = []
         self._merged: list[Item] = []  # merged items ready to hand out
         self._pos = 0
-        self.again = False  # next_item: None for now, a batch is ready to unpickle
-        self._took = False  # a batch was unpickled (took_batch)
+        self.again = False  # next_item: None for now, a batch is ready to decode
+        self._took = False  # a batch was decoded (took_batch)
         n = max(1, workers)
         for w in range(n):
             job: Job = (
@@ -285,27 +285,27 @@ class LoadWorkers:
         """Every stream ended and was taken."""
         return not self._streams and self._pos >= len(self._merged)
 
-    def next_item(self, unpickle: bool = True) -> Item | None:
+    def next_item(self, decode: bool = True) -> Item | None:
         """The oldest item of all streams; None while a stream waits for its next
         batch (or when all are finished), or (:attr:`again`: call in the next loop
-        step) when a batch is to be unpickled and ``unpickle`` is false or one already
+        step) when a batch is to be decoded and ``decode`` is false or one already
         was in this call. :meth:`took_batch` says whether one was."""
-        if self._pos >= len(self._merged) and not self._merge(unpickle):
+        if self._pos >= len(self._merged) and not self._merge(decode):
             return None
         item = self._merged[self._pos]
         self._pos += 1
         return item
 
     def took_batch(self) -> bool:
-        """True (once) if a batch was unpickled, or is to be, since the last call: the
+        """True (once) if a batch was decoded, or is to be, since the last call: the
         runner then ends its loop step (each batch costs several ms of the loop)."""
         took, self._took = self._took or self.again, False
         return took
 
-    def _merge(self, unpickle: bool) -> bool:
+    def _merge(self, decode: bool) -> bool:
         """Merge the streams' current batches up to the smallest of their last keys
         (a run of sorted lists: timsort merges it in C). False: a stream must wait, or
-        (:attr:`again`) a batch is to be unpickled and may not be now: one per call at
+        (:attr:`again`) a batch is to be decoded and may not be now: one per call at
         most (the workers' streams tend to run out together)."""
         live: list[_Stream] = []
         self.again = False
@@ -314,11 +314,11 @@ class LoadWorkers:
                 if not st.batches and not st.done:
                     self._readable(st, notify=False)  # what arrived since the last poll
                 if st.batches:
-                    if not unpickle:
+                    if not decode:
                         self.again = True
                         return False
                     st.items, st.pos = marshal.loads(st.batches.popleft()), 0
-                    unpickle, self._took = False, True
+                    decode, self._took = False, True
                 elif st.done:
                     self._streams.remove(st)
                     break

@@ -393,7 +393,7 @@ class Runner:
         now = self.clock()
         from_workers = self._worker_ready()
         if self._workers is not None and self._workers.took_batch():
-            return True  # a batch was unpickled in this step: fed from the next one
+            return True  # a batch was decoded in this step: fed from the next one
         if not from_workers and not queue.has_ready(now):
             self._thaw()
             if not self._first_scan and self._workers is None:
@@ -447,7 +447,7 @@ class Runner:
         self._worker_item = None
         for _ in range(limit):
             if item is None:
-                item = workers.next_item(unpickle=False)  # in a step of its own
+                item = workers.next_item(decode=False)  # in a step of its own
                 if item is None:
                     break
             if inflight:

@@ -299,8 +299,8 @@ async def test_a_file_loaded_meanwhile_is_not_loaded_again_from_a_worker(
     gate = asyncio.Event()  # holds the workers' items back
     original = LoadWorkers.next_item
 
-    def gated(self: LoadWorkers, unpickle: bool = True) -> Any:
-        return original(self, unpickle) if gate.is_set() else None
+    def gated(self: LoadWorkers, decode: bool = True) -> Any:
+        return original(self, decode) if gate.is_set() else None
 
     monkeypatch.setattr(LoadWorkers, "next_item", gated)
     (tmp_path / "conf").write_text(CONF)
@@ -352,8 +352,8 @@ async def held_starts(
     gate = asyncio.Event()
     original = LoadWorkers.next_item
 
-    def gated(self: LoadWorkers, unpickle: bool = True) -> Any:
-        return original(self, unpickle) if gate.is_set() else None
+    def gated(self: LoadWorkers, decode: bool = True) -> Any:
+        return original(self, decode) if gate.is_set() else None
 
     monkeypatch.setattr(LoadWorkers, "next_item", gated)
     (tmp_path / "conf").write_text(DELIVER_CONF)
@@ -486,21 +486,21 @@ def test_a_worker_reading_first_writes_what_one_listing_first_writes(
 
 
 @pytest.mark.asyncio
-async def test_a_merge_unpickles_at_most_one_batch_per_call(
+async def test_a_merge_decodes_at_most_one_batch_per_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each unpickled batch costs the loop several ms: when both streams need their next
-    batch, the first call unpickles one and says ``again``; a call that may not unpickle
+    """Each decoded batch costs the loop several ms: when both streams need their next
+    batch, the first call decodes one and says ``again``; a call that may not decode
     says ``again`` at once; the order stays the scan's."""
     po = init_postoffice(tmp_path / "po")
     made = plain_files(po, 40)
     loads = 0
-    unpickle = marshal.loads
+    real_loads = marshal.loads
 
     def counting(data: bytes) -> Any:
         nonlocal loads
         loads += 1
-        return unpickle(data)
+        return real_loads(data)
 
     monkeypatch.setattr(marshal, "loads", counting)  # as loadpool calls it
     transport = str(po.transport) + "/"
