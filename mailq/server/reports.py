@@ -354,7 +354,8 @@ CACHE_PER_RCPT: Final = 8  # automatic budget: bytes per queued recipient ...
 CACHE_FLOOR: Final = 2 << 20  # ... but at least this
 PLAIN_MIN: Final = 65536  # rows of at least this many bytes may be kept uncompressed
 _PIECE: Final = 65536  # bytes of a packed entry decompressed at a time
-_WBITS: Final = 12  # a 4 KiB window: rows repeat their neighbours; small state
+_WBITS: Final = -12  # raw deflate (no adler32 to verify), a 4 KiB window: rows repeat
+# their neighbours; small state
 _MARK: Final = "\x00"  # field 9 while the thread waits for its wakeup (time-dependent)
 _MARK_BYTE: Final = b"\x00"
 

@@ -395,7 +395,9 @@ class _Session:
                 started = clock()
         if parts:
             write_parts(writer, parts)
-            await writer.drain()
+            transport = writer.transport
+            if transport.get_write_buffer_size() or transport.is_closing():
+                await writer.drain()  # else it has no work (as for one line above)
 
 
 GATHER_MAX = 64  # at most this many pieces in one writev (IOV_MAX is 1024)
@@ -432,6 +434,8 @@ def write_parts(writer: asyncio.StreamWriter, parts: list[bytes]) -> None:
         return
     if sent == 0:
         writer.write(b"".join(parts))
+        return
+    if sent == sum(map(len, parts)):  # the usual case: the socket took it all
         return
     rest: list[bytes | memoryview] = []
     for part in parts:
