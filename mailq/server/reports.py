@@ -356,6 +356,11 @@ PLAIN_MIN: Final = 65536  # rows of at least this many bytes may be kept uncompr
 _PIECE: Final = 65536  # bytes of a packed entry decompressed at a time
 _WBITS: Final = -12  # raw deflate (no adler32 to verify), a 4 KiB window: rows repeat
 # their neighbours; small state
+_MEMLEVEL: Final = (
+    7  # blocks of 8,192 symbols: fewer Huffman tables to build on inflate
+)
+# (~15 % faster than 1,024), and the compressor's state (~80 KiB) stays under malloc's
+# mmap threshold
 _MARK: Final = "\x00"  # field 9 while the thread waits for its wakeup (time-dependent)
 _MARK_BYTE: Final = b"\x00"
 
@@ -469,7 +474,7 @@ class DetailCache:
     ) -> Iterator[bytes]:
         """Format and send the rows in batches, keeping them (with the mark)."""
         limit = self.limit(view)
-        pack = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 4)
+        pack = zlib.compressobj(6, zlib.DEFLATED, _WBITS, _MEMLEVEL)
         plain: list[bytes] | None = []
         packed: list[bytes] = []
         size = 0
