@@ -198,6 +198,15 @@ async def test_a_dead_worker_leaves_its_files_to_the_daemon(
     assert not prepared
 
 
+def _exited(pid: int) -> bool:
+    """The process ended (a zombie not yet reaped, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def recording_work(out: Path) -> Any:
     """``loadworker.work`` that first records what the forked worker holds."""
     original = loadworker.work
@@ -211,7 +220,9 @@ def recording_work(out: Path) -> Any:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         out.write_text(
             repr(
-                (fds, handlers == [signal.SIG_DFL] * 3, wakeup, len(mask), os.getsid(0))
+                # none of the daemon's Python handlers (an inherited SIG_IGN, as
+                # under nohup, is what an exec'd worker would have too)
+                (fds, not any(map(callable, handlers)), wakeup, len(mask), os.getsid(0))
             )
         )
         original(job, write)
@@ -514,9 +525,14 @@ async def test_a_merge_decodes_at_most_one_batch_per_call(
         on_ready=lambda: None,
         batch=3,
     )
+    # Deterministic: every batch is in the pipes before the first call (a worker that
+    # is still writing, e.g. a spawned one on a loaded machine, gives plain Nones).
+    deadline = time.monotonic() + 30
+    while not all(_exited(s.proc.pid) for s in workers._streams):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
     got: list[str] = []
     agains = 0
-    deadline = time.monotonic() + 30
     calls = 0
     while not workers.finished:
         assert time.monotonic() < deadline
