@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.conftest import TESTTA_CONF, DaemonFactory, wait_until
 from tests.e2e.test_demo import Output, processes_using
+from tests.procs import gone
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only"
@@ -35,15 +36,6 @@ def reap(*pids: int) -> None:
         if pid and not gone(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def gone(pid: int) -> bool:
-    """Ended (a zombie waiting for a reaper counts as ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def test_agents_end_when_the_daemon_is_killed(daemon_factory: DaemonFactory) -> None:

@@ -9,17 +9,20 @@ path through the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
 from mailq.server.shell import GATHER_MAX, write_parts
 
 
-async def _pair() -> tuple[
-    asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Server
+@contextlib.asynccontextmanager
+async def _connected() -> AsyncIterator[
+    tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamWriter]
 ]:
-    """(client reader, client writer, server-side writer, server)."""
+    """(client reader, client writer, server-side writer), all closed afterwards."""
     accepted: asyncio.Future[asyncio.StreamWriter] = (
         asyncio.get_running_loop().create_future()
     )
@@ -30,7 +33,21 @@ async def _pair() -> tuple[
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    return reader, writer, await accepted, server
+    out = await accepted
+    try:
+        yield reader, writer, out
+    finally:
+        writer.close()
+        out.close()
+        server.close()
+
+
+async def _received(
+    reader: asyncio.StreamReader, out: asyncio.StreamWriter, size: int
+) -> bytes:
+    """The client's next ``size`` bytes, while the server side drains."""
+    got, _ = await asyncio.gather(reader.readexactly(size), out.drain())
+    return got
 
 
 def _parts(seed: int, sizes: list[int]) -> list[bytes]:
@@ -41,8 +58,7 @@ def _parts(seed: int, sizes: list[int]) -> list[bytes]:
 async def test_pieces_bigger_than_the_socket_buffers_arrive_whole_and_in_order() -> (
     None
 ):
-    reader, writer, out, server = await _pair()
-    try:
+    async with _connected() as (reader, _writer, out):
         out.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 65536
         )
@@ -53,29 +69,18 @@ async def test_pieces_bigger_than_the_socket_buffers_arrive_whole_and_in_order()
         write_parts(out, second)
         write_parts(out, [b"end"])
         expected = b"".join(first + second) + b"end"
-        got, _ = await asyncio.gather(reader.readexactly(len(expected)), out.drain())
-        assert got == expected
-    finally:
-        writer.close()
-        out.close()
-        server.close()
+        assert await _received(reader, out, len(expected)) == expected
 
 
 @pytest.mark.asyncio
 async def test_many_small_pieces_and_single_pieces() -> None:
-    reader, writer, out, server = await _pair()
-    try:
+    async with _connected() as (reader, _writer, out):
         many = _parts(3, [1 + i % 7 for i in range(GATHER_MAX * 3)])  # joined instead
         write_parts(out, many)
         write_parts(out, [b"x" * 100_000])
         write_parts(out, [b"a", b"b"])
         expected = b"".join(many) + b"x" * 100_000 + b"ab"
-        got, _ = await asyncio.gather(reader.readexactly(len(expected)), out.drain())
-        assert got == expected
-    finally:
-        writer.close()
-        out.close()
-        server.close()
+        assert await _received(reader, out, len(expected)) == expected
 
 
 async def _write_until_refused(out: asyncio.StreamWriter) -> None:
@@ -87,11 +92,7 @@ async def _write_until_refused(out: asyncio.StreamWriter) -> None:
 
 @pytest.mark.asyncio
 async def test_a_peer_gone_is_reported_by_the_transport_not_raised() -> None:
-    _reader, writer, out, server = await _pair()
-    try:
+    async with _connected() as (_reader, writer, out):
         writer.transport.abort()  # the peer resets the connection
         with pytest.raises(ConnectionError):
             await _write_until_refused(out)
-    finally:
-        out.close()
-        server.close()

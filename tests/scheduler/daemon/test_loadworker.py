@@ -30,6 +30,7 @@ from spool.filters import control_keys
 from spool.layout import Postoffice, init_postoffice
 from spool.plaincontrol import parse_solo
 from spool.submit import submit
+from tests.procs import gone
 from tests.spool.test_plaincontrol import plain_files as plain_control_files
 
 CONF = """*/*\tinterval=1m expiry=5d retries="1 1 2 3" maxchannel=0 maxring=20
@@ -196,15 +197,6 @@ async def test_a_dead_worker_leaves_its_files_to_the_daemon(
     assert core.msgs == 10
     assert sorted(order) == sorted(made)
     assert not prepared
-
-
-def _exited(pid: int) -> bool:
-    """The process ended (a zombie not yet reaped, or gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def recording_work(out: Path) -> Any:
@@ -528,7 +520,7 @@ async def test_a_merge_decodes_at_most_one_batch_per_call(
     # Deterministic: every batch is in the pipes before the first call (a worker that
     # is still writing, e.g. a spawned one on a loaded machine, gives plain Nones).
     deadline = time.monotonic() + 30
-    while not all(_exited(s.proc.pid) for s in workers._streams):
+    while not all(gone(s.proc.pid) for s in workers._streams):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     got: list[str] = []
