@@ -25,9 +25,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailq.protocol.errors import ListenError
-from mailq.server.httpshell import MonitorServer
 from mailq.server.listeners import ListenSpec, parse_listen_spec
 from mailq.server.shell import MailqServer, ServerConfig
 from scheduler.config.clauses import SchedulerConfig, default_config, load_config
@@ -51,6 +51,9 @@ from spool.counters import Counters
 from spool.dsnpass import dsn_pass_for
 from spool.errors import SpoolError
 from spool.layout import Postoffice
+
+if TYPE_CHECKING:
+    from mailq.server.httpshell import MonitorServer
 
 __all__ = [
     "COUNTER_FILE",
@@ -338,6 +341,9 @@ class Daemon:
         spec = self.opts.metrics_listen or self.config.params.metrics_listen
         if not spec:
             return True
+        # imported here: a daemon without a monitor listener never needs it
+        from mailq.server.httpshell import MonitorServer
+
         server = MonitorServer(monitor.routes())
         try:
             await server.start(spec)
