@@ -15,15 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.oracle_diff import runner
-from bench.oracle_diff.runner import (
-    AUTH,
-    ZM,
-    Daemon,
-    Mq2,
-    _settled,
-)
-from spool.layout import init_postoffice
+from bench.oracle_diff.live import prepare, start_ours, start_real
+from bench.oracle_diff.runner import ZM, Mq2, _settled
 
 SMTP = (
     os.environ.get("ETRNW_SMTP", f"{ZM}/bin/ta/smtp")
@@ -47,34 +40,19 @@ def control(n: int, channel: str, host: str, age: float) -> bytes:
     return body.encode()
 
 
-def start_real(root: Path) -> Daemon:
-    """The real scheduler, not frozen (the sweep runs it with -F)."""
-    return runner.start_real(root, frozen=False)
-
-
-def start_ours(root: Path) -> Daemon:
-    return runner.start_ours(root, root / "zconf", frozen=False)
-
-
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "real"
     wait = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     root = Path(tempfile.mkdtemp(prefix=f"etrnw-{which}-"))
-    po = root / "po"
-    init_postoffice(po)
-    (root / "scheduler.conf").write_text(CONF)
-    auth = root / "scheduler.auth"
-    auth.write_text(AUTH)
-    auth.chmod(0o600)
     now = time.time()
-    for n, ch, host, age in [
-        (100001, "smtp", "example.net", 3 * 3600),
-        (100005, "smtp-etrn", "etrn.example.com", 45),
-    ]:
-        for sub in ("transport", "queue"):
-            p = po / sub / str(n)
-            p.write_bytes(control(n, ch, host, age) if sub == "transport" else b"x\n")
-            os.utime(p, (now - age, now - age))
+    files = {
+        str(n): (control(n, ch, host, age), now - age)
+        for n, ch, host, age in [
+            (100001, "smtp", "example.net", 3 * 3600),
+            (100005, "smtp-etrn", "etrn.example.com", 45),
+        ]
+    }
+    prepare(root, files, CONF)
     d = start_real(root) if which == "real" else start_ours(root)
     try:
         _settled(d.port)

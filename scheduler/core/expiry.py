@@ -124,7 +124,8 @@ class Expiry(ModelState):
                 th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
             )
         else:
-            # the last TA left: ZMailer's thread_reschedule() without S18 (one step)
+            # the last TA left: ZMailer's thread_reschedule(); the expiry check runs
+            # whether or not the wakeup moved
             w, ri = retry.thread_advance(
                 th.wakeup, th.retryindex, now, c.interval, c.retries, self._rng
             )

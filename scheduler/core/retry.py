@@ -101,18 +101,14 @@ def thread_advance(
     ZMailer's ``thread_reschedule()``: a wakeup in the future is kept; else
     ``wakeup + r[i] * interval`` (no skew), moved forward by whole intervals past now.
     The index advances by two, as ZMailer's (S18: clients see the ``W=`` it gives, so it
-    is kept; the retries used are ``r[0], r[2], r[4], ...``).
+    is kept; the retries used are ``r[0], r[2], r[4], ...``): the same arithmetic as
+    :func:`zm_thread_reschedule`, whose ``advanced`` flag the fixed mode does not use.
 
     From a zero wakeup (a fresh thread, or one an ETRN zeroed) this is the next interval
     boundary after now, not ``now + r[i] * interval`` (issue 12 item 9 and work item 1).
     """
-    if wakeup > now or not retries:
-        return wakeup, retryindex
-    i = pick_index(retryindex, len(retries), rng)
-    w = wakeup + retries[i] * interval
-    if w < now:
-        w += ((now - w) // interval + 1) * interval
-    return w, i + 2
+    w, i, _ = zm_thread_reschedule(wakeup, retryindex, now, interval, retries, rng)
+    return w, i
 
 
 def zero_deferred(

@@ -9,7 +9,7 @@ from spool import controlfile as cfm
 from spool.errors import CorruptControlFile
 from spool.plaincontrol import parse_plain, parse_solo
 from tests.spool.golden import ALL_RUNS, recorded
-from tests.spool.test_fastparse import BENCH_LIKE, control_files, quads
+from tests.spool.test_fastparse import BENCH_LIKE, control_files, mutated, quads
 
 
 def assert_agrees(data: bytes) -> bool:
@@ -102,12 +102,8 @@ def test_generated_files_agree(data: bytes) -> None:
 
 @given(router_files(), st.data())
 def test_mutated_files_agree(sample: bytes, data: st.DataObject) -> None:
-    raw = bytearray(sample)
-    for _ in range(data.draw(st.integers(1, 3))):
-        at = data.draw(st.integers(0, len(raw) - 1))
-        raw[at] = data.draw(st.sampled_from(b' \n\t"(-r~+mMN@x0\x80'))
-    assert_agrees(bytes(raw))
-    assert_agrees(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+    for variant in mutated(sample, data):
+        assert_agrees(variant)
 
 
 def test_the_usual_files_take_the_fast_path() -> None:
