@@ -1,26 +1,34 @@
-"""Children that end with their parent: ``PR_SET_PDEATHSIG`` on Linux.
+"""Children that end with their parent, on Linux.
 
 Transport agents, load workers and the demo's scheduler run in sessions of their own (a
 Ctrl-C on the terminal is the parent's alone), so neither a terminal hang-up nor the
 parent's SIGKILL would reach them. :func:`dies_with_parent` gives a ``preexec_fn`` that
-asks the kernel to send them a signal when the process that started them ends, however it
-ends; a parent already gone before the request took effect is caught by comparing the
-parent pid. Agents also see their stdin close when the scheduler dies (the TA protocol's
-EOF), which covers systems without ``prctl``.
+asks the kernel (``PR_SET_PDEATHSIG``) to send them a signal when the process that started
+them ends, however it ends; a parent already gone before the request took effect is caught
+by comparing the parent pid. The daemon's agents are instead handed to a :class:`Lifeline`
+helper, which does the same for them without a ``preexec_fn`` (so that they are started
+with ``vfork``). Agents also see their stdin close when the scheduler dies (the TA
+protocol's EOF), which covers systems without either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
+import gc
 import os
+import select
 import signal
+import socket
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
-__all__ = ["dies_with_parent"]
+__all__ = ["Lifeline", "dies_with_parent"]
 
 PR_SET_PDEATHSIG: Final = 1
+PR_SET_NAME: Final = 15
 
 
 def _prctl() -> Callable[..., int] | None:
@@ -55,3 +63,160 @@ def dies_with_parent(
             then()
 
     return preexec
+
+
+class Lifeline:
+    """A small helper process that signals every child handed to it (:meth:`adopt`)
+    when this process ends, however it ends.
+
+    ``dies_with_parent`` needs a ``preexec_fn``, and a ``preexec_fn`` makes
+    :mod:`subprocess` start the child with ``fork`` instead of ``vfork``: the kernel
+    then copies the parent's page tables and the parent takes its working set's page
+    faults again (about 2 ms a child for a loaded daemon). The helper is forked once,
+    while the daemon is still small; children started with ``vfork`` are handed to it as
+    pidfds (safe against pid reuse) over a socket pair, and when the socket reads EOF,
+    which the kernel makes happen when this process ends, it sends ``sig`` to those
+    still running. A child the daemon had started but not yet handed over when it died
+    (a few microseconds) still sees its stdin close.
+
+    :meth:`start` returns None where there are no pidfds (not Linux, a kernel before
+    5.3); callers then use :func:`dies_with_parent`. The helper takes no lock after the
+    fork (no logging, no import, no thread), so it may be forked while other threads
+    wait (a new helper after the first one was killed: :meth:`fileno` reads EOF).
+    """
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self._sock = sock
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        self._dead = False
+
+    @classmethod
+    def start(cls, sig: int = signal.SIGTERM) -> Lifeline | None:
+        if not _pidfds():
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:  # pragma: no cover - the child ends in os._exit
+            _hold(theirs.detach(), int(sig), mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        theirs.close()
+        ours.setblocking(False)
+        return cls(pid, ours)
+
+    def fileno(self) -> int:
+        """Readable (EOF) once the helper has gone."""
+        return self._sock.fileno()
+
+    @property
+    def alive(self) -> bool:
+        """False once the helper has gone (then start children with
+        :func:`dies_with_parent`)."""
+        if not self._dead and self._poll.poll(0):  # EOF, or an error: it is gone
+            self._gone()
+        return not self._dead
+
+    def adopt(self, pid: int) -> bool:
+        """Hand the child ``pid`` over; False if the helper has gone (the child then
+        has no lifeline but its stdin)."""
+        if self._dead:
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True  # already ended
+        try:
+            socket.send_fds(self._sock, [b"+"], [fd])
+        except BlockingIOError:
+            return False  # a stopped helper: this child goes without
+        except OSError:
+            self._gone()
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def close(self) -> None:
+        """End the helper (it signals the children still running) and reap it; again:
+        nothing."""
+        if self._sock.fileno() < 0:
+            return
+        self._sock.close()
+        self._dead = True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def _gone(self) -> None:
+        self._dead = True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)
+
+
+def _pidfds() -> bool:
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def _hold(fd: int, sig: int, mask: object) -> NoReturn:
+    """The helper: leave the parent's signals, descriptors, session and directory, then
+    keep the pidfds it is given until the socket reads EOF, and signal the children
+    still running."""
+    try:
+        for s in signal.valid_signals():
+            if callable(signal.getsignal(s)):
+                signal.signal(s, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.setsid()  # no terminal's signals
+        os.chdir("/")
+        fd = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)  # above the standard descriptors
+        null = os.open(os.devnull, os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(null, n)
+        os.closerange(3, fd)  # the parent's, the first copy of ours, null
+        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+        _name(b"sched-lifeline")
+        gc.disable()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # type: ignore[arg-type]
+        sock = socket.socket(fileno=fd)
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        children: set[int] = set()
+        while True:
+            for ready, _ in poll.poll():
+                if ready != fd:  # a child ended
+                    poll.unregister(ready)
+                    children.discard(ready)
+                    os.close(ready)
+                    continue
+                data, fds, _, _ = socket.recv_fds(sock, 16, 16)
+                if not data and not fds:  # the parent has ended
+                    for child in children:
+                        with contextlib.suppress(OSError):
+                            signal.pidfd_send_signal(child, sig)
+                    os._exit(0)
+                for child in fds:
+                    children.add(child)
+                    poll.register(child, select.POLLIN)
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def _name(comm: bytes) -> None:
+    prctl = _PRCTL
+    if prctl is not None:
+        with contextlib.suppress(Exception):
+            prctl(PR_SET_NAME, ctypes.c_char_p(comm), 0, 0, 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import struct
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = [
     "index_key",
     "index_keys",
     "parse_filter",
+    "solo_keys",
     "text_search",
     "text_searchable",
 ]
@@ -242,6 +244,8 @@ _QUOTING = re.compile(
     r'["\\(\t]'
 ).search  # what sends a quad through parse_quad's slow path
 _EMPTY_KEY = zlib.crc32(b"")
+_KEY = struct.Struct("=I").pack  # one key as array("I") writes it
+_EMPTY_KEY_BYTES = _KEY(_EMPTY_KEY)
 
 
 def address_key(text: str) -> int:
@@ -293,6 +297,18 @@ def control_keys(
     if lines:
         lines.append(b"")  # the last line ends in a newline too
     return local.tobytes(), dom.tobytes(), b"\n".join(lines)
+
+
+def solo_keys(user: str) -> tuple[bytes, bytes, bytes]:
+    """:func:`control_keys` of one pending recipient whose address (the quad's third
+    word, ``-`` for none) is ``user``: the same bytes in a third of the time (the
+    startup load's usual file, :func:`spool.plaincontrol.parse_solo`)."""
+    b = b"" if user == "-" else user.lower().encode("utf-8", "surrogateescape")
+    at = b.find(b"@")
+    if at < 0:
+        return _KEY(zlib.crc32(b)), _EMPTY_KEY_BYTES, b + b"\n"
+    local, dom = b[:at], b[b.rfind(b"@") + 1 :]
+    return _KEY(zlib.crc32(local)), _KEY(zlib.crc32(dom)), b + b"\n"
 
 
 def index_keys(term: Term) -> list[tuple[str, int, int]]:

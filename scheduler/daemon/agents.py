@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
 from scheduler.core.commands import StartAgent
-from scheduler.lifeline import dies_with_parent
+from scheduler.lifeline import Lifeline, dies_with_parent
 
 __all__ = [
     "MAX_LINE",
@@ -133,8 +133,11 @@ class AgentPool:
         base_env: Mapping[str, str] | None = None,
         term_grace: float = _TERM_GRACE,
         silence_timeout: float = 0.0,
+        lifeline: Lifeline | None = None,
     ) -> None:
         self._listener = listener
+        self._lifeline = lifeline
+        self._watching = False
         self.silence_timeout = silence_timeout  # 0: none
         self._cwd = cwd
         self._base_env = None if base_env is None else dict(base_env)
@@ -150,6 +153,8 @@ class AgentPool:
         return {p: a.pid for p, a in self._agents.items() if a.process}
 
     def start(self, spec: AgentSpec) -> None:
+        if self._lifeline is not None and not self._watching:
+            self._watch_lifeline(self._lifeline)
         agent = _Agent(spec)
         self._agents[spec.proc] = agent
         agent.runner = self._spawn(agent, self._run(agent))
@@ -192,8 +197,48 @@ class AgentPool:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        if self._lifeline is not None:  # every TA reaped: it has nothing left to do
+            if self._watching:
+                asyncio.get_running_loop().remove_reader(self._lifeline.fileno())
+                self._watching = False
+            self._lifeline.close()
 
     # -- internals ------------------------------------------------------------
+
+    def _watch_lifeline(self, lifeline: Lifeline) -> None:
+        asyncio.get_running_loop().add_reader(
+            lifeline.fileno(), self._lifeline_gone, lifeline
+        )
+        self._watching = True
+
+    def _lifeline_gone(self, old: Lifeline) -> None:
+        """The helper has gone (killed): another one takes over the running agents."""
+        asyncio.get_running_loop().remove_reader(old.fileno())
+        self._watching = False
+        old.close()
+        new = Lifeline.start()
+        self._lifeline = new
+        pids = [
+            a.process.pid
+            for a in self._agents.values()
+            if a.process is not None and a.process.returncode is None
+        ]
+        if new is None:
+            logger.error(
+                "the lifeline helper (pid %d) has gone and no other could start: "
+                "new TAs get PR_SET_PDEATHSIG, %d running TA(s) only their stdin's EOF",
+                old.pid,
+                len(pids),
+            )
+            return
+        adopted = sum(new.adopt(pid) for pid in pids)
+        logger.warning(
+            "the lifeline helper (pid %d) has gone: pid %d took over %d running TA(s)",
+            old.pid,
+            new.pid,
+            adopted,
+        )
+        self._watch_lifeline(new)
 
     def _spawn(
         self, agent: _Agent, coro: Coroutine[Any, Any, None]
@@ -269,10 +314,16 @@ class AgentPool:
                 kwargs["extra_groups"] = []
             if spec.uid is not None:
                 kwargs["user"] = spec.uid
-        # agents end with the scheduler, however it ends (scheduler.lifeline)
-        kwargs["preexec_fn"] = dies_with_parent(
-            then=_nicer(spec.nice) if spec.nice else None
-        )
+        # agents end with the scheduler, however it ends (scheduler.lifeline): handed
+        # to the lifeline helper, so that subprocess can use vfork (a preexec_fn
+        # makes it fork the whole daemon), or else by a preexec_fn
+        held = self._lifeline
+        if held is not None and (kwargs or spec.nice or not held.alive):
+            held = None  # a fork anyway (user, group), a nice value, or no helper
+        if held is None:
+            kwargs["preexec_fn"] = dies_with_parent(
+                then=_nicer(spec.nice) if spec.nice else None
+            )
         loop = asyncio.get_running_loop()
         # asyncio.create_subprocess_exec, with stdout read by _Protocol
         transport, protocol = await loop.subprocess_exec(
@@ -286,6 +337,12 @@ class AgentPool:
             start_new_session=True,
             **kwargs,  # type: ignore[arg-type]
         )
+        if held is not None and not held.adopt(transport.get_pid()):
+            logger.warning(
+                "TA pid %d could not be handed to the lifeline helper: it ends with "
+                "the scheduler only by its stdin's EOF",
+                transport.get_pid(),
+            )
         return asyncio.subprocess.Process(transport, protocol, loop), protocol
 
     def _stdout(self, agent: _Agent, chunk: bytes) -> None:

@@ -31,12 +31,12 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from scheduler.core.model import RcptExtra
 from scheduler.core.vertexspecs import Split, VertexSpec, intern_name, split_recipients
-from spool.controlfile import DEFAULT_NOTIFY, KNOWN_FLAGS, parse
-from spool.filters import control_keys
+from spool.controlfile import KNOWN_FLAGS, parse
+from spool.filters import control_keys, solo_keys
 from spool.ids import message_number
 from spool.plaincontrol import Solo, parse_plain, parse_solo
 from spool.store import read_control, read_control_stat
@@ -115,8 +115,6 @@ class _PendingDiagnostic:
 
 
 _ONE_PENDING: Final = (_PendingDiagnostic(),)
-_NO_CONTROL: Final = cast("ControlFile", None)
-"""``control_keys`` reads only the rows it is given."""
 
 
 class PreparedControl:
@@ -242,7 +240,6 @@ def _solo_record(qdir: str, entry: EntryTuple, solo: Solo) -> Record | None:
     if not stat.S_ISREG(st.st_mode):
         return None  # the daemon quarantines it
     ns = st.st_mtime_ns
-    row = (off, channel, host, quad, DEFAULT_NOTIFY, hdr, -1)
     return (
         entry[0],
         entry[1],
@@ -254,7 +251,7 @@ def _solo_record(qdir: str, entry: EntryTuple, solo: Solo) -> Record | None:
         hdr,
         False,
         [(intern_name(channel), intern_name(host), off, None, 1)],
-        control_keys(_NO_CONTROL, [row]),
+        solo_keys(quad.split(" ", 3)[2]),
     )
 
 

@@ -54,6 +54,7 @@ from scheduler.daemon.loadworker import (
     PreparedControl,
     Record,
 )
+from scheduler.lifeline import Lifeline
 from spool import store
 from spool.controlfile import ControlFile, parse
 from spool.errors import SpoolError
@@ -126,6 +127,7 @@ class Runner:
         worker_min_files: int = MIN_FILES,
         agent_timeout: float = 0.0,
         startup_hold: float = STARTUP_HOLD,
+        lifeline: Lifeline | None = None,
     ) -> None:
         self.core = core
         self.po = po
@@ -144,6 +146,7 @@ class Runner:
             cwd=po.transport,
             base_env=agent_env,
             silence_timeout=agent_timeout,
+            lifeline=lifeline,
         )
         self._counters = counters
         self._dsn_pass = dsn_pass

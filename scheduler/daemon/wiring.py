@@ -46,6 +46,7 @@ from scheduler.daemon.startcheck import (
     socket_owner,
 )
 from scheduler.errors import ConfigError
+from scheduler.lifeline import Lifeline
 from spool.bindaddr import bind_address
 from spool.counters import Counters
 from spool.dsnpass import dsn_pass_for
@@ -141,8 +142,14 @@ def read_config(path: str | None, zenv: Mapping[str, str]) -> SchedulerConfig:
 class Daemon:
     """One running scheduler; :meth:`run` returns the exit status."""
 
-    def __init__(self, opts: DaemonOptions, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        opts: DaemonOptions,
+        config: SchedulerConfig,
+        lifeline: Lifeline | None = None,
+    ) -> None:
         self.opts = opts
+        self.lifeline = lifeline
         self.config = config
         self.po = Postoffice(opts.postoffice)
         self.pid_path = opts.pid_file or self.po.pid_file
@@ -189,6 +196,7 @@ class Daemon:
             dsn_pass=dsn_pass_for(self.opts.zenv),
             hostname=self.opts.zenv.get("HOSTNAME") or socket.gethostname(),
             agent_timeout=self._agent_timeout(),
+            lifeline=self.lifeline,
         )
         logger.info(
             "scheduler daemon pid %d started on %s (config %s)",
@@ -522,4 +530,10 @@ def run_daemon(opts: DaemonOptions) -> int:
             "%s is not a postoffice (no transport/ directory)", opts.postoffice
         )
         return EX_CONFIG
-    return asyncio.run(Daemon(opts, config).run())
+    # forked now, while the daemon is small and has one thread (scheduler.lifeline)
+    lifeline = Lifeline.start()
+    try:
+        return asyncio.run(Daemon(opts, config, lifeline).run())
+    finally:
+        if lifeline is not None:
+            lifeline.close()

@@ -139,3 +139,75 @@ def test_demo_and_its_children_end_when_the_terminal_closes(tmp_path: Path) -> N
             proc.kill()
             proc.wait()
         reap(scheduler)
+
+
+AGENT = """\
+#!{python}
+import ctypes, os, sys, time
+sig = ctypes.c_int()
+ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+with open(f"{{sys.argv[1]}}.{{os.getpid()}}.tmp", "w") as f:
+    f.write(str(sig.value))
+os.rename(f"{{sys.argv[1]}}.{{os.getpid()}}.tmp", f"{{sys.argv[1]}}.{{os.getpid()}}")
+time.sleep(300)
+"""
+
+
+def _children(pid: int) -> dict[int, str]:
+    """``pid -> comm`` of the children of ``pid``."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    out[int(entry.name)] = (entry / "comm").read_text().strip()
+    return out
+
+
+def test_agents_started_without_a_preexec_end_through_the_lifeline_helper(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """Agents are handed to the lifeline helper (so subprocess can vfork); a helper
+    that is killed is replaced at once and the new one takes over the running agents;
+    all end with the daemon."""
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT.format(python=sys.executable))
+    script.chmod(0o755)
+    out = tmp_path / "pdeathsig"
+    conf = TESTTA_CONF.replace(
+        'command="builtin:testta -c $channel"', f'command="{script} {out}"'
+    )
+    d = daemon_factory(conf)
+    assert d.proc is not None
+    daemon = d.proc.pid
+
+    def reported() -> dict[int, str]:
+        return {
+            int(p.name.rsplit(".", 1)[1]): p.read_text()
+            for p in tmp_path.glob("pdeathsig.*")
+            if not p.name.endswith(".tmp")
+        }
+
+    def helpers() -> list[int]:
+        return [p for p, comm in _children(daemon).items() if comm == "sched-lifeline"]
+
+    (helper,) = helpers()
+    agents: list[int] = []
+    try:
+        d.submit("x@one.example")
+        wait_until(lambda: len(reported()) == 1, limit=DEADLINE, what="an agent")
+        agents = list(reported())
+        assert list(reported().values()) == ["0"]  # no preexec_fn: started by vfork
+        os.kill(helper, signal.SIGKILL)
+        wait_until(lambda: helpers() not in ([], [helper]), what="another helper")
+        d.submit("y@two.example")
+        wait_until(lambda: len(reported()) == 2, limit=DEADLINE, what="a second agent")
+        agents = list(reported())
+        assert list(reported().values()) == ["0", "0"]
+        assert "took over 1 running TA(s)" in d.log_path.read_text()
+        d.proc.send_signal(signal.SIGKILL)  # the daemon alone, not its process group
+        d.proc.wait()
+        wait_until(lambda: all(map(gone, agents)), limit=DEADLINE, what="the agents")
+    finally:
+        reap(helper, *helpers(), *agents)

@@ -15,7 +15,7 @@ from scheduler.core.events import MessageGone
 from scheduler.core.model import Message
 from scheduler.core.rcptindex import RcptIndex
 from spool.controlfile import parse
-from spool.filters import control_keys, parse_filter, text_search
+from spool.filters import control_keys, parse_filter, solo_keys, text_search
 from tests.scheduler.core.playbook import Playbook, control_bytes
 from tests.scheduler.core.test_core import CONF
 
@@ -177,6 +177,19 @@ def test_control_keys_give_the_addresses_a_line_each() -> None:
     keys = control_keys(parse(data, "A/1"))
     assert keys[2] == b"ann@h\nb\n"
     assert control_keys(parse(control_bytes("2", "s@x", []), "A/2"))[2] == b""
+
+
+@given(
+    user=st.one_of(
+        st.just("-"),
+        st.text(st.sampled_from("aB@.-_x\u00fc\u00c9+"), min_size=1, max_size=12),
+    )
+)
+def test_the_one_recipient_keys_are_the_general_ones(user: str) -> None:
+    """solo_keys (the load workers' usual file) gives control_keys' bytes: case,
+    UTF-8, no '@', several '@', the '-' of no address."""
+    row = (0, "smtp", "h", f"smtp h {user} 99", ("NEVER", ""), 0, -1)
+    assert solo_keys(user) == control_keys(None, [row])  # type: ignore[arg-type,list-item]
 
 
 def test_a_common_local_part_and_domain_search_the_addresses() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 from scheduler.daemon.agents import MAX_LINE, AgentPool, AgentSpec
+from scheduler.lifeline import Lifeline
 
 # A tiny TA: "#hungry" at start; each job line is answered "<job> done" + "#hungry";
 # an empty line or EOF ends it.
@@ -215,3 +218,40 @@ async def test_environment_and_cwd(tmp_path: Path) -> None:
     )
     assert await rec.line() == (8, f"v1 {tmp_path}")
     await rec.wait(8)
+
+
+PDEATHSIG_TA = """\
+import ctypes, sys
+sig = ctypes.c_int()
+ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+print(sig.value, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+@pytest.mark.parametrize(
+    ("helper", "nice", "expected"),
+    [
+        (False, 0, signal.SIGTERM),  # no helper: a preexec_fn (fork)
+        (True, 0, 0),  # handed to the helper: no preexec_fn (vfork)
+        (True, 5, signal.SIGTERM),  # a nice value needs the preexec_fn
+    ],
+)
+@pytest.mark.asyncio
+async def test_how_an_agent_is_tied_to_the_daemon(
+    tmp_path: Path, helper: bool, nice: int, expected: int
+) -> None:
+    life = Lifeline.start() if helper else None
+    assert (life is not None) == helper
+    rec = Recorder()
+    pool = AgentPool(rec, lifeline=life)
+    argv = script(tmp_path, "pdeathsig", PDEATHSIG_TA)
+    pool.start(AgentSpec(proc=9, argv=argv, nice=nice))
+    assert await rec.line() == (9, str(int(expected)))
+    await pool.shutdown(1.0)
+    assert rec.exit_code(9) == 0
+    if life is not None:  # the pool ends the helper once its agents are reaped
+        assert not life.alive
+        reaped = not await asyncio.to_thread(os.path.exists, f"/proc/{life.pid}")
+        assert reaped  # ended, and not left a zombie
