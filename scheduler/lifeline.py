@@ -18,10 +18,12 @@ import ctypes
 import fcntl
 import gc
 import os
+import resource
 import select
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Final, NoReturn
 
@@ -77,7 +79,7 @@ class Lifeline:
     pidfds (safe against pid reuse) over a socket pair, and when the socket reads EOF,
     which the kernel makes happen when this process ends, it sends ``sig`` to those
     still running. A child the daemon had started but not yet handed over when it died
-    (a few microseconds) still sees its stdin close.
+    (the few loop steps of its start) still sees its stdin close.
 
     :meth:`start` returns None where there are no pidfds (not Linux, a kernel before
     5.3); callers then use :func:`dies_with_parent`. The helper takes no lock after the
@@ -133,6 +135,8 @@ class Lifeline:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
             return True  # already ended
+        except OSError:
+            return False  # out of descriptors: this child goes without
         try:
             socket.send_fds(self._sock, [b"+"], [fd])
         except BlockingIOError:
@@ -152,6 +156,11 @@ class Lifeline:
         self._sock.close()
         self._dead = True
         with contextlib.suppress(ChildProcessError):
+            for _ in range(100):  # it ends at once, unless stopped: 1 s at most
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+                time.sleep(0.01)
+            os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
 
     def _gone(self) -> None:
@@ -175,6 +184,7 @@ def _hold(fd: int, sig: int, mask: object) -> NoReturn:
     keep the pidfds it is given until the socket reads EOF, and signal the children
     still running."""
     try:
+        signal.set_wakeup_fd(-1)  # the parent's event loop must not see our signals
         for s in signal.valid_signals():
             if callable(signal.getsignal(s)):
                 signal.signal(s, signal.SIG_DFL)
@@ -188,6 +198,9 @@ def _hold(fd: int, sig: int, mask: object) -> NoReturn:
         os.closerange(3, fd)  # the parent's, the first copy of ours, null
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
         _name(b"sched-lifeline")
+        with contextlib.suppress(ValueError, OSError):  # a pidfd per running agent
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         gc.disable()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # type: ignore[arg-type]
         sock = socket.socket(fileno=fd)
