@@ -179,6 +179,18 @@ def _pidfds() -> bool:
     return True
 
 
+_IGNORED: Final = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+"""What the helper ignores: its command line is the daemon's, so ``pkill -f`` and
+``pkill -HUP -f`` reach it too."""
+
+
 def _hold(fd: int, sig: int, mask: object) -> NoReturn:
     """The helper: leave the parent's signals, descriptors, session and directory, then
     keep the pidfds it is given until the socket reads EOF, and signal the children
@@ -188,7 +200,8 @@ def _hold(fd: int, sig: int, mask: object) -> NoReturn:
         for s in signal.valid_signals():
             if callable(signal.getsignal(s)):
                 signal.signal(s, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for s in _IGNORED:  # it ends with its parent, not with a pkill -f of both
+            signal.signal(s, signal.SIG_IGN)
         os.setsid()  # no terminal's signals
         os.chdir("/")
         fd = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)  # above the standard descriptors

@@ -123,6 +123,10 @@ def test_children_end_when_the_parent_is_killed() -> None:
             assert time.monotonic() < deadline, held
             time.sleep(0.02)
         assert os.getsid(helper) == helper  # no terminal's signals
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGINT):
+            os.kill(helper, sig)  # a pkill -f of the daemon's command line
+        time.sleep(0.2)
+        assert not gone(helper)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         _wait_gone(helper, *kids)
