@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Final, NoReturn
 
-__all__ = ["Lifeline", "dies_with_parent"]
+__all__ = ["Lifeline", "dies_with_parent", "leave_parent"]
 
 PR_SET_PDEATHSIG: Final = 1
 PR_SET_NAME: Final = 15
@@ -65,6 +65,19 @@ def dies_with_parent(
             then()
 
     return preexec
+
+
+def leave_parent(keep: int) -> None:
+    """In a forked child: drop the parent's signal handlers and its event loop's wakeup
+    descriptor, leave its session (a Ctrl-C on the terminal is the parent's), and close
+    every descriptor above 2 but ``keep``."""
+    signal.set_wakeup_fd(-1)  # the parent's loop must not see our signals
+    for s in signal.valid_signals():
+        if callable(signal.getsignal(s)):
+            signal.signal(s, signal.SIG_DFL)
+    os.setsid()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))  # the limit as it is now
 
 
 class Lifeline:
@@ -196,20 +209,14 @@ def _hold(fd: int, sig: int, mask: object) -> NoReturn:
     keep the pidfds it is given until the socket reads EOF, and signal the children
     still running."""
     try:
-        signal.set_wakeup_fd(-1)  # the parent's event loop must not see our signals
-        for s in signal.valid_signals():
-            if callable(signal.getsignal(s)):
-                signal.signal(s, signal.SIG_DFL)
-        for s in _IGNORED:  # it ends with its parent, not with a pkill -f of both
-            signal.signal(s, signal.SIG_IGN)
-        os.setsid()  # no terminal's signals
         os.chdir("/")
         fd = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)  # above the standard descriptors
         null = os.open(os.devnull, os.O_RDWR)
         for n in (0, 1, 2):
             os.dup2(null, n)
-        os.closerange(3, fd)  # the parent's, the first copy of ours, null
-        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+        leave_parent(fd)  # closes the parent's, the first copy of ours, null
+        for s in _IGNORED:  # it ends with its parent, not with a pkill -f of both
+            signal.signal(s, signal.SIG_IGN)
         _name(b"sched-lifeline")
         with contextlib.suppress(ValueError, OSError):  # a pidfd per running agent
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -286,16 +286,7 @@ class ModelState:
             th.touch()  # written raw: SHOW THREAD caches see it (rcpts changes too)
         else:
             v.drop_index(index)
-        # _age_sub(th, v.msg._t, 1), inline: this runs per delivered recipient
-        slot = (v.msg._t & T_MASK) // SECOND_NS // 60
-        d = self._ages[slot]
-        left = d[th] - 1
-        if left:
-            d[th] = left
-        else:
-            del d[th]
-            if not d:
-                del self._ages[slot]
+        self._age_sub(th, v.msg._t, 1)
         th.rcpts -= 1
         self.total_recipients -= 1
         self._count(STORED_RCPTS, -1)

@@ -38,7 +38,7 @@ from typing import Final, NoReturn, Protocol
 
 from scheduler.daemon import loadworker
 from scheduler.daemon.loadworker import BATCH, FRAME, EntryTuple, Item, Job
-from scheduler.lifeline import dies_with_parent
+from scheduler.lifeline import dies_with_parent, leave_parent
 from spool.store import write_all
 
 __all__ = ["LoadWorkers", "count_hashed", "hash_dirs"]
@@ -133,15 +133,9 @@ def _child(
     job into ``wfd``, and exit without running anything of the daemon's."""
     code = 1
     try:
-        signal.set_wakeup_fd(-1)  # the daemon's loop must not see our signals
-        for sig in signal.valid_signals():
-            if callable(signal.getsignal(sig)):
-                signal.signal(sig, signal.SIG_DFL)
-        os.setsid()  # a Ctrl-C on the terminal is the daemon's
+        leave_parent(wfd)  # the daemon's signals, session and descriptors
         if then is not None:
             then()  # dies with the daemon
-        os.closerange(3, wfd)
-        os.closerange(wfd + 1, os.sysconf("SC_OPEN_MAX"))  # the limit as it is now
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         gc.disable()  # short-lived acyclic objects only
 
