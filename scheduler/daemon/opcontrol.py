@@ -24,7 +24,7 @@ from scheduler.core.model import Message
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.shape import ShapeTable
 from scheduler.daemon.deliveries import DeliveryTap
-from scheduler.daemon.prefetch import Prefetch
+from scheduler.daemon.prefetch import Prefetch, read_hinted
 from scheduler.daemon.runner import Runner
 from spool import opstate
 from spool.controlfile import parse
@@ -185,18 +185,13 @@ class ControlPlaneImpl:
         ``hints`` (lower-case literal parts of a pattern) a file that lacks one of
         them is skipped without parsing. ``pre`` may have read it already."""
         data = pre.take(msg.relpath) if pre is not None else None
+        if data is None:
+            data = read_hinted(self._transport + msg.relpath, hints)
+        if not data:
+            return []
         try:
-            if data is None:
-                with open(self._transport + msg.relpath, "rb") as f:
-                    data = f.read()
-                if hints:
-                    low = data.lower()
-                    if not all(h in low for h in hints):
-                        return []
-            if not data:
-                return []
             cf = parse(data, msg.relpath)
-        except (OSError, SpoolError):
+        except SpoolError:
             return []
         return [
             (r.channel.lower(), r.host.lower(), r.user)

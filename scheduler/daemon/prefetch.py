@@ -23,12 +23,30 @@ import time
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-__all__ = ["AHEAD", "MISS", "Prefetch"]
+from spool.errors import SpoolError
+from spool.store import read_control
+
+__all__ = ["AHEAD", "MISS", "Prefetch", "read_hinted"]
 
 AHEAD: Final = 2048
 MISS: Final = b""
 """What :meth:`Prefetch.take` returns for a file that lacks a hint or cannot be read."""
 _TAKEN: Final = object()  # the scan got there first
+
+
+def read_hinted(path: str, hints: Sequence[bytes]) -> bytes:
+    """A control file's bytes (``spool.store.read_control``: never a link, never a
+    FIFO), or :data:`MISS` when it cannot be read or lacks one of ``hints`` (lower-case
+    literal parts of a pattern)."""
+    try:
+        data = read_control(path)
+    except (OSError, SpoolError):
+        return MISS
+    if data and hints:
+        low = data.lower()
+        if not all(h in low for h in hints):
+            return MISS
+    return data
 
 
 class _Named(Protocol):
@@ -67,15 +85,7 @@ class Prefetch:
             if cache.get(relpath) is _TAKEN:
                 del cache[relpath]
                 continue
-            try:
-                with open(transport + relpath, "rb") as f:
-                    data = f.read()
-            except OSError:
-                data = MISS
-            if data and hints:
-                low = data.lower()
-                if not all(h in low for h in hints):
-                    data = MISS
+            data = read_hinted(transport + relpath, hints)
             if cache.setdefault(relpath, data) is _TAKEN:
                 del cache[relpath]
             else:
